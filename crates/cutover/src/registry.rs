@@ -1,0 +1,283 @@
+//! [`Registry`]: many slots by key, with lookup and lease on the per-call path.
+
+use std::{
+    borrow::Borrow,
+    collections::HashMap,
+    fmt,
+    hash::{BuildHasher, Hash, RandomState},
+    sync::Arc,
+};
+
+use crate::{
+    slot::{Drain, Lease, Slot},
+    sync::{lock, Mutex},
+    PluginId, SharedLifecycle,
+};
+
+/// Why a registry change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// No plugin is registered under the key.
+    #[error("no plugin is registered under {key}: add it first, or check the name")]
+    NotFound {
+        /// The key, as `Debug` prints it.
+        key: String,
+    },
+    /// A plugin is already registered under the key.
+    #[error("a plugin is already registered under {key}: replace it, or remove it first")]
+    AlreadyExists {
+        /// The key, as `Debug` prints it.
+        key: String,
+    },
+}
+
+type Map<K, T, S> = HashMap<K, Arc<Slot<T>>, S>;
+
+/// Many hot-swappable plugins by key (a plugin id, a function name...).
+///
+/// The per-call path, [`Registry::lease`], takes a lease on the current
+/// key map (itself a [`Slot`], replaced copy-on-write by `add`/`remove`),
+/// looks the key up and leases that plugin's slot: no lock, and no shared
+/// cache line written, however many threads call.
+///
+/// * [`add`](Self::add) makes a new plugin visible to every lookup that starts
+///   after it returns.
+/// * [`replace`](Self::replace) is [`Slot::replace`] on one entry.
+/// * [`remove`](Self::remove) unlinks the entry and retires its current
+///   generation: lookups starting after it returns find nothing; the
+///   returned [`Drain`] completes when the operations in flight end.
+///
+/// Changes are serialized by a lock; lookups never take it. `add` and
+/// `remove` copy the key map (O(n)), so load many plugins at once with
+/// [`extend`](Self::extend).
+///
+/// ```
+/// use std::sync::Arc;
+/// use cutover::{PluginId, Registry};
+///
+/// let registry: Registry<String, dyn Fn(i64) -> i64 + Send + Sync> = Registry::new();
+/// registry.add("double".to_string(), PluginId::new("double"), Arc::new(|x| x * 2)).unwrap();
+/// assert_eq!(registry.lease("double").map(|f| f(21)), Some(42));
+/// registry.replace("double", Arc::new(|x| x + x + 1)).unwrap();
+/// assert_eq!(registry.lease("double").map(|f| f(21)), Some(43));
+/// registry.remove("double").unwrap().wait();
+/// assert!(registry.lease("double").is_none());
+/// ```
+pub struct Registry<K, T: ?Sized + Send + Sync + 'static, S = RandomState>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    map: Slot<Map<K, T, S>>,
+    write: Mutex<()>,
+}
+
+impl<K, T> Registry<K, T>
+where
+    K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
+    T: ?Sized + Send + Sync + 'static,
+{
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::with_hasher(RandomState::new())
+    }
+}
+
+impl<K, T> Default for Registry<K, T>
+where
+    K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
+    T: ?Sized + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, T, S> Registry<K, T, S>
+where
+    K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
+    T: ?Sized + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    /// An empty registry hashing keys with `hasher`.
+    pub fn with_hasher(hasher: S) -> Self {
+        Self {
+            map: Slot::new(PluginId::new("cutover.registry"), Arc::new(HashMap::with_hasher(hasher))),
+            write: Mutex::new(()),
+        }
+    }
+
+    /// Lease the plugin registered under `key`: the per-call path. `None` if
+    /// there is none.
+    #[inline]
+    pub fn lease<Q>(&self, key: &Q) -> Option<Lease<T>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let map = self.map.lease();
+        map.get(key)?.try_lease()
+    }
+
+    /// Whether a plugin is registered under `key`.
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.lease().contains_key(key)
+    }
+
+    /// The current generation of the plugin under `key`.
+    pub fn generation<Q>(&self, key: &Q) -> Option<u64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.lease().get(key).map(|slot| slot.generation())
+    }
+
+    /// The current generation's lifecycle of the plugin under `key`.
+    pub fn lifecycle<Q>(&self, key: &Q) -> Option<SharedLifecycle>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.lease().get(key).map(|slot| slot.lifecycle())
+    }
+
+    /// The registered keys, in no particular order.
+    pub fn keys(&self) -> Vec<K> {
+        self.map.lease().keys().cloned().collect()
+    }
+
+    /// How many plugins are registered.
+    pub fn len(&self) -> usize {
+        self.map.lease().len()
+    }
+
+    /// Whether no plugin is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Register `value` under `key` as generation 1 of plugin `id`.
+    ///
+    /// # Errors
+    /// [`RegistryError::AlreadyExists`] if `key` is taken; nothing changes.
+    pub fn add(&self, key: K, id: PluginId, value: Arc<T>) -> Result<(), RegistryError> {
+        self.add_slot(key, Slot::new(id, value))
+    }
+
+    /// Register a slot built by the caller (e.g. with a supplied lifecycle).
+    ///
+    /// # Errors
+    /// [`RegistryError::AlreadyExists`] if `key` is taken; nothing changes
+    /// (the slot is dropped, retiring its value).
+    pub fn add_slot(&self, key: K, slot: Slot<T>) -> Result<(), RegistryError> {
+        let _write = lock(&self.write);
+        let current = self.map.current();
+        if current.contains_key(&key) {
+            return Err(RegistryError::AlreadyExists { key: format!("{key:?}") });
+        }
+        let mut next = (*current).clone();
+        next.insert(key, Arc::new(slot));
+        self.map.replace(Arc::new(next));
+        Ok(())
+    }
+
+    /// Register many plugins in one cutover of the key map.
+    ///
+    /// # Errors
+    /// [`RegistryError::AlreadyExists`] naming the first key that is taken
+    /// (or repeated); nothing changes.
+    pub fn extend(&self, entries: impl IntoIterator<Item = (K, Slot<T>)>) -> Result<(), RegistryError> {
+        let _write = lock(&self.write);
+        let current = self.map.current();
+        let mut next = (*current).clone();
+        for (key, slot) in entries {
+            if next.contains_key(&key) {
+                return Err(RegistryError::AlreadyExists { key: format!("{key:?}") });
+            }
+            next.insert(key, Arc::new(slot));
+        }
+        self.map.replace(Arc::new(next));
+        Ok(())
+    }
+
+    /// Cut the plugin under `key` over to `value`; see [`Slot::replace`].
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] if nothing is registered under `key`.
+    pub fn replace<Q>(&self, key: &Q, value: Arc<T>) -> Result<Drain, RegistryError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized,
+    {
+        self.with_slot(key, |slot| slot.replace(value))
+    }
+
+    /// Like [`replace`](Self::replace), with the new generation's lifecycle.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] if nothing is registered under `key`.
+    pub fn replace_with_lifecycle<Q>(
+        &self,
+        key: &Q,
+        value: Arc<T>,
+        lifecycle: SharedLifecycle,
+    ) -> Result<Drain, RegistryError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized,
+    {
+        self.with_slot(key, |slot| slot.replace_with_lifecycle(value, lifecycle))
+    }
+
+    fn with_slot<Q, R>(&self, key: &Q, f: impl FnOnce(&Slot<T>) -> R) -> Result<R, RegistryError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized,
+    {
+        let _write = lock(&self.write);
+        let current = self.map.current();
+        let slot = current.get(key).ok_or_else(|| RegistryError::NotFound { key: format!("{key:?}") })?;
+        Ok(f(slot))
+    }
+
+    /// Unregister the plugin under `key` and retire its current generation.
+    /// Lookups that start after this returns find nothing; the returned
+    /// [`Drain`] completes when the operations in flight on it end.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] if nothing is registered under `key`.
+    pub fn remove<Q>(&self, key: &Q) -> Result<Drain, RegistryError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized,
+    {
+        let _write = lock(&self.write);
+        let current = self.map.current();
+        let not_found = || RegistryError::NotFound { key: format!("{key:?}") };
+        let slot = Arc::clone(current.get(key).ok_or_else(not_found)?);
+        let mut next = (*current).clone();
+        next.remove(key);
+        drop(current);
+        self.map.replace(Arc::new(next));
+        // Lookups still holding the old key map may reach `slot` until they
+        // finish; once closed, it answers them with `None`.
+        slot.close().ok_or_else(not_found)
+    }
+}
+
+impl<K, T, S> fmt::Debug for Registry<K, T, S>
+where
+    K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
+    T: ?Sized + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").field("keys", &self.keys()).finish()
+    }
+}

@@ -1,0 +1,204 @@
+//! [`Drain`]: the handle on a generation that a cutover retired.
+
+use std::{
+    fmt,
+    future::{Future, IntoFuture},
+    pin::Pin,
+    ptr::NonNull,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use super::{
+    record::{Record, Shared},
+    signal::DrainSignal,
+};
+use crate::{lifecycle::SharedLifecycle, DrainError, PluginId};
+
+/// Reads a draining record's counters, whatever the plugin type.
+trait Probe: Send + Sync {
+    fn in_flight(&self, signal: &DrainSignal) -> usize;
+    fn plugin(&self) -> &PluginId;
+}
+
+struct RecordProbe<T: ?Sized + 'static> {
+    shared: Arc<Shared<T>>,
+    record: NonNull<Record<T>>,
+}
+
+// SAFETY: the probe only reads atomics of a record kept allocated by `shared`.
+unsafe impl<T: ?Sized + Send + Sync + 'static> Send for RecordProbe<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for RecordProbe<T> {}
+
+impl<T: ?Sized + Send + Sync + 'static> Probe for RecordProbe<T> {
+    fn in_flight(&self, signal: &DrainSignal) -> usize {
+        self.shared.in_flight(self.record, signal)
+    }
+
+    fn plugin(&self) -> &PluginId {
+        &self.shared.id
+    }
+}
+
+/// The handle on a generation retired by a cutover, returned by
+/// [`Slot::replace`](super::Slot::replace).
+///
+/// The generation is already `Draining` when you get this: no new lease sees
+/// it, and leases taken before the cutover keep it alive. When the last of
+/// them is dropped, the generation's lifecycle becomes `Removed`, its value
+/// is dropped (on the thread that dropped that last lease, or inside
+/// `replace` if nothing was in flight), and then every waiter is woken:
+/// blocked [`wait_timeout`](Self::wait_timeout) callers, pending
+/// [`drained`](Self::drained) futures, and [`on_drained`](Self::on_drained)
+/// callbacks. So once a wait returns `Ok`, the old value has been dropped
+/// (unless the host holds another `Arc` to it).
+///
+/// Notification is by a condition variable and wakers, never by polling.
+/// Dropping a `Drain` does not stop or block the drain; it just gives up the
+/// handle. It is `Clone`: every clone watches the same generation.
+#[derive(Clone)]
+pub struct Drain {
+    signal: Arc<DrainSignal>,
+    probe: Arc<dyn Probe>,
+}
+
+impl Drain {
+    pub(crate) fn new<T: ?Sized + Send + Sync + 'static>(
+        signal: Arc<DrainSignal>,
+        shared: Arc<Shared<T>>,
+        record: NonNull<Record<T>>,
+    ) -> Self {
+        Self { signal, probe: Arc::new(RecordProbe { shared, record }) }
+    }
+
+    /// The plugin whose generation this is.
+    pub fn plugin(&self) -> &PluginId {
+        self.probe.plugin()
+    }
+
+    /// The generation being drained.
+    pub fn generation(&self) -> u64 {
+        self.signal.generation
+    }
+
+    /// How many operations are still in flight on the generation (a snapshot:
+    /// it may already be lower when you read it). 0 once drained.
+    pub fn in_flight(&self) -> usize {
+        self.probe.in_flight(&self.signal)
+    }
+
+    /// Whether the drain has completed.
+    pub fn is_drained(&self) -> bool {
+        self.signal.is_done()
+    }
+
+    /// The old generation's lifecycle: `Draining` until drained, then
+    /// `Removed`.
+    pub fn lifecycle(&self) -> &SharedLifecycle {
+        self.signal.fence.old_lifecycle()
+    }
+
+    /// When the cutover retired this generation.
+    pub fn cutover_at(&self) -> Instant {
+        self.signal.cutover_at().unwrap_or(self.signal.activated_at)
+    }
+
+    /// When the drain completed, if it has.
+    pub fn drained_at(&self) -> Option<Instant> {
+        self.signal.drained_at()
+    }
+
+    /// Block until the drain completes or `timeout` elapses.
+    ///
+    /// # Errors
+    /// [`DrainError::StillDraining`] with the generation, the number of
+    /// operations still in flight and the time waited, if the timeout elapsed
+    /// first. The drain goes on; you may wait again, [`cancel`](Self::cancel),
+    /// or escalate.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), DrainError> {
+        let start = Instant::now();
+        if self.signal.wait_timeout(timeout) {
+            Ok(())
+        } else {
+            Err(DrainError::StillDraining {
+                generation: self.generation(),
+                in_flight: self.in_flight(),
+                waited: start.elapsed(),
+            })
+        }
+    }
+
+    /// Block until the drain completes, however long that takes.
+    pub fn wait(&self) {
+        while !self.signal.wait_timeout(Duration::from_secs(3600)) {}
+    }
+
+    /// A future that resolves when the drain completes. It needs no
+    /// particular async runtime; any number of futures (and clones of this
+    /// handle) may wait at once and all are woken.
+    pub fn drained(&self) -> Drained {
+        Drained { signal: Arc::clone(&self.signal) }
+    }
+
+    /// Run `f` once the drain completes: on the thread that completes it, or
+    /// right now on this thread if it already has. Keep `f` short: it may run
+    /// on a caller's thread as its last lease is dropped.
+    pub fn on_drained(&self, f: impl FnOnce() + Send + 'static) {
+        self.signal.on_done(Box::new(f));
+    }
+
+    /// Ask the operations still in flight on this generation to stop: their
+    /// leases report [`Lease::is_cancelled`](super::Lease::is_cancelled). Only
+    /// cooperative code notices; nothing is interrupted by force.
+    pub fn cancel(&self) {
+        self.signal.cancel();
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.signal.is_cancelled()
+    }
+}
+
+impl fmt::Debug for Drain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("plugin", self.plugin())
+            .field("generation", &self.generation())
+            .field("in_flight", &self.in_flight())
+            .field("drained", &self.is_drained())
+            .finish()
+    }
+}
+
+/// A future that resolves when a generation has drained; see
+/// [`Drain::drained`]. `Send`, `Unpin`, runtime-agnostic.
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct Drained {
+    signal: Arc<DrainSignal>,
+}
+
+impl Future for Drained {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.poll_done(cx.waker()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl IntoFuture for Drain {
+    type Output = ();
+    type IntoFuture = Drained;
+
+    /// `drain.await` waits for the drain, like [`Drain::drained`].
+    fn into_future(self) -> Drained {
+        self.drained()
+    }
+}

@@ -1,0 +1,192 @@
+//! [`Slot`]: one hot-swappable plugin, with leases and notified drains.
+//!
+//! The guarantees, in the order a host relies on them:
+//!
+//! 1. **Cut over first, drain after.** [`Slot::replace`] publishes the new
+//!    generation with one atomic swap. Every [`Slot::lease`] that *starts*
+//!    after `replace` returns sees the new generation (or a later one); a
+//!    lease taken before keeps the generation it captured until it is
+//!    dropped. Per thread, the generations leases see never go backwards.
+//! 2. **Counted exactly.** A generation is drained when the last lease it
+//!    handed out is dropped: not earlier (its value stays alive for every
+//!    lease), not later (the drop that ends the count completes the drain on
+//!    the spot, nobody polls). Its value is dropped exactly once, right then.
+//! 3. **Told, not polled.** [`Drain`] wakes blocked waiters, futures and
+//!    callbacks when its generation drains. Any number of generations may be
+//!    draining at once, each with its own `Drain`.
+//! 4. **Cheap per call.** A lease is one uncontended atomic increment on a
+//!    counter private to the calling thread (plus two loads of the shared
+//!    pointer); its drop is one decrement. No cache line is shared between
+//!    callers, so the cost stays flat as threads are added.
+//!
+//! How the counting works, and why it is safe, is written up in the
+//! `record` module's source, and model-checked with `loom`.
+//!
+//! # Limits
+//!
+//! * Leases are counted per *thread stripe*: a slot with more threads than
+//!   stripes (default: twice the cores, 4 to 64) has some threads share a
+//!   counter. That is still correct, only slower under contention; see
+//!   [`Slot::with_stripes`].
+//! * Each generation's bookkeeping (the counter block, ~128 bytes per
+//!   stripe) is kept for reuse after it drains; a slot's memory is bounded
+//!   by the largest number of generations that were ever alive at once.
+//! * The old value is dropped on the thread that drops its last lease. If
+//!   dropping a plugin is slow, keep an `Arc` of it and drop that elsewhere
+//!   (e.g. in [`Drain::on_drained`]).
+
+mod drain;
+mod lease;
+mod record;
+mod signal;
+mod stripe;
+
+use std::{fmt, sync::Arc};
+
+pub use drain::{Drain, Drained};
+pub use lease::Lease;
+use record::Shared;
+
+use crate::{lifecycle::SharedLifecycle, PluginId};
+
+/// One hot-swappable plugin: a value of type `T` (which may be a trait
+/// object, `Slot<dyn MyTrait>`), replaced atomically, with in-flight work
+/// counted by [`Lease`]s and retired generations watched by [`Drain`]s.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use cutover::{LifecycleState, PluginId, Slot};
+///
+/// trait Greeter: Send + Sync { fn greet(&self) -> String; }
+/// struct En; struct Fr;
+/// impl Greeter for En { fn greet(&self) -> String { "hello".into() } }
+/// impl Greeter for Fr { fn greet(&self) -> String { "bonjour".into() } }
+///
+/// let slot: Slot<dyn Greeter> = Slot::new(PluginId::new("greeter"), Arc::new(En));
+/// let in_flight = slot.lease(); // an operation in progress on generation 1
+///
+/// let drain = slot.replace(Arc::new(Fr)); // the cutover
+/// assert_eq!(slot.lease().greet(), "bonjour"); // new work sees generation 2
+/// assert_eq!(in_flight.greet(), "hello"); // old work finishes on generation 1
+/// assert_eq!(drain.in_flight(), 1);
+///
+/// drop(in_flight); // the last operation on generation 1 ends...
+/// drain.wait_timeout(Duration::from_secs(5)).unwrap(); // ...and we are told
+/// assert_eq!(drain.lifecycle().state(), LifecycleState::Removed);
+/// ```
+///
+/// Dropping the slot retires its current generation as `replace` would: the
+/// value is dropped once the leases still out are gone.
+pub struct Slot<T: ?Sized + Send + Sync + 'static> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
+    /// A slot for plugin `id` serving `value` as generation 1, `Active`.
+    pub fn new(id: PluginId, value: Arc<T>) -> Self {
+        let lifecycle = record::fresh_lifecycle(&id);
+        Self::with_lifecycle(id, value, lifecycle)
+    }
+
+    /// Like [`Slot::new`], with the generation's lifecycle supplied (e.g. one
+    /// a host walked through `Loaded → Linked → Initialized`); it is set
+    /// `Active`.
+    pub fn with_lifecycle(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle) -> Self {
+        Self::build(id, value, lifecycle, stripe::default_stripes())
+    }
+
+    /// Like [`Slot::new`], with `stripes` lease counters per generation
+    /// (rounded up to a power of two, at least 1). Threads beyond that number
+    /// share counters: correct, but contended. The default is twice the
+    /// available parallelism, 4 to 64.
+    pub fn with_stripes(id: PluginId, value: Arc<T>, stripes: usize) -> Self {
+        let lifecycle = record::fresh_lifecycle(&id);
+        Self::build(id, value, lifecycle, stripes)
+    }
+
+    fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
+        tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
+        Self { shared: Shared::new(id, value, lifecycle, stripes) }
+    }
+
+    /// The plugin this slot holds.
+    pub fn id(&self) -> &PluginId {
+        &self.shared.id
+    }
+
+    /// Capture the current generation for one in-flight operation.
+    ///
+    /// Never blocks and never fails. Lock-free: it retries only if a cutover
+    /// lands between its two reads of the current pointer (or, with more
+    /// threads than stripes, if a thread sharing its counter leases at the
+    /// same instant).
+    #[inline]
+    pub fn lease(&self) -> Lease<T> {
+        match self.try_lease() {
+            Some(lease) => lease,
+            // A `Slot` is closed only by a `Registry` that removed it, after
+            // which the registry never hands it out again.
+            None => unreachable!("lease on a closed slot"),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn try_lease(&self) -> Option<Lease<T>> {
+        let a = self.shared.acquire(stripe::thread_stripe())?;
+        Some(Lease::new(a.record, a.value, a.stripe, a.generation))
+    }
+
+    /// Retire the current generation and leave the slot empty (registry
+    /// removal). `None` if it was already closed.
+    pub(crate) fn close(&self) -> Option<Drain> {
+        let (signal, record) = self.shared.close()?;
+        Some(Drain::new(signal, Arc::clone(&self.shared), record))
+    }
+
+    /// The current generation: 1 for the first value, +1 per replace.
+    pub fn generation(&self) -> u64 {
+        self.shared.current_signal().generation
+    }
+
+    /// The current generation's lifecycle (`Active`).
+    pub fn lifecycle(&self) -> SharedLifecycle {
+        Arc::clone(self.shared.current_signal().fence.old_lifecycle())
+    }
+
+    /// A strong reference to the current value, outside any lease (it does
+    /// not hold off a drain; the value lives as long as the `Arc`).
+    pub fn current(&self) -> Arc<T> {
+        self.shared.current_value()
+    }
+
+    /// The atomic cutover: `value` becomes generation `generation() + 1`,
+    /// `Active`; the old generation becomes `Draining`, and `Removed` once
+    /// its last lease is dropped. When this returns, every lease taken
+    /// afterwards sees the new value; leases taken before keep the old one.
+    ///
+    /// Concurrent replaces are serialized; each gets the `Drain` of the
+    /// generation it retired.
+    pub fn replace(&self, value: Arc<T>) -> Drain {
+        let lifecycle = record::fresh_lifecycle(&self.shared.id);
+        self.replace_with_lifecycle(value, lifecycle)
+    }
+
+    /// Like [`replace`](Self::replace), with the new generation's lifecycle
+    /// supplied (set `Active` at the cutover).
+    pub fn replace_with_lifecycle(&self, value: Arc<T>, lifecycle: SharedLifecycle) -> Drain {
+        let (signal, record) = self.shared.replace(value, lifecycle);
+        Drain::new(signal, Arc::clone(&self.shared), record)
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Drop for Slot<T> {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> fmt::Debug for Slot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot").field("id", self.id()).field("generation", &self.generation()).finish()
+    }
+}

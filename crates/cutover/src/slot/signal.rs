@@ -1,0 +1,148 @@
+//! [`DrainSignal`]: how a generation's drain is announced, to blocking
+//! waiters, to futures and to callbacks.
+
+use std::{
+    fmt,
+    sync::atomic::Ordering,
+    task::Waker,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    lifecycle::EpochFencedReload,
+    sync::{lock, AtomicBool, Condvar, Mutex},
+};
+
+type Callback = Box<dyn FnOnce() + Send + 'static>;
+
+/// The drain state of one generation, shared by its [`Drain`](super::Drain)
+/// handles and the slot.
+pub(crate) struct DrainSignal {
+    pub(crate) generation: u64,
+    /// Drives the generation's lifecycle: `begin_drain` at cutover,
+    /// `finalize` once drained.
+    pub(crate) fence: EpochFencedReload,
+    pub(crate) activated_at: Instant,
+    done: AtomicBool,
+    cancelled: AtomicBool,
+    state: Mutex<SignalState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct SignalState {
+    done: bool,
+    cutover_at: Option<Instant>,
+    drained_at: Option<Instant>,
+    wakers: Vec<Waker>,
+    callbacks: Vec<Callback>,
+}
+
+impl DrainSignal {
+    pub(crate) fn new(generation: u64, fence: EpochFencedReload) -> Self {
+        Self {
+            generation,
+            fence,
+            activated_at: Instant::now(),
+            done: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            state: Mutex::new(SignalState::default()),
+            cond: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn mark_cutover(&self) {
+        lock(&self.state).cutover_at = Some(Instant::now());
+    }
+
+    pub(crate) fn cutover_at(&self) -> Option<Instant> {
+        lock(&self.state).cutover_at
+    }
+
+    pub(crate) fn drained_at(&self) -> Option<Instant> {
+        lock(&self.state).drained_at
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Announce the drain: wake blocked waiters and futures, run callbacks.
+    /// Called exactly once, by the thread that completed the drain.
+    pub(crate) fn complete(&self) {
+        let (wakers, callbacks) = {
+            let mut state = lock(&self.state);
+            state.done = true;
+            state.drained_at = Some(Instant::now());
+            self.done.store(true, Ordering::Release);
+            (std::mem::take(&mut state.wakers), std::mem::take(&mut state.callbacks))
+        };
+        self.cond.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+        callbacks.into_iter().for_each(|f| f());
+    }
+
+    /// Block until done or `timeout` elapses; `true` if done.
+    pub(crate) fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = lock(&self.state);
+        while !state.done {
+            let remaining = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => r,
+                    _ => return false,
+                },
+                None => Duration::from_secs(3600),
+            };
+            state = match self.cond.wait_timeout(state, remaining) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+
+    /// Register `waker` unless already done; `true` if done.
+    pub(crate) fn poll_done(&self, waker: &Waker) -> bool {
+        if self.is_done() {
+            return true;
+        }
+        let mut state = lock(&self.state);
+        if state.done {
+            return true;
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(waker)) {
+            state.wakers.push(waker.clone());
+        }
+        false
+    }
+
+    /// Run `f` when done (now, on this thread, if already done).
+    pub(crate) fn on_done(&self, f: Callback) {
+        let mut state = lock(&self.state);
+        if state.done {
+            drop(state);
+            f();
+        } else {
+            state.callbacks.push(f);
+        }
+    }
+}
+
+impl fmt::Debug for DrainSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainSignal")
+            .field("plugin", self.fence.old_lifecycle().plugin())
+            .field("generation", &self.generation)
+            .field("done", &self.is_done())
+            .finish_non_exhaustive()
+    }
+}

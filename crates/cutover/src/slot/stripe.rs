@@ -1,0 +1,61 @@
+//! Which lease counter a thread uses.
+//!
+//! Each generation counts its leases in a small array of cache-padded
+//! counters ("stripes"). A thread always increments the same stripe, so two
+//! threads leasing at once write different cache lines and never contend.
+
+/// Set in a stripe once its generation has begun draining: from then on the
+/// stripe's count is frozen into the generation's central counter, and no new
+/// lease may start on it.
+pub(crate) const DRAINING_BIT: usize = 1 << (usize::BITS - 1);
+/// The count part of a stripe.
+pub(crate) const COUNT_MASK: usize = !DRAINING_BIT;
+
+/// The stripe count used when none is given: twice the available parallelism,
+/// rounded up to a power of two, between 4 and 64.
+pub(crate) fn default_stripes() -> usize {
+    #[cfg(loom)]
+    {
+        2
+    }
+    #[cfg(not(loom))]
+    {
+        static STRIPES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *STRIPES.get_or_init(|| {
+            let cpus = std::thread::available_parallelism().map_or(4, usize::from);
+            (cpus * 2).next_power_of_two().clamp(4, 64)
+        })
+    }
+}
+
+/// This thread's stripe index (before masking): threads are numbered in the
+/// order they first lease, so the first threads get distinct stripes.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn thread_stripe() -> usize {
+    use std::{
+        cell::Cell,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    INDEX.with(|index| {
+        let i = index.get();
+        if i != usize::MAX {
+            return i;
+        }
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+        index.set(i);
+        i
+    })
+}
+
+/// Under loom every model thread gets the stripe of its loom thread number,
+/// which is deterministic across the explored executions.
+#[cfg(loom)]
+pub(crate) fn thread_stripe() -> usize {
+    let id = format!("{:?}", loom::thread::current().id());
+    id.trim_start_matches("ThreadId(").trim_end_matches(')').parse().unwrap_or(0)
+}

@@ -1,0 +1,382 @@
+//! `Slot`, `Lease` and `Drain`: cutover, counting, notification.
+#![cfg(not(loom))]
+
+use std::{
+    future::Future,
+    panic::{catch_unwind, AssertUnwindSafe},
+    pin::pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc, Arc, Barrier,
+    },
+    task::{Context, Poll, Wake, Waker},
+    thread,
+    time::Duration,
+};
+
+use cutover::{DrainError, Lease, LifecycleState, PluginId, Slot};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A value that counts its drops.
+struct Tracked {
+    tag: u64,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn tracked(tag: u64, drops: &Arc<AtomicUsize>) -> Arc<Tracked> {
+    Arc::new(Tracked { tag, drops: Arc::clone(drops) })
+}
+
+fn id() -> PluginId {
+    PluginId::new("plugin")
+}
+
+#[test]
+fn new_slot_is_generation_one_and_active() {
+    let slot = Slot::new(id(), Arc::new(5));
+    assert_eq!(slot.generation(), 1);
+    assert_eq!(slot.lifecycle().state(), LifecycleState::Active);
+    assert_eq!(slot.id(), &id());
+    let lease = slot.lease();
+    assert_eq!(*lease, 5);
+    assert_eq!(lease.generation(), 1);
+    assert_eq!(*slot.current(), 5);
+}
+
+#[test]
+fn replace_cuts_over_and_old_leases_keep_their_generation() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slot = Slot::new(id(), tracked(1, &drops));
+    let old = slot.lease();
+    let old_lifecycle = slot.lifecycle();
+    let drain = slot.replace(tracked(2, &drops));
+    assert_eq!(slot.generation(), 2);
+    assert_eq!(drain.generation(), 1);
+    assert_eq!(drain.plugin(), &id());
+    let new = slot.lease();
+    assert_eq!((new.tag, new.generation()), (2, 2));
+    assert_eq!((old.tag, old.generation()), (1, 1));
+    assert_eq!(old_lifecycle.state(), LifecycleState::Draining);
+    assert!(Arc::ptr_eq(drain.lifecycle(), &old_lifecycle));
+    assert_eq!(slot.lifecycle().state(), LifecycleState::Active);
+    assert_eq!(drain.in_flight(), 1);
+    assert!(!drain.is_drained());
+    match drain.wait_timeout(Duration::from_millis(1)) {
+        Err(DrainError::StillDraining { generation: 1, in_flight: 1, .. }) => {}
+        other => panic!("expected StillDraining, got {other:?}"),
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "the old value must live while leased");
+    drop(old);
+    drain.wait_timeout(LONG).unwrap();
+    assert!(drain.is_drained());
+    assert_eq!(drain.in_flight(), 0);
+    assert_eq!(old_lifecycle.state(), LifecycleState::Removed);
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped exactly once, when drained");
+    assert!(drain.drained_at().is_some());
+    assert!(drain.drained_at().unwrap() >= drain.cutover_at());
+    drop(new);
+    drop(slot);
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn replace_with_nothing_in_flight_drains_immediately() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slot = Slot::new(id(), tracked(1, &drops));
+    let drain = slot.replace(tracked(2, &drops));
+    assert!(drain.is_drained());
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(drain.wait_timeout(Duration::ZERO), Ok(()));
+    assert_eq!(drain.lifecycle().state(), LifecycleState::Removed);
+}
+
+#[test]
+fn slot_of_a_trait_object() {
+    trait Op: Send + Sync {
+        fn apply(&self, x: i64) -> i64;
+    }
+    struct Add(i64);
+    impl Op for Add {
+        fn apply(&self, x: i64) -> i64 {
+            x + self.0
+        }
+    }
+    let slot: Slot<dyn Op> = Slot::new(id(), Arc::new(Add(1)));
+    assert_eq!(slot.lease().apply(1), 2);
+    let drain = slot.replace(Arc::new(Add(10)));
+    assert_eq!(slot.lease().apply(1), 11);
+    drain.wait();
+}
+
+#[test]
+fn many_generations_drain_independently() {
+    const GENERATIONS: u64 = 12;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slot = Slot::new(id(), tracked(1, &drops));
+    let mut held: Vec<(Vec<Lease<Tracked>>, cutover::Drain)> = Vec::new();
+    for g in 1..=GENERATIONS {
+        let leases: Vec<_> = (0..g as usize % 3 + 1).map(|_| slot.lease()).collect();
+        assert!(leases.iter().all(|l| l.generation() == g && l.tag == g));
+        let drain = slot.replace(tracked(g + 1, &drops));
+        held.push((leases, drain));
+    }
+    assert!(held.iter().all(|(leases, drain)| drain.in_flight() == leases.len() && !drain.is_drained()));
+    // Release in a scrambled order; each drain completes exactly when its own
+    // leases are gone, and no other.
+    let mut order: Vec<usize> = (0..held.len()).collect();
+    order.sort_by_key(|i| (i * 7) % held.len());
+    let mut drains = Vec::new();
+    for &i in &order {
+        let (leases, drain) = std::mem::replace(&mut held[i], (Vec::new(), slot.replace(tracked(0, &drops))));
+        drains.push(held[i].1.clone());
+        let n = leases.len();
+        for (k, lease) in leases.into_iter().enumerate() {
+            assert!(!drain.is_drained());
+            assert_eq!(drain.in_flight(), n - k);
+            drop(lease);
+        }
+        assert!(drain.is_drained(), "generation {} should be drained", drain.generation());
+        assert_eq!(drain.lifecycle().state(), LifecycleState::Removed);
+    }
+    drop(drains);
+    drop(slot);
+    // GENERATIONS + 1 tracked values plus one `tracked(0)` per swap above.
+    assert_eq!(drops.load(Ordering::SeqCst), GENERATIONS as usize + 1 + order.len());
+}
+
+#[test]
+fn lease_dropped_on_another_thread_ends_the_operation() {
+    let slot = Slot::new(id(), Arc::new(1u32));
+    let lease = slot.lease();
+    let drain = slot.replace(Arc::new(2));
+    thread::spawn(move || drop(lease)).join().unwrap();
+    drain.wait_timeout(LONG).unwrap();
+}
+
+#[test]
+fn a_panic_while_holding_a_lease_releases_it() {
+    let slot = Slot::new(id(), Arc::new(1u32));
+    let drain_cell = std::sync::Mutex::new(None);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let _lease = slot.lease();
+        *drain_cell.lock().unwrap() = Some(slot.replace(Arc::new(2)));
+        panic!("plugin bug");
+    }));
+    assert!(result.is_err());
+    let drain = drain_cell.lock().unwrap().take().unwrap();
+    assert!(drain.is_drained());
+}
+
+#[test]
+fn cancellation_is_visible_to_leases_of_that_generation_only() {
+    let slot = Slot::new(id(), Arc::new(1u32));
+    let old = slot.lease();
+    let drain = slot.replace(Arc::new(2));
+    assert!(!old.is_cancelled());
+    drain.cancel();
+    assert!(drain.is_cancelled());
+    assert!(old.is_cancelled());
+    assert!(!slot.lease().is_cancelled());
+}
+
+#[test]
+fn on_drained_runs_once_when_drained_or_at_once_if_already() {
+    let slot = Slot::new(id(), Arc::new(1u32));
+    let lease = slot.lease();
+    let drain = slot.replace(Arc::new(2));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    drain.on_drained(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    drop(lease);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    let r = Arc::clone(&ran);
+    drain.on_drained(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+}
+
+/// A waker that counts wake-ups.
+struct CountingWaker(AtomicUsize);
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn drained_future_wakes_every_waiter() {
+    let slot = Slot::new(id(), Arc::new(1u32));
+    let lease = slot.lease();
+    let drain = slot.replace(Arc::new(2));
+    let wakers: Vec<_> = (0..3).map(|_| Arc::new(CountingWaker(AtomicUsize::new(0)))).collect();
+    let mut futures: Vec<_> = (0..3).map(|_| Box::pin(drain.drained())).collect();
+    for (f, w) in futures.iter_mut().zip(&wakers) {
+        let waker = Waker::from(Arc::clone(w));
+        assert_eq!(f.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Pending);
+    }
+    drop(lease);
+    for (f, w) in futures.iter_mut().zip(&wakers) {
+        assert_eq!(w.0.load(Ordering::SeqCst), 1, "each waiter woken once");
+        let waker = Waker::from(Arc::clone(w));
+        assert_eq!(f.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Ready(()));
+    }
+    // A future made after the drain is ready at once; `Drain` is IntoFuture.
+    let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+    let mut late = pin!(drain.into_future_for_test());
+    assert_eq!(late.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Ready(()));
+}
+
+trait IntoFutureForTest {
+    fn into_future_for_test(self) -> <Self as std::future::IntoFuture>::IntoFuture
+    where
+        Self: std::future::IntoFuture + Sized,
+    {
+        std::future::IntoFuture::into_future(self)
+    }
+}
+impl IntoFutureForTest for cutover::Drain {}
+
+#[test]
+fn drain_future_is_send_and_lease_is_send_sync() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    let slot = Slot::new(id(), Arc::new(1u32));
+    let drain = slot.replace(Arc::new(2));
+    send(&drain.drained());
+    send_sync::<Lease<u32>>();
+    send_sync::<Lease<dyn Fn() + Send + Sync>>();
+    send_sync::<Slot<dyn Fn() + Send + Sync>>();
+    send_sync::<cutover::Drain>();
+}
+
+#[test]
+fn blocked_waiter_is_woken_by_the_last_release_on_another_thread() {
+    let slot = Slot::new(id(), Arc::new(1u32));
+    let lease = slot.lease();
+    let drain = slot.replace(Arc::new(2));
+    let (tx, rx) = mpsc::channel();
+    let waiter = {
+        let drain = drain.clone();
+        thread::spawn(move || {
+            tx.send(()).unwrap();
+            drain.wait_timeout(LONG)
+        })
+    };
+    rx.recv().unwrap();
+    drop(lease);
+    assert_eq!(waiter.join().unwrap(), Ok(()));
+}
+
+#[test]
+fn dropping_the_slot_retires_the_current_generation_after_its_leases() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slot = Slot::new(id(), tracked(1, &drops));
+    let lease = slot.lease();
+    let lifecycle = slot.lifecycle();
+    drop(slot);
+    assert_eq!(lifecycle.state(), LifecycleState::Draining);
+    assert_eq!(lease.tag, 1);
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    drop(lease);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(lifecycle.state(), LifecycleState::Removed);
+}
+
+/// Readers lease in a loop while a writer replaces hundreds of times.
+#[test]
+fn stress_readers_and_a_writer() {
+    let (readers, replaces) = if cfg!(miri) { (2, 20) } else { (4, 500) };
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slot = Arc::new(Slot::new(id(), tracked(1, &drops)));
+    // Highest generation whose `replace` has returned.
+    let published = Arc::new(AtomicU64::new(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(readers + 1));
+    let threads: Vec<_> = (0..readers)
+        .map(|r| {
+            let (slot, published, stop, start) =
+                (Arc::clone(&slot), Arc::clone(&published), Arc::clone(&stop), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                let mut last = 0;
+                let mut held = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let floor = published.load(Ordering::Acquire);
+                    let lease = slot.lease();
+                    assert!(lease.generation() >= floor, "stale lease: {} after {floor} was published", lease.generation());
+                    assert!(lease.generation() >= last, "generation went backwards");
+                    assert_eq!(lease.tag, lease.generation(), "lease value belongs to its generation");
+                    last = lease.generation();
+                    n += 1;
+                    // Hold some leases for a while, and panic with one now and then.
+                    if n % 7 == r as u64 {
+                        held.push(lease);
+                        if held.len() > 5 {
+                            held.remove(0);
+                        }
+                    } else if n % 101 == 0 {
+                        let _ = catch_unwind(AssertUnwindSafe(move || {
+                            let _l = lease;
+                            panic!("boom");
+                        }));
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let prev_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    start.wait();
+    let mut drains = Vec::new();
+    for g in 2..=replaces + 1 {
+        drains.push(slot.replace(tracked(g, &drops)));
+        published.store(g, Ordering::Release);
+    }
+    stop.store(true, Ordering::Release);
+    let calls: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    std::panic::set_hook(prev_hook);
+    assert!(calls > 0);
+    for drain in &drains {
+        drain.wait_timeout(LONG).unwrap();
+        assert_eq!(drain.lifecycle().state(), LifecycleState::Removed);
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), replaces as usize, "every retired value dropped exactly once");
+    drop(slot);
+    assert_eq!(drops.load(Ordering::SeqCst), replaces as usize + 1);
+}
+
+#[test]
+fn concurrent_replaces_each_get_a_distinct_generation() {
+    let slot = Arc::new(Slot::new(id(), Arc::new(0u64)));
+    let barrier = Arc::new(Barrier::new(4));
+    let gens: Vec<u64> = (0..4)
+        .map(|i| {
+            let (slot, barrier) = (Arc::clone(&slot), Arc::clone(&barrier));
+            thread::spawn(move || {
+                barrier.wait();
+                (0..50).map(|k| slot.replace(Arc::new(i * 100 + k)).generation()).collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let mut sorted = gens.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted, (1..=200).collect::<Vec<_>>());
+    assert_eq!(slot.generation(), 201);
+}
