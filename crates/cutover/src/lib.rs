@@ -24,6 +24,9 @@
 //!   Draining → Removed`, changed only by atomic transitions, and
 //!   [`EpochFencedReload`], the original framework's reload driver.
 //! * [`plugin`]: the hooks a plugin implements for the reload transaction.
+//! * [`host`]: the reload transaction itself ([`host::Host`]): build the new
+//!   generation, cut over, drain with a deadline and an escalation ladder,
+//!   shut down, with rollback on failure and after the cutover.
 //!
 //! # The reload protocol
 //!
@@ -98,6 +101,7 @@
 
 #![warn(missing_docs)]
 
+pub mod host;
 mod id;
 pub mod lifecycle;
 pub mod plugin;
@@ -108,4 +112,4 @@ mod sync;
 pub use id::{PluginId, PluginIdError, MAX_PLUGIN_ID_LEN};
 pub use lifecycle::{DrainError, EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle};
 pub use registry::{Registry, RegistryError};
-pub use slot::{Drain, Drained, Lease, Slot};
+pub use slot::{Drain, Drained, Finalize, Lease, Slot};

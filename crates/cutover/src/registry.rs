@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    slot::{Drain, Lease, Slot},
+    slot::{Drain, Finalize, Lease, Slot},
     sync::{lock, Mutex},
     PluginId, SharedLifecycle,
 };
@@ -218,21 +218,33 @@ where
         self.with_slot(key, |slot| slot.replace(value))
     }
 
-    /// Like [`replace`](Self::replace), with the new generation's lifecycle.
+    /// Like [`replace`](Self::replace), with the new generation's lifecycle
+    /// and the old one's finalization; see [`Slot::replace_with`].
     ///
     /// # Errors
     /// [`RegistryError::NotFound`] if nothing is registered under `key`.
-    pub fn replace_with_lifecycle<Q>(
+    pub fn replace_with<Q>(
         &self,
         key: &Q,
         value: Arc<T>,
         lifecycle: SharedLifecycle,
+        finalize: Finalize,
     ) -> Result<Drain, RegistryError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
-        self.with_slot(key, |slot| slot.replace_with_lifecycle(value, lifecycle))
+        self.with_slot(key, |slot| slot.replace_with(value, lifecycle, finalize))
+    }
+
+    /// Operations in flight on the current generation of the plugin under
+    /// `key` (a snapshot).
+    pub fn in_flight<Q>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.lease().get(key).map(|slot| slot.in_flight())
     }
 
     fn with_slot<Q, R>(&self, key: &Q, f: impl FnOnce(&Slot<T>) -> R) -> Result<R, RegistryError>
@@ -257,6 +269,19 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
+        self.remove_with(key, Finalize::OnDrain)
+    }
+
+    /// Like [`remove`](Self::remove), choosing how the retired generation is
+    /// finalized.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] if nothing is registered under `key`.
+    pub fn remove_with<Q>(&self, key: &Q, finalize: Finalize) -> Result<Drain, RegistryError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized,
+    {
         let _write = lock(&self.write);
         let current = self.map.current();
         let not_found = || RegistryError::NotFound { key: format!("{key:?}") };
@@ -267,7 +292,7 @@ where
         self.map.replace(Arc::new(next));
         // Lookups still holding the old key map may reach `slot` until they
         // finish; once closed, it answers them with `None`.
-        slot.close().ok_or_else(not_found)
+        slot.close(finalize).ok_or_else(not_found)
     }
 }
 

@@ -315,7 +315,11 @@ fn stress_readers_and_a_writer() {
                 while !stop.load(Ordering::Acquire) {
                     let floor = published.load(Ordering::Acquire);
                     let lease = slot.lease();
-                    assert!(lease.generation() >= floor, "stale lease: {} after {floor} was published", lease.generation());
+                    assert!(
+                        lease.generation() >= floor,
+                        "stale lease: {} after {floor} was published",
+                        lease.generation()
+                    );
                     assert!(lease.generation() >= last, "generation went backwards");
                     assert_eq!(lease.tag, lease.generation(), "lease value belongs to its generation");
                     last = lease.generation();

@@ -179,8 +179,13 @@ impl EpochFencedReload {
     /// Finalize a drain whose completion the caller has established by other
     /// means (the slot's lease count reaching zero).
     pub(crate) fn finalize_drained(&self) {
-        self.drained.store(true, Ordering::Release);
+        self.mark_drained();
         self.finalize();
+    }
+
+    /// Record that the old plugin has drained, without finalizing.
+    pub(crate) fn mark_drained(&self) {
+        self.drained.store(true, Ordering::Release);
     }
 
     /// Shared access to the old plugin's lifecycle (e.g., for observability

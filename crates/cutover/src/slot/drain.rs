@@ -100,9 +100,27 @@ impl Drain {
         self.signal.fence.old_lifecycle()
     }
 
+    /// Finalize the generation's lifecycle to `Removed` by hand, after its
+    /// drain (for generations retired with [`Finalize::Manual`](super::Finalize::Manual);
+    /// idempotent, and a no-op success for those finalized on drain).
+    ///
+    /// # Errors
+    /// [`DrainError::NotDrained`] if operations are still in flight.
+    pub fn finalize(&self) -> Result<(), DrainError> {
+        if !self.is_drained() {
+            return Err(DrainError::NotDrained { current: self.lifecycle().state() });
+        }
+        self.signal.fence.try_finalize()
+    }
+
     /// When the cutover retired this generation.
     pub fn cutover_at(&self) -> Instant {
         self.signal.cutover_at().unwrap_or(self.signal.activated_at)
+    }
+
+    /// When the retired generation became current.
+    pub fn lifecycle_activated_at(&self) -> Instant {
+        self.signal.activated_at
     }
 
     /// When the drain completed, if it has.

@@ -44,6 +44,17 @@ mod stripe;
 use std::{fmt, sync::Arc};
 
 pub use drain::{Drain, Drained};
+
+/// How a retired generation's lifecycle reaches `Removed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Finalize {
+    /// As soon as it has drained (the default).
+    #[default]
+    OnDrain,
+    /// Only when the host calls [`Drain::finalize`] (e.g. after shutting the
+    /// plugin down); until then it stays `Draining`, even once drained.
+    Manual,
+}
 pub use lease::Lease;
 use record::Shared;
 
@@ -138,8 +149,8 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
 
     /// Retire the current generation and leave the slot empty (registry
     /// removal). `None` if it was already closed.
-    pub(crate) fn close(&self) -> Option<Drain> {
-        let (signal, record) = self.shared.close()?;
+    pub(crate) fn close(&self, finalize: Finalize) -> Option<Drain> {
+        let (signal, record) = self.shared.close(finalize)?;
         Some(Drain::new(signal, Arc::clone(&self.shared), record))
     }
 
@@ -174,14 +185,26 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// Like [`replace`](Self::replace), with the new generation's lifecycle
     /// supplied (set `Active` at the cutover).
     pub fn replace_with_lifecycle(&self, value: Arc<T>, lifecycle: SharedLifecycle) -> Drain {
-        let (signal, record) = self.shared.replace(value, lifecycle);
+        self.replace_with(value, lifecycle, Finalize::OnDrain)
+    }
+
+    /// The general cutover: `value` with its `lifecycle` (set `Active`), and
+    /// how the retired generation is finalized.
+    pub fn replace_with(&self, value: Arc<T>, lifecycle: SharedLifecycle, finalize: Finalize) -> Drain {
+        let (signal, record) = self.shared.replace(value, lifecycle, finalize);
         Drain::new(signal, Arc::clone(&self.shared), record)
+    }
+
+    /// How many operations are in flight on the current generation (a
+    /// snapshot, summed over the lease counters).
+    pub fn in_flight(&self) -> usize {
+        self.shared.current_in_flight()
     }
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Drop for Slot<T> {
     fn drop(&mut self) {
-        self.shared.close();
+        self.shared.close(Finalize::OnDrain);
     }
 }
 

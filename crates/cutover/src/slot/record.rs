@@ -56,6 +56,7 @@ use std::{
 use super::{
     signal::DrainSignal,
     stripe::{COUNT_MASK, DRAINING_BIT},
+    Finalize,
 };
 use crate::{
     lifecycle::{EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle},
@@ -235,6 +236,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         self: &Arc<Self>,
         value: Arc<T>,
         lifecycle: SharedLifecycle,
+        finalize: Finalize,
     ) -> (Arc<DrainSignal>, NonNull<Record<T>>) {
         let (old, new_generation) = {
             let mut writer = lock(&self.writer);
@@ -245,14 +247,14 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         };
         // SAFETY: `old` was current, so it is a live record.
         let old = unsafe { NonNull::new_unchecked(old) };
-        let signal = self.retire(old);
+        let signal = self.retire(old, finalize);
         tracing::info!(target: "cutover::slot", plugin = %self.id, from = signal.generation, to = new_generation, "cutover");
         (signal, old)
     }
 
     /// Close the slot: retire its current generation and leave it without
     /// one; later acquisitions return `None`. `None` if already closed.
-    pub(crate) fn close(&self) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
+    pub(crate) fn close(&self, finalize: Finalize) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
         {
             let _writer = lock(&self.writer);
             if self.closed.swap(true, Ordering::SeqCst) {
@@ -260,13 +262,13 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             }
         }
         let record = self.current_record();
-        Some((self.retire(record), record))
+        Some((self.retire(record, finalize), record))
     }
 
     /// Start draining `record`, which was just unpublished: move its lifecycle
     /// `Active → Draining`, freeze its stripes and complete the drain if
     /// nothing is in flight.
-    pub(crate) fn retire(&self, record: NonNull<Record<T>>) -> Arc<DrainSignal> {
+    pub(crate) fn retire(&self, record: NonNull<Record<T>>, finalize: Finalize) -> Arc<DrainSignal> {
         // SAFETY: an unpublished record whose drain has not completed (we
         // are the only party that can start it) is live and its incarnation
         // stable: only the drain's completion takes it.
@@ -275,7 +277,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             Some(inc) => Arc::clone(&inc.signal),
             None => unreachable!("retiring a generation record without a value"),
         });
-        signal.mark_cutover();
+        signal.mark_cutover(finalize == Finalize::OnDrain);
         if let Err(e) = signal.fence.begin_drain() {
             tracing::warn!(target: "cutover::slot", plugin = %self.id, generation = signal.generation, error = %e, "old generation was not Active at cutover");
         }
@@ -337,6 +339,13 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         })
     }
 
+    /// Operations in flight on the current generation (a snapshot).
+    pub(crate) fn current_in_flight(&self) -> usize {
+        // SAFETY: records stay allocated while `self` lives; only atomics are read.
+        let rec = unsafe { &*self.current.load(Ordering::Acquire) };
+        rec.stripes.iter().map(|s| s.load(Ordering::Relaxed) & COUNT_MASK).fold(0, usize::wrapping_add)
+    }
+
     /// The current record, for retiring it when the slot handle goes away.
     pub(crate) fn current_record(&self) -> NonNull<Record<T>> {
         // SAFETY: `current` is never null after construction.
@@ -391,7 +400,7 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
     else {
         return;
     };
-    signal.fence.finalize_drained();
+    signal.finalize_on_drain();
     tracing::info!(target: "cutover::slot", plugin = %keep.id, generation, "drained");
     drop(value);
     // Announce before the record can be reused: a `Drain` that reads the

@@ -25,6 +25,8 @@ pub(crate) struct DrainSignal {
     pub(crate) activated_at: Instant,
     done: AtomicBool,
     cancelled: AtomicBool,
+    /// Whether completing the drain also finalizes the lifecycle.
+    auto_finalize: AtomicBool,
     state: Mutex<SignalState>,
     cond: Condvar,
 }
@@ -46,13 +48,25 @@ impl DrainSignal {
             activated_at: Instant::now(),
             done: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            auto_finalize: AtomicBool::new(true),
             state: Mutex::new(SignalState::default()),
             cond: Condvar::new(),
         }
     }
 
-    pub(crate) fn mark_cutover(&self) {
+    pub(crate) fn mark_cutover(&self, auto_finalize: bool) {
+        self.auto_finalize.store(auto_finalize, Ordering::Release);
         lock(&self.state).cutover_at = Some(Instant::now());
+    }
+
+    /// Record the end of the drain in the lifecycle: `Removed` unless the
+    /// retirer asked to finalize by hand.
+    pub(crate) fn finalize_on_drain(&self) {
+        if self.auto_finalize.load(Ordering::Acquire) {
+            self.fence.finalize_drained();
+        } else {
+            self.fence.mark_drained();
+        }
     }
 
     pub(crate) fn cutover_at(&self) -> Option<Instant> {

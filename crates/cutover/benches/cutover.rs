@@ -1,0 +1,963 @@
+//! Side-by-side benchmark of `cutover` against `arc-swap`, `RwLock<Arc<T>>`
+//! and the seed's polling drain, all in one process.
+//!
+//! Run with `cargo bench -p cutover --bench cutover`. Set
+//! `CUTOVER_BENCH_QUICK=1` for a short smoke run (numbers are then noisy).
+//! The table is printed and also written as markdown to
+//! `target/cutover-bench.md`.
+//!
+//! What is measured:
+//!
+//! * per-call cost (ns/op) of obtain + deref + drop, with 1 and 2 threads,
+//!   with and without a writer thread replacing every millisecond: `Slot::lease`
+//!   vs. `ArcSwap::load` (Guard), `ArcSwap::load_full`, and `RwLock<Arc<T>>`
+//!   read + clone (the seed's approach). Each round runs every candidate once,
+//!   interleaved; the figure is the median over the rounds.
+//! * drain notification latency: the time from right before the last lease is
+//!   dropped on one thread to `Drain::wait_timeout` returning on another, vs. a
+//!   plain `Mutex<bool>` + `Condvar`, vs. the seed's `wait_for_drain` polling
+//!   every 10 ms and every 100 µs.
+//! * `replace` latency while 2 threads lease continuously, vs. `ArcSwap::store`
+//!   while 2 threads `load()` continuously.
+//! * `Registry` lookup + lease with 1 vs. 10,000 plugins, for a fixed key and
+//!   for keys rotating over a shuffled list.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    hint::black_box,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Barrier, Condvar, Mutex, RwLock,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use cutover::{EpochFencedReload, LifecycleState, PluginId, PluginLifecycle, Registry, Slot};
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+struct Config {
+    /// Length of one measurement run of a per-call benchmark.
+    run: Duration,
+    /// Rounds of per-call runs (median taken over them).
+    rounds: usize,
+    /// Samples for the drain notification and condvar latencies.
+    drain_samples: usize,
+    /// Samples for the 10 ms poll (each costs ~10 ms).
+    poll_10ms_samples: usize,
+    /// Samples for the 100 µs poll.
+    poll_100us_samples: usize,
+    /// Samples for `replace` / `store` latency (one per millisecond).
+    replace_samples: usize,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        if std::env::var_os("CUTOVER_BENCH_QUICK").is_some() {
+            Self {
+                run: Duration::from_millis(40),
+                rounds: 3,
+                drain_samples: 200,
+                poll_10ms_samples: 10,
+                poll_100us_samples: 100,
+                replace_samples: 300,
+            }
+        } else {
+            Self {
+                run: Duration::from_millis(250),
+                rounds: 9,
+                drain_samples: 3000,
+                poll_10ms_samples: 100,
+                poll_100us_samples: 1000,
+                replace_samples: 5000,
+            }
+        }
+    }
+}
+
+const WRITE_PERIOD: Duration = Duration::from_millis(1);
+const BATCH: u64 = 256;
+const REGISTRY_SIZE: usize = 10_000;
+
+// ---------------------------------------------------------------------------
+// The plugin value and the candidates
+// ---------------------------------------------------------------------------
+
+/// The value behind every pointer: the deref reads `id`.
+struct Plugin {
+    id: u64,
+    _payload: [u64; 3],
+}
+
+fn plugin(id: u64) -> Arc<Plugin> {
+    Arc::new(Plugin { id, _payload: [id; 3] })
+}
+
+/// One candidate for the per-call benchmark.
+trait Candidate: Send + Sync + 'static {
+    /// Obtain, deref and release once; `i` is a per-thread counter.
+    fn op(&self, i: &mut usize) -> u64;
+    /// What the writer thread does every millisecond.
+    fn write(&self, generation: u64);
+}
+
+struct CutoverLease(Slot<Plugin>);
+
+impl Candidate for CutoverLease {
+    #[inline]
+    fn op(&self, _: &mut usize) -> u64 {
+        let lease = self.0.lease();
+        let v = black_box(&*lease).id;
+        drop(lease);
+        v
+    }
+    fn write(&self, generation: u64) {
+        drop(self.0.replace(plugin(generation)));
+    }
+}
+
+struct ArcSwapLoad(ArcSwap<Plugin>);
+
+impl Candidate for ArcSwapLoad {
+    #[inline]
+    fn op(&self, _: &mut usize) -> u64 {
+        let guard = self.0.load();
+        let v = black_box(&**guard).id;
+        drop(guard);
+        v
+    }
+    fn write(&self, generation: u64) {
+        self.0.store(plugin(generation));
+    }
+}
+
+struct ArcSwapLoadFull(ArcSwap<Plugin>);
+
+impl Candidate for ArcSwapLoadFull {
+    #[inline]
+    fn op(&self, _: &mut usize) -> u64 {
+        let full = self.0.load_full();
+        let v = black_box(&*full).id;
+        drop(full);
+        v
+    }
+    fn write(&self, generation: u64) {
+        self.0.store(plugin(generation));
+    }
+}
+
+struct RwLockClone(RwLock<Arc<Plugin>>);
+
+impl Candidate for RwLockClone {
+    #[inline]
+    fn op(&self, _: &mut usize) -> u64 {
+        let cloned = Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let v = black_box(&*cloned).id;
+        drop(cloned);
+        v
+    }
+    fn write(&self, generation: u64) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = plugin(generation);
+    }
+}
+
+/// `Slot::generation()`, a diagnostic: it takes the slot's writer mutex.
+struct SlotGeneration(Slot<Plugin>);
+
+impl Candidate for SlotGeneration {
+    #[inline]
+    fn op(&self, _: &mut usize) -> u64 {
+        self.0.generation()
+    }
+    fn write(&self, generation: u64) {
+        drop(self.0.replace(plugin(generation)));
+    }
+}
+
+/// `Registry::lease` by a fixed key, or by keys rotating over `keys`.
+struct RegistryLookup {
+    registry: Registry<String, Plugin>,
+    fixed: Option<String>,
+    keys: Vec<String>,
+}
+
+impl Candidate for RegistryLookup {
+    #[inline]
+    fn op(&self, i: &mut usize) -> u64 {
+        let key = match &self.fixed {
+            Some(key) => black_box(key.as_str()),
+            None => {
+                let key = self.keys[*i].as_str();
+                *i += 1;
+                if *i == self.keys.len() {
+                    *i = 0;
+                }
+                key
+            }
+        };
+        let lease = self.registry.lease(key).expect("registered key");
+        let v = black_box(&*lease).id;
+        drop(lease);
+        v
+    }
+    fn write(&self, generation: u64) {
+        let key = self.fixed.as_deref().unwrap_or(&self.keys[0]);
+        drop(self.registry.replace(key, plugin(generation)).expect("registered key"));
+    }
+}
+
+/// The same structure built from `arc-swap`: a swappable key map of
+/// swappable plugins; lookup = `load()` the map, `get`, `load()` the entry.
+struct ArcSwapRegistry {
+    map: ArcSwap<HashMap<String, Arc<ArcSwap<Plugin>>>>,
+    keys: Vec<String>,
+}
+
+impl ArcSwapRegistry {
+    fn new(ids: &[usize], keys: Vec<String>) -> Self {
+        let map = ids.iter().map(|&i| (format!("plugin-{i}"), Arc::new(ArcSwap::new(plugin(i as u64))))).collect();
+        Self { map: ArcSwap::from_pointee(map), keys }
+    }
+}
+
+impl Candidate for ArcSwapRegistry {
+    #[inline]
+    fn op(&self, i: &mut usize) -> u64 {
+        let key = self.keys[*i].as_str();
+        *i += 1;
+        if *i == self.keys.len() {
+            *i = 0;
+        }
+        let map = self.map.load();
+        let entry = map.get(key).expect("registered key").load();
+        let v = black_box(&**entry).id;
+        drop(entry);
+        drop(map);
+        v
+    }
+    fn write(&self, generation: u64) {
+        let map = self.map.load();
+        let key = map.keys().next().expect("one plugin at least");
+        map[key].store(plugin(generation));
+    }
+}
+
+/// A registry holding the plugins `ids`, keyed `plugin-{id}`.
+fn registry(ids: &[usize]) -> Registry<String, Plugin> {
+    let registry = Registry::new();
+    registry
+        .extend(ids.iter().map(|&i| {
+            let key = format!("plugin-{i}");
+            let slot = Slot::new(PluginId::new(&key), plugin(i as u64));
+            (key, slot)
+        }))
+        .expect("distinct keys");
+    registry
+}
+
+/// A small deterministic PRNG (xorshift64*), for shuffling keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// `REGISTRY_SIZE` lookups cycling over the plugins `ids` (each equally
+/// often), shuffled, each key in its own allocation, so every case reads as
+/// many key strings.
+fn rotating_keys(ids: &[usize]) -> Vec<String> {
+    let mut keys: Vec<String> = (0..REGISTRY_SIZE).map(|i| format!("plugin-{}", ids[i % ids.len()])).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in (1..keys.len()).rev() {
+        keys.swap(i, rng.below(i + 1));
+    }
+    keys
+}
+
+// ---------------------------------------------------------------------------
+// A persistent worker pool: the same OS threads run every measurement, so the
+// threads' lease stripes (assigned on first lease) stay fixed all along.
+// ---------------------------------------------------------------------------
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Pool {
+    senders: Vec<mpsc::Sender<Job>>,
+    handles: Vec<thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Self {
+        let mut senders = Vec::new();
+        let mut handles = Vec::new();
+        for w in 0..n {
+            let (tx, rx) = mpsc::channel::<Job>();
+            senders.push(tx);
+            handles.push(
+                thread::Builder::new()
+                    .name(format!("bench-worker-{w}"))
+                    .spawn(move || {
+                        for job in rx {
+                            job();
+                        }
+                    })
+                    .expect("spawn worker"),
+            );
+        }
+        Self { senders, handles }
+    }
+
+    fn run(&self, worker: usize, job: Job) {
+        self.senders[worker].send(job).expect("worker alive");
+    }
+
+    fn shutdown(self) {
+        drop(self.senders);
+        for handle in self.handles {
+            handle.join().expect("worker exited cleanly");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-call cost
+// ---------------------------------------------------------------------------
+
+/// The loop each measuring thread runs: returns (ops, elapsed).
+fn spin<C: Candidate>(candidate: &C, stop: &AtomicBool, barrier: &Barrier) -> (u64, Duration) {
+    let mut i = 0usize;
+    let mut acc = 0u64;
+    // Warm up this thread's state (stripe index, arc-swap debt node, caches).
+    for _ in 0..BATCH * 16 {
+        acc = acc.wrapping_add(candidate.op(&mut i));
+    }
+    barrier.wait();
+    let start = Instant::now();
+    let mut ops = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..BATCH {
+            acc = acc.wrapping_add(candidate.op(&mut i));
+        }
+        ops += BATCH;
+    }
+    let elapsed = start.elapsed();
+    black_box(acc);
+    (ops, elapsed)
+}
+
+/// Run `candidate` on `threads` pool workers for `run`, with the calling
+/// thread writing every millisecond if `writer`. Returns the mean over the
+/// threads of each thread's ns per op.
+fn per_op<C: Candidate>(pool: &Pool, candidate: &Arc<C>, threads: usize, writer: bool, run: Duration) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let (tx, rx) = mpsc::channel();
+    for w in 0..threads {
+        let (candidate, stop, barrier, tx) =
+            (Arc::clone(candidate), Arc::clone(&stop), Arc::clone(&barrier), tx.clone());
+        pool.run(
+            w,
+            Box::new(move || {
+                let result = spin(&*candidate, &stop, &barrier);
+                tx.send(result).expect("collector alive");
+            }),
+        );
+    }
+    drop(tx);
+    barrier.wait();
+    let deadline = Instant::now() + run;
+    let mut generation = 1_000_000;
+    if writer {
+        while Instant::now() < deadline {
+            thread::sleep(WRITE_PERIOD);
+            generation += 1;
+            candidate.write(generation);
+        }
+    } else {
+        thread::sleep(run);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let per_thread: Vec<f64> = rx.iter().map(|(ops, elapsed)| elapsed.as_nanos() as f64 / ops as f64).collect();
+    assert_eq!(per_thread.len(), threads);
+    per_thread.iter().sum::<f64>() / threads as f64
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// A type-erased per-call measurement, so candidates can be interleaved.
+type Measure<'a> = Box<dyn Fn(usize, bool) -> f64 + 'a>;
+
+fn measure<'a, C: Candidate>(pool: &'a Pool, candidate: C, run: Duration) -> Measure<'a> {
+    let candidate = Arc::new(candidate);
+    Box::new(move |threads, writer| per_op(pool, &candidate, threads, writer, run))
+}
+
+/// The four conditions each candidate runs under: (threads, writer).
+const CONDITIONS: [(usize, bool); 4] = [(1, false), (2, false), (1, true), (2, true)];
+
+fn condition_name((threads, writer): (usize, bool)) -> String {
+    format!("{threads} thread{}{}", if threads == 1 { "" } else { "s" }, if writer { " + writer 1/ms" } else { "" })
+}
+
+/// Medians, `[candidate][condition]`, running every candidate under every
+/// condition once per round, interleaved.
+fn run_interleaved(
+    names: &[&str],
+    measures: &[Measure<'_>],
+    conditions: &[(usize, bool)],
+    rounds: usize,
+) -> Vec<Vec<f64>> {
+    // One warm-up round, discarded.
+    for m in measures {
+        for &(threads, writer) in conditions {
+            black_box(m(threads, writer));
+        }
+    }
+    let mut samples = vec![vec![Vec::with_capacity(rounds); conditions.len()]; measures.len()];
+    for round in 0..rounds {
+        eprint!("\r  round {}/{rounds}", round + 1);
+        for (c, m) in measures.iter().enumerate() {
+            for (k, &(threads, writer)) in conditions.iter().enumerate() {
+                samples[c][k].push(m(threads, writer));
+            }
+        }
+    }
+    eprintln!();
+    let medians: Vec<Vec<f64>> =
+        samples.into_iter().map(|per_cond| per_cond.into_iter().map(|mut s| median(&mut s)).collect()).collect();
+    for (name, row) in names.iter().zip(&medians) {
+        eprintln!("  {name:<40} {}", row.iter().map(|v| format!("{v:8.1}")).collect::<Vec<_>>().join(" "));
+    }
+    medians
+}
+
+/// Two fresh threads whose stripe indices are congruent modulo the default
+/// stripe count (because `stripes - 1` short-lived threads leased in
+/// between), leasing `slot` concurrently. Diagnostic for stripe sharing
+/// caused by thread churn.
+fn colliding_threads_per_op(slot: &Arc<CutoverLease>, run: Duration) -> f64 {
+    let cpus = thread::available_parallelism().map_or(4, usize::from);
+    let stripes = (cpus * 2).next_power_of_two().clamp(4, 64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(3));
+    let spawn_leaser = || {
+        let (slot, stop, barrier) = (Arc::clone(slot), Arc::clone(&stop), Arc::clone(&barrier));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let handle = thread::spawn(move || {
+            black_box(slot.op(&mut 0)); // takes this thread's stripe index
+            ready_tx.send(()).expect("spawner alive");
+            spin(&*slot, &stop, &barrier)
+        });
+        ready_rx.recv().expect("leaser started");
+        handle
+    };
+    let first = spawn_leaser();
+    for _ in 0..stripes - 1 {
+        let slot = Arc::clone(slot);
+        thread::spawn(move || black_box(slot.op(&mut 0))).join().expect("short-lived thread");
+    }
+    let second = spawn_leaser();
+    barrier.wait();
+    thread::sleep(run);
+    stop.store(true, Ordering::Relaxed);
+    let results = [first.join().expect("leaser"), second.join().expect("leaser")];
+    results.iter().map(|(ops, elapsed)| elapsed.as_nanos() as f64 / *ops as f64).sum::<f64>() / 2.0
+}
+
+// ---------------------------------------------------------------------------
+// Latency distributions
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Dist {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Dist {
+    fn from_ns(mut ns: Vec<u64>) -> Self {
+        ns.sort_unstable();
+        let at = |q: f64| ns[((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1] as f64;
+        Self { n: ns.len(), p50: at(0.50), p99: at(0.99), max: *ns.last().expect("samples") as f64 }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Let the waiter block before we release: it announced itself, now give it
+/// time to reach the futex wait.
+fn settle() {
+    thread::sleep(Duration::from_micros(200));
+}
+
+/// `Drain::wait_timeout` wake-up after the last lease's drop.
+fn drain_notification(samples: usize) -> Dist {
+    let slot = Slot::new(PluginId::new("drain-bench"), plugin(0));
+    let (drain_tx, drain_rx) = mpsc::channel::<cutover::Drain>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<Instant>();
+    let waiter = thread::spawn(move || {
+        for drain in drain_rx {
+            ready_tx.send(()).expect("main alive");
+            drain.wait_timeout(Duration::from_secs(10)).expect("drained");
+            let woke = Instant::now();
+            done_tx.send(woke).expect("main alive");
+        }
+    });
+    let mut ns = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let lease = slot.lease();
+        let drain = slot.replace(plugin(i as u64 + 1));
+        drain_tx.send(drain).expect("waiter alive");
+        ready_rx.recv().expect("waiter ready");
+        settle();
+        let released = Instant::now();
+        drop(lease);
+        let woke = done_rx.recv().expect("waiter woke");
+        if i >= samples / 10 {
+            ns.push(nanos(woke.saturating_duration_since(released)));
+        }
+    }
+    drop(drain_tx);
+    waiter.join().expect("waiter");
+    Dist::from_ns(ns)
+}
+
+/// The baseline: a `Mutex<bool>` + `Condvar`, notified right after the flag
+/// is set.
+fn condvar_notification(samples: usize) -> Dist {
+    struct Flag {
+        done: Mutex<bool>,
+        cond: Condvar,
+    }
+    let (flag_tx, flag_rx) = mpsc::channel::<Arc<Flag>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<Instant>();
+    let waiter = thread::spawn(move || {
+        for flag in flag_rx {
+            ready_tx.send(()).expect("main alive");
+            let mut done = flag.done.lock().expect("flag lock");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !*done {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "condvar wait timed out");
+                done = flag.cond.wait_timeout(done, left).expect("flag lock").0;
+            }
+            drop(done);
+            let woke = Instant::now();
+            done_tx.send(woke).expect("main alive");
+        }
+    });
+    let mut ns = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let flag = Arc::new(Flag { done: Mutex::new(false), cond: Condvar::new() });
+        flag_tx.send(Arc::clone(&flag)).expect("waiter alive");
+        ready_rx.recv().expect("waiter ready");
+        settle();
+        let released = Instant::now();
+        *flag.done.lock().expect("flag lock") = true;
+        flag.cond.notify_all();
+        let woke = done_rx.recv().expect("waiter woke");
+        if i >= samples / 10 {
+            ns.push(nanos(woke.saturating_duration_since(released)));
+        }
+    }
+    drop(flag_tx);
+    waiter.join().expect("waiter");
+    Dist::from_ns(ns)
+}
+
+/// The seed's way: in-flight work holds a clone of the lifecycle `Arc`, and
+/// `EpochFencedReload::wait_for_drain` polls its strong count every `poll`.
+/// The release happens at a random phase of the poll period.
+fn seed_poll_notification(samples: usize, poll: Duration) -> Dist {
+    let (driver_tx, driver_rx) = mpsc::channel::<EpochFencedReload>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<Instant>();
+    let waiter = thread::spawn(move || {
+        for driver in driver_rx {
+            driver.begin_drain().expect("active");
+            ready_tx.send(()).expect("main alive");
+            // Only the driver's own handle remains once the operation ends.
+            driver.wait_for_drain(1, poll, Duration::from_secs(10)).expect("drained");
+            let woke = Instant::now();
+            driver.finalize();
+            done_tx.send(woke).expect("main alive");
+        }
+    });
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut ns = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let lifecycle = Arc::new(PluginLifecycle::with_state(PluginId::new("seed"), LifecycleState::Active));
+        let in_flight = Arc::clone(&lifecycle);
+        driver_tx.send(EpochFencedReload::new(lifecycle)).expect("waiter alive");
+        ready_rx.recv().expect("waiter ready");
+        settle();
+        let phase = poll.as_nanos() as u64;
+        thread::sleep(Duration::from_nanos(rng.next() % phase.max(1)));
+        let released = Instant::now();
+        drop(in_flight);
+        let woke = done_rx.recv().expect("waiter woke");
+        if i >= samples / 10 {
+            ns.push(nanos(woke.saturating_duration_since(released)));
+        }
+    }
+    drop(driver_tx);
+    waiter.join().expect("waiter");
+    Dist::from_ns(ns)
+}
+
+/// Latency of `write` (one per millisecond) while `readers` pool threads run
+/// `candidate.op` continuously.
+fn write_latency<C: Candidate>(
+    pool: &Pool,
+    candidate: C,
+    readers: usize,
+    samples: usize,
+    write: impl Fn(&C, u64) -> Duration,
+) -> Dist {
+    let candidate = Arc::new(candidate);
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(readers + 1));
+    let (tx, rx) = mpsc::channel();
+    for w in 0..readers {
+        let (candidate, stop, barrier, tx) =
+            (Arc::clone(&candidate), Arc::clone(&stop), Arc::clone(&barrier), tx.clone());
+        pool.run(
+            w,
+            Box::new(move || {
+                let result = spin(&*candidate, &stop, &barrier);
+                tx.send(result).expect("collector alive");
+            }),
+        );
+    }
+    drop(tx);
+    barrier.wait();
+    let mut ns = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        thread::sleep(WRITE_PERIOD);
+        let took = write(&candidate, i as u64);
+        if i >= samples / 10 {
+            ns.push(nanos(took));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for result in rx {
+        black_box(result);
+    }
+    Dist::from_ns(ns)
+}
+
+fn replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
+    let candidate = CutoverLease(Slot::new(PluginId::new("replace-bench"), plugin(0)));
+    write_latency(pool, candidate, readers, samples, |c, g| {
+        let value = plugin(g);
+        let start = Instant::now();
+        let drain = c.0.replace(value);
+        let took = start.elapsed();
+        drop(black_box(drain));
+        took
+    })
+}
+
+fn store_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
+    let candidate = ArcSwapLoad(ArcSwap::new(plugin(0)));
+    write_latency(pool, candidate, readers, samples, |c, g| {
+        let value = plugin(g);
+        let start = Instant::now();
+        c.0.store(value);
+        start.elapsed()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+
+struct Report {
+    md: String,
+}
+
+impl Report {
+    fn line(&mut self, s: impl AsRef<str>) {
+        println!("{}", s.as_ref());
+        self.md.push_str(s.as_ref());
+        self.md.push('\n');
+    }
+}
+
+fn us(ns: f64) -> String {
+    if ns >= 1_000_000.0 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1_000.0 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**NOT met**"
+    }
+}
+
+fn main() {
+    let cfg = Config::from_env();
+    let started = Instant::now();
+    let pool = Pool::new(2);
+    let mut r = Report { md: String::new() };
+    let cpus = thread::available_parallelism().map_or(0, usize::from);
+
+    // --- Per-call cost -----------------------------------------------------
+    eprintln!("per-call cost (ns/op; 1t, 2t, 1t+writer, 2t+writer):");
+    let names = [
+        "cutover Slot::lease + deref + drop",
+        "arc-swap load() + deref + drop",
+        "arc-swap load_full() + deref + drop",
+        "RwLock<Arc<T>> read + clone (seed)",
+    ];
+    let measures: Vec<Measure<'_>> = vec![
+        measure(&pool, CutoverLease(Slot::new(PluginId::new("bench"), plugin(0))), cfg.run),
+        measure(&pool, ArcSwapLoad(ArcSwap::new(plugin(0))), cfg.run),
+        measure(&pool, ArcSwapLoadFull(ArcSwap::new(plugin(0))), cfg.run),
+        measure(&pool, RwLockClone(RwLock::new(plugin(0))), cfg.run),
+    ];
+    let per_call = run_interleaved(&names, &measures, &CONDITIONS, cfg.rounds);
+    drop(measures);
+
+    // --- Registry ------------------------------------------------------------
+    eprintln!("registry lookup + lease (ns/op; 1t, 2t):");
+    // (name, index of the row it is compared with)
+    let reg_rows: [(&str, usize); 8] = [
+        ("cutover registry, 1 plugin, fixed key", 0),
+        ("cutover registry, 10,000 plugins, fixed key", 0),
+        ("cutover registry, 1 plugin, rotating keys", 2),
+        ("cutover registry, 10,000 plugins, rotating over all keys", 2),
+        ("cutover registry, 10,000 plugins, rotating over 64 keys", 2),
+        ("arc-swap map of ArcSwap, 1 plugin, rotating keys", 5),
+        ("arc-swap map of ArcSwap, 10,000 plugins, rotating over all keys", 5),
+        ("arc-swap map of ArcSwap, 10,000 plugins, rotating over 64 keys", 5),
+    ];
+    let reg_names: Vec<&str> = reg_rows.iter().map(|(name, _)| *name).collect();
+    let reg_conditions = [(1, false), (2, false)];
+    // Every key is `plugin-{id}`; the single plugin is `plugin-1234`, the
+    // fixed key in the big registry too, so both hash and compare the same
+    // string.
+    let one = [1234];
+    let all: Vec<usize> = (0..REGISTRY_SIZE).collect();
+    let hot: Vec<usize> = (0..64).map(|k| k * (REGISTRY_SIZE / 64)).collect();
+    let cutover_reg = |ids: &[usize], fixed: Option<&str>, keys: Vec<String>| RegistryLookup {
+        registry: registry(ids),
+        fixed: fixed.map(String::from),
+        keys,
+    };
+    let reg_measures: Vec<Measure<'_>> = vec![
+        measure(&pool, cutover_reg(&one, Some("plugin-1234"), Vec::new()), cfg.run),
+        measure(&pool, cutover_reg(&all, Some("plugin-1234"), Vec::new()), cfg.run),
+        measure(&pool, cutover_reg(&one, None, rotating_keys(&one)), cfg.run),
+        measure(&pool, cutover_reg(&all, None, rotating_keys(&all)), cfg.run),
+        measure(&pool, cutover_reg(&all, None, rotating_keys(&hot)), cfg.run),
+        measure(&pool, ArcSwapRegistry::new(&one, rotating_keys(&one)), cfg.run),
+        measure(&pool, ArcSwapRegistry::new(&all, rotating_keys(&all)), cfg.run),
+        measure(&pool, ArcSwapRegistry::new(&all, rotating_keys(&hot)), cfg.run),
+    ];
+    let reg = run_interleaved(&reg_names, &reg_measures, &reg_conditions, cfg.rounds);
+    drop(reg_measures);
+
+    // --- Diagnostics -----------------------------------------------------------
+    eprintln!("diagnostics:");
+    let diag_names = ["Slot::generation() (takes the writer mutex)"];
+    let diag_measures: Vec<Measure<'_>> =
+        vec![measure(&pool, SlotGeneration(Slot::new(PluginId::new("bench"), plugin(0))), cfg.run)];
+    let diag = run_interleaved(&diag_names, &diag_measures, &[(1, false), (2, false)], cfg.rounds.div_ceil(3));
+    drop(diag_measures);
+    let colliding = {
+        let slot = Arc::new(CutoverLease(Slot::new(PluginId::new("bench"), plugin(0))));
+        let mut runs: Vec<f64> =
+            (0..cfg.rounds.div_ceil(3)).map(|_| colliding_threads_per_op(&slot, cfg.run)).collect();
+        median(&mut runs)
+    };
+    eprintln!("  lease, 2 fresh threads on one stripe      {colliding:8.1}");
+
+    // --- Latencies -------------------------------------------------------------
+    eprintln!("drain notification...");
+    let drain = drain_notification(cfg.drain_samples);
+    let condvar = condvar_notification(cfg.drain_samples);
+    eprintln!("seed polls...");
+    let poll_10ms = seed_poll_notification(cfg.poll_10ms_samples, Duration::from_millis(10));
+    let poll_100us = seed_poll_notification(cfg.poll_100us_samples, Duration::from_micros(100));
+    eprintln!("replace / store latency...");
+    let replace_busy = replace_latency(&pool, 2, cfg.replace_samples);
+    let store_busy = store_latency(&pool, 2, cfg.replace_samples);
+    let replace_idle = replace_latency(&pool, 0, cfg.replace_samples / 5);
+    let store_idle = store_latency(&pool, 0, cfg.replace_samples / 5);
+    pool.shutdown();
+
+    // --- Tables ----------------------------------------------------------------
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    r.line("# cutover benchmark results");
+    r.line("");
+    r.line(format!(
+        "`cargo bench -p cutover --bench cutover` — {cpus} CPUs ({cpu}), {} rounds × {} ms per per-call figure (median), total {:.0} s.",
+        cfg.rounds,
+        cfg.run.as_millis(),
+        started.elapsed().as_secs_f64()
+    ));
+    r.line("");
+    r.line("## Per call: obtain + deref + drop (ns/op per thread; ratio vs. arc-swap `load()` in the same condition)");
+    r.line("");
+    let mut header = String::from("| candidate |");
+    let mut rule = String::from("|---|");
+    for &c in &CONDITIONS {
+        let _ = write!(header, " {} |", condition_name(c));
+        rule.push_str("---:|");
+    }
+    r.line(header);
+    r.line(rule);
+    for (name, row) in names.iter().zip(&per_call) {
+        let mut line = format!("| {name} |");
+        for (k, v) in row.iter().enumerate() {
+            let _ = write!(line, " {v:.1} ({:.2}×) |", v / per_call[1][k]);
+        }
+        r.line(line);
+    }
+    r.line("");
+    r.line("## Registry lookup + lease (ns/op per thread; ratio vs. the 1-plugin case of the same structure and key pattern)");
+    r.line("");
+    r.line("| lookup | 1 thread | 2 threads |");
+    r.line("|---|---:|---:|");
+    for (c, (name, base)) in reg_rows.iter().enumerate() {
+        let base = &reg[*base];
+        r.line(format!(
+            "| {name} | {:.1} ({:.2}×) | {:.1} ({:.2}×) |",
+            reg[c][0],
+            reg[c][0] / base[0],
+            reg[c][1],
+            reg[c][1] / base[1]
+        ));
+    }
+    r.line(format!(
+        "| cutover vs. arc-swap structure, 10,000 plugins, rotating over all keys | {:.2}× | {:.2}× |",
+        reg[3][0] / reg[6][0],
+        reg[3][1] / reg[6][1]
+    ));
+    r.line(format!(
+        "| cutover vs. arc-swap structure, 10,000 plugins, rotating over 64 keys | {:.2}× | {:.2}× |",
+        reg[4][0] / reg[7][0],
+        reg[4][1] / reg[7][1]
+    ));
+    r.line(format!("| for scale: Slot::lease alone | {:.1} | {:.1} |", per_call[0][0], per_call[0][1]));
+    r.line("");
+    r.line("## Latency (p50 / p99 / max)");
+    r.line("");
+    r.line("| what | samples | p50 | p99 | max | ratio vs. baseline (p50 / p99) |");
+    r.line("|---|---:|---:|---:|---:|---:|");
+    let row = |r: &mut Report, name: &str, d: Dist, base: Option<Dist>| {
+        let ratio = base.map_or("baseline".to_string(), |b| format!("{:.2}× / {:.2}×", d.p50 / b.p50, d.p99 / b.p99));
+        r.line(format!("| {name} | {} | {} | {} | {} | {ratio} |", d.n, us(d.p50), us(d.p99), us(d.max)));
+    };
+    row(&mut r, "drain: Mutex<bool> + Condvar notify (baseline)", condvar, None);
+    row(&mut r, "drain: cutover last lease drop → `wait_timeout` returns", drain, Some(condvar));
+    row(&mut r, "drain: seed `wait_for_drain`, 10 ms poll", poll_10ms, Some(condvar));
+    row(&mut r, "drain: seed `wait_for_drain`, 100 µs poll", poll_100us, Some(condvar));
+    row(&mut r, "write: arc-swap `store`, 2 threads `load()` (baseline)", store_busy, None);
+    row(&mut r, "write: cutover `replace`, 2 threads leasing", replace_busy, Some(store_busy));
+    row(&mut r, "write: arc-swap `store`, no readers (baseline)", store_idle, None);
+    row(&mut r, "write: cutover `replace`, no readers", replace_idle, Some(store_idle));
+    r.line("");
+    r.line("## Diagnostics");
+    r.line("");
+    r.line("| what | 1 thread | 2 threads |");
+    r.line("|---|---:|---:|");
+    r.line(format!("| {} | {:.1} | {:.1} |", diag_names[0], diag[0][0], diag[0][1]));
+    r.line(format!(
+        "| Slot::lease, 2 fresh threads whose stripe indices collide (thread churn) | — | {colliding:.1} ({:.2}× the 2-thread lease) |",
+        colliding / per_call[0][1]
+    ));
+    r.line("");
+    r.line("## Targets");
+    r.line("");
+    r.line("| target | measured | verdict |");
+    r.line("|---|---|---|");
+    for (k, label) in [(0, "1 thread"), (1, "2 threads")] {
+        let ratio = per_call[0][k] / per_call[1][k];
+        r.line(format!(
+            "| lease + release ≤ arc-swap `load()` + drop, {label} (ratio ≤ 1.0) | {ratio:.2}× ({:.1} vs {:.1} ns) | {} |",
+            per_call[0][k],
+            per_call[1][k],
+            verdict(ratio <= 1.0)
+        ));
+    }
+    let p50_ratio = drain.p50 / condvar.p50;
+    r.line(format!(
+        "| drain notification p50 ≤ 2× Mutex+Condvar | {p50_ratio:.2}× ({} vs {}) | {} |",
+        us(drain.p50),
+        us(condvar.p50),
+        verdict(p50_ratio <= 2.0)
+    ));
+    r.line(format!("| drain notification p99 ≤ 100 µs | {} | {} |", us(drain.p99), verdict(drain.p99 <= 100_000.0)));
+    r.line(format!(
+        "| `replace` p99 ≤ 5 µs while 2 threads lease | {} ({:.2}× arc-swap `store` p99 {}) | {} |",
+        us(replace_busy.p99),
+        replace_busy.p99 / store_busy.p99,
+        us(store_busy.p99),
+        verdict(replace_busy.p99 <= 5_000.0)
+    ));
+    for (c, label) in [(1, "fixed key"), (3, "rotating over all keys"), (4, "rotating over 64 keys")] {
+        for (k, threads) in [(0, "1 thread"), (1, "2 threads")] {
+            let base = reg_rows[c].1;
+            let ratio = reg[c][k] / reg[base][k];
+            r.line(format!(
+                "| registry 10,000 vs 1 plugin ≤ 1.1×, {label}, {threads} | {ratio:.2}× ({:.1} vs {:.1} ns) | {} |",
+                reg[c][k],
+                reg[base][k],
+                verdict(ratio <= 1.1)
+            ));
+        }
+    }
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = target.join("cutover-bench.md");
+    match std::fs::write(&path, &r.md) {
+        Ok(()) => eprintln!("wrote {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+}

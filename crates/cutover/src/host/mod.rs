@@ -1,0 +1,257 @@
+//! [`Host`]: the reload transaction a host runs, around a [`Registry`] of
+//! plugins.
+//!
+//! A [`Host<P>`] owns plugins of type `P: Plugin` by [`PluginId`], serves
+//! calls through [`Host::lease`], and changes them only through
+//! transactions:
+//!
+//! * [`Host::reload`]: build the new generation (`Loaded → Linked →
+//!   Initialized`), run the discipline's `before_cutover`, cut over (the new
+//!   generation `Active`, the old one `Draining` through its own
+//!   [`EpochFencedReload`](crate::EpochFencedReload)), wait for the drain
+//!   with a deadline and an escalation ladder ([`ReloadOptions`]), shut the
+//!   old generation down, finalize it to `Removed`. An error **or panic** at
+//!   any step before the cutover discards the new generation (shutting it
+//!   down if it was initialized) and leaves the old one `Active` and
+//!   serving, untouched; the [`ReloadError`] names the step and the cause.
+//!   The old generation is finalized only after its drain completed (or,
+//!   if abandoned, when it completes later): never while work is in flight.
+//! * [`Host::add`] / [`Host::add_all`] / [`Host::remove`] go through the
+//!   same machinery. Plugins that declare dependencies are initialized after
+//!   them; a missing dependency or a cycle is an error at load.
+//! * [`Host::rollback`]: while the previous generation is still draining
+//!   (or was kept warm), make it current again in one cutover, and drain the
+//!   generation that replaced it.
+//!
+//! # Concurrency
+//!
+//! Two reloads (or a reload and a rollback or removal) of the same plugin
+//! never interleave: while one is building or cutting over, another gets
+//! [`ReloadError::InProgress`] at once (no queueing, so a caller is never
+//! blocked behind a slow load it did not start). Once a transaction has cut
+//! over it releases the plugin and waits for its drain, so the next reload
+//! (or a rollback) can proceed while the previous generation drains: any
+//! number of generations may be draining at once. Transactions on different
+//! plugins are independent. Calls ([`Host::lease`]) never wait for any of
+//! this.
+//!
+//! # Observability
+//!
+//! [`Host::snapshot`] shows each plugin: current generation and state,
+//! in-flight count per generation, the generations still draining, and the
+//! last operation's [`ReloadReport`] (outcome, per-phase durations,
+//! stragglers). Every phase runs in a `tracing` span (`cutover.reload`,
+//! with children `load`, `link`, `init`, `prepare`, `cutover`, `drain`,
+//! `shutdown`), and outcomes are logged as events.
+
+mod deps;
+mod discipline;
+mod error;
+mod options;
+mod report;
+mod transaction;
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+pub use discipline::{NoDiscipline, ReloadDiscipline};
+pub use error::{ReloadError, Step};
+pub use options::ReloadOptions;
+pub use report::{
+    DrainOutcome, DrainingGeneration, Escalation, PhaseTimings, PluginSnapshot, ReloadKind, ReloadReport, Rung,
+    StragglerReport,
+};
+use transaction::Entry;
+
+use crate::{
+    plugin::{Plugin, PluginSource},
+    sync::{lock, Mutex},
+    Lease, PluginId, Registry,
+};
+
+/// Plugins of type `P`, served lock-free and changed by reload transactions.
+///
+/// ```
+/// use std::time::Duration;
+/// use cutover::host::{Host, ReloadOptions};
+/// use cutover::plugin::{BoxError, LinkContext, Plugin};
+/// use cutover::PluginId;
+///
+/// struct Scale(i64);
+/// impl Plugin for Scale {
+///     fn link(&mut self, cx: &mut LinkContext) -> Result<(), BoxError> {
+///         cx.register_function("math.scale");
+///         Ok(())
+///     }
+/// }
+///
+/// let host: Host<Scale> = Host::new();
+/// let id = PluginId::new("math");
+/// host.add(id.clone(), &|_: &PluginId| -> Result<Scale, BoxError> { Ok(Scale(2)) })?;
+/// assert_eq!(host.lease(&id).unwrap().0, 2);
+///
+/// // A failing load leaves generation 1 serving.
+/// let err = host.reload(&id, &|_: &PluginId| -> Result<Scale, BoxError> { Err("disk on fire".into()) },
+///                       &ReloadOptions::default()).unwrap_err();
+/// assert!(err.to_string().contains("load failed: disk on fire"));
+/// assert_eq!(host.lease(&id).unwrap().0, 2);
+///
+/// // A good one cuts over; the old generation drains and is removed.
+/// let report = host.reload(&id, &|_: &PluginId| -> Result<Scale, BoxError> { Ok(Scale(3)) },
+///                          &ReloadOptions::default().deadline(Duration::from_secs(5)))?;
+/// assert_eq!(report.generation, Some(2));
+/// assert_eq!(host.lease(&id).unwrap().0, 3);
+/// assert_eq!(host.snapshot(&id).unwrap().functions, ["math.scale"]);
+/// # Ok::<(), cutover::host::ReloadError>(())
+/// ```
+pub struct Host<P: Plugin> {
+    plugins: Registry<PluginId, P>,
+    entries: Mutex<BTreeMap<PluginId, Arc<Entry<P>>>>,
+    capabilities: Vec<String>,
+}
+
+impl<P: Plugin> Default for Host<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Plugin> Host<P> {
+    /// A host offering no capabilities.
+    pub fn new() -> Self {
+        Self::with_capabilities(Vec::<String>::new())
+    }
+
+    /// A host offering `capabilities` to plugins at link time.
+    pub fn with_capabilities<I, S>(capabilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            plugins: Registry::new(),
+            entries: Mutex::new(BTreeMap::new()),
+            capabilities: capabilities.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Lease the current generation of plugin `id` for one call: the
+    /// per-call path (a registry lookup and a [`Lease`]; no lock).
+    #[inline]
+    pub fn lease(&self, id: &PluginId) -> Option<Lease<P>> {
+        self.plugins.lease(id)
+    }
+
+    /// Lease by id string (no `PluginId` allocation on the call path).
+    #[inline]
+    pub fn lease_str(&self, id: &str) -> Option<Lease<P>> {
+        self.plugins.lease(id)
+    }
+
+    /// The ids of the loaded plugins, sorted.
+    pub fn ids(&self) -> Vec<PluginId> {
+        lock(&self.entries).keys().cloned().collect()
+    }
+
+    /// Whether plugin `id` is loaded.
+    pub fn contains(&self, id: &PluginId) -> bool {
+        self.plugins.contains(id)
+    }
+
+    /// Set the per-kind reload discipline of plugin `id` (default: none).
+    ///
+    /// # Errors
+    /// [`ReloadError::NotFound`] if `id` is not loaded.
+    pub fn set_discipline(&self, id: &PluginId, discipline: Arc<dyn ReloadDiscipline<P>>) -> Result<(), ReloadError> {
+        self.entry(id)?.set_discipline(discipline);
+        Ok(())
+    }
+
+    /// A snapshot of plugin `id`, or `None` if it is not loaded.
+    pub fn snapshot(&self, id: &PluginId) -> Option<PluginSnapshot> {
+        let entry = lock(&self.entries).get(id).cloned()?;
+        Some(entry.snapshot(&self.plugins))
+    }
+
+    /// Snapshots of every loaded plugin, sorted by id.
+    pub fn snapshots(&self) -> Vec<PluginSnapshot> {
+        let entries: Vec<_> = lock(&self.entries).values().cloned().collect();
+        entries.iter().map(|e| e.snapshot(&self.plugins)).collect()
+    }
+
+    /// The error of the last failed reload of `id`, until a later success.
+    pub fn last_error(&self, id: &PluginId) -> Option<String> {
+        lock(&self.entries).get(id).and_then(|e| e.last_error())
+    }
+
+    /// Add plugin `id`, built from `source`: load, resolve dependencies
+    /// (which must be loaded), link, init, then make it `Active`.
+    ///
+    /// # Errors
+    /// [`ReloadError::AlreadyExists`], [`ReloadError::MissingDependency`],
+    /// [`ReloadError::DependencyCycle`], or [`ReloadError::Failed`] naming
+    /// the step; nothing is added.
+    pub fn add(&self, id: PluginId, source: &dyn PluginSource<P>) -> Result<ReloadReport, ReloadError> {
+        let mut reports = self.add_all(vec![(id, source)])?;
+        Ok(reports.remove(0))
+    }
+
+    /// Add several plugins at once, initialized in dependency order. All or
+    /// nothing: if any fails to load, resolve, link or init, none is added
+    /// (those already initialized are shut down).
+    ///
+    /// # Errors
+    /// As [`add`](Self::add), for the first plugin that failed.
+    pub fn add_all(&self, sources: Vec<(PluginId, &dyn PluginSource<P>)>) -> Result<Vec<ReloadReport>, ReloadError> {
+        transaction::add_all(self, sources)
+    }
+
+    /// Reload plugin `id` from `source`, as one transaction (see the module
+    /// docs). Returns when the old generation has drained and been shut down,
+    /// or when the escalation ladder ends in [`DrainOutcome::Abandoned`].
+    ///
+    /// # Errors
+    /// [`ReloadError::NotFound`], [`ReloadError::InProgress`], a dependency
+    /// error, or [`ReloadError::Failed`] naming the step; in every case the
+    /// old generation keeps serving, untouched. The error is also kept as the
+    /// plugin's [`last_error`](PluginSnapshot::last_error).
+    pub fn reload(
+        &self,
+        id: &PluginId,
+        source: &dyn PluginSource<P>,
+        options: &ReloadOptions,
+    ) -> Result<ReloadReport, ReloadError> {
+        transaction::reload(self, id, source, options)
+    }
+
+    /// Make the previous generation current again, in one cutover, and drain
+    /// the one that replaced it. Possible while the previous generation is
+    /// still draining, or after, if it was kept warm
+    /// ([`ReloadOptions::keep_warm`]).
+    ///
+    /// # Errors
+    /// [`ReloadError::NoRollback`] if there is nothing to return to;
+    /// [`ReloadError::NotFound`], [`ReloadError::InProgress`].
+    pub fn rollback(&self, id: &PluginId, options: &ReloadOptions) -> Result<ReloadReport, ReloadError> {
+        transaction::rollback(self, id, options)
+    }
+
+    /// Remove plugin `id`: unregister it (calls starting afterwards find
+    /// nothing), drain it with the escalation ladder, shut it down, finalize.
+    ///
+    /// # Errors
+    /// [`ReloadError::NotFound`], [`ReloadError::InProgress`],
+    /// [`ReloadError::DependedOn`] if other plugins depend on it.
+    pub fn remove(&self, id: &PluginId, options: &ReloadOptions) -> Result<ReloadReport, ReloadError> {
+        transaction::remove(self, id, options)
+    }
+
+    fn entry(&self, id: &PluginId) -> Result<Arc<Entry<P>>, ReloadError> {
+        lock(&self.entries).get(id).cloned().ok_or_else(|| ReloadError::NotFound { plugin: id.clone() })
+    }
+}
+
+impl<P: Plugin> fmt::Debug for Host<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host").field("plugins", &self.ids()).field("capabilities", &self.capabilities).finish()
+    }
+}
