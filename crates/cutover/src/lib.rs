@@ -66,7 +66,8 @@
 //! use std::{sync::Arc, time::Duration};
 //! use cutover::{LifecycleState, PluginId, Slot};
 //!
-//! let slot = Slot::new(PluginId::new("math"), Arc::new(|x: i64| x * 3));
+//! type Scalar = dyn Fn(i64) -> i64 + Send + Sync;
+//! let slot: Slot<Scalar> = Slot::new(PluginId::new("math"), Arc::new(|x: i64| x * 3));
 //! let call = slot.lease(); // a call in flight on generation 1
 //! let drain = slot.replace(Arc::new(|x: i64| x * 3 + 1)); // the cutover
 //! assert_eq!(drain.lifecycle().state(), LifecycleState::Draining);

@@ -192,13 +192,16 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // allocated while `self` lives, and the caller borrows `self`.
             let rec = unsafe { &*ptr };
             let counter = &rec.stripes[stripe];
-            let mut seen = counter.load(Ordering::Relaxed);
+            // Acquire: a stripe frozen by a drain (`DRAINING_BIT`) was frozen
+            // after `current` moved on, so having seen the bit, the next read
+            // of `current` sees the new record.
+            let mut seen = counter.load(Ordering::Acquire);
             let counted = loop {
                 if seen & DRAINING_BIT != 0 {
                     // The record is draining or drained: `current` moved on.
                     break false;
                 }
-                match counter.compare_exchange_weak(seen, seen + 1, Ordering::SeqCst, Ordering::Relaxed) {
+                match counter.compare_exchange_weak(seen, seen + 1, Ordering::SeqCst, Ordering::Acquire) {
                     Ok(_) => break true,
                     Err(now) => seen = now,
                 }
@@ -207,6 +210,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 if self.closed.load(Ordering::SeqCst) {
                     return None;
                 }
+                #[cfg(loom)]
+                loom::thread::yield_now();
+                #[cfg(not(loom))]
                 std::hint::spin_loop();
                 continue;
             }
