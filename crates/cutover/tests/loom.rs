@@ -180,3 +180,29 @@ fn drained_future_is_woken() {
         releaser.join().unwrap();
     });
 }
+
+/// A lookup racing a registry removal finds the plugin (alive for as long
+/// as it is leased) or nothing; it never blocks on the closed slot.
+#[test]
+fn registry_lookup_races_removal() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(2);
+    builder.check(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let registry: Arc<cutover::Registry<u8, Value>> = Arc::new(cutover::Registry::new());
+        registry.add(1, id(), Value::new(1, &drops)).unwrap();
+        let reader = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                if let Some(lease) = registry.lease(&1) {
+                    assert!(!lease.dropped.load(Ordering::SeqCst), "use after free");
+                }
+            })
+        };
+        let drain = registry.remove(&1).unwrap();
+        assert!(registry.lease(&1).is_none());
+        reader.join().unwrap();
+        drain.wait();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    });
+}
