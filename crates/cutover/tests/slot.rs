@@ -303,10 +303,16 @@ fn stress_readers_and_a_writer() {
     let published = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(readers + 1));
+    let progress = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..readers)
         .map(|r| {
-            let (slot, published, stop, start) =
-                (Arc::clone(&slot), Arc::clone(&published), Arc::clone(&stop), Arc::clone(&start));
+            let (slot, published, stop, start, progress) = (
+                Arc::clone(&slot),
+                Arc::clone(&published),
+                Arc::clone(&stop),
+                Arc::clone(&start),
+                Arc::clone(&progress),
+            );
             thread::spawn(move || {
                 start.wait();
                 let mut last = 0;
@@ -324,6 +330,7 @@ fn stress_readers_and_a_writer() {
                     assert_eq!(lease.tag, lease.generation(), "lease value belongs to its generation");
                     last = lease.generation();
                     n += 1;
+                    progress.fetch_add(1, Ordering::Release);
                     // Hold some leases for a while, and panic with one now and then.
                     if n % 7 == r as u64 {
                         held.push(lease);
@@ -346,6 +353,11 @@ fn stress_readers_and_a_writer() {
     start.wait();
     let mut drains = Vec::new();
     for g in 2..=replaces + 1 {
+        // Let the readers make progress between replaces, so they interleave.
+        let seen = progress.load(Ordering::Acquire);
+        while progress.load(Ordering::Acquire) < seen + readers as u64 {
+            thread::yield_now();
+        }
         drains.push(slot.replace(tracked(g, &drops)));
         published.store(g, Ordering::Release);
     }

@@ -31,9 +31,15 @@
 //! whichever operation brings it to zero (the last lease, or the sweep if
 //! nothing was in flight) completes the drain, exactly once.
 //!
-//! Once a stripe has the bit, no lease can start on it (leases increment by
-//! compare-and-swap, and refuse a stripe with the bit set), so after the drain
-//! completes every stripe is exactly `DRAINING_BIT` and nothing touches it.
+//! A lease increments with one `fetch_add`, and checks the bit in the value
+//! it returns: if the stripe was already frozen, the lease did not start
+//! (the record is no longer current) and it undoes its increment. That undo
+//! must know whether its stray increment was counted by a freeze: the stripe
+//! word carries an *epoch*, bumped whenever the record is reused for a new
+//! generation. Same epoch at the undo: still the freeze it saw, which did not
+//! count it. Another epoch and frozen: the record was reused and frozen again
+//! with the increment counted, so the undo also decrements that generation's
+//! central counter. Another epoch and not frozen: a plain undo.
 //!
 //! # Memory
 //!
@@ -55,7 +61,7 @@ use std::{
 
 use super::{
     signal::DrainSignal,
-    stripe::{COUNT_MASK, DRAINING_BIT},
+    stripe::{COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT},
     Finalize,
 };
 use crate::{
@@ -162,11 +168,14 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         };
         // SAFETY: records in `all` stay allocated while `self` lives.
         let rec = unsafe { record.as_ref() };
-        // A reused record drained completely: every stripe is exactly
-        // `DRAINING_BIT` and no lease can change it (a lease refuses a stripe
-        // with the bit), so plain stores reset it.
+        // A reused record drained completely: no lease of it remains, but a
+        // thread may be between a stray increment of a frozen stripe and its
+        // undo. Unfreeze and bump the epoch, keeping such counts.
         for stripe in rec.stripes.iter() {
-            stripe.store(0, Ordering::Relaxed);
+            let _ = stripe.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let epoch = (word & EPOCH_MASK).wrapping_add(1 << EPOCH_SHIFT) & EPOCH_MASK;
+                Some(epoch | (word & COUNT_MASK))
+            });
         }
         rec.central.store(BIAS, Ordering::Release);
         if lifecycle.state() != LifecycleState::Active {
@@ -191,29 +200,21 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // SAFETY: `current` always points at a record in `all`, which stays
             // allocated while `self` lives, and the caller borrows `self`.
             let rec = unsafe { &*ptr };
-            let counter = &rec.stripes[stripe];
-            // Acquire: a stripe frozen by a drain (`DRAINING_BIT`) was frozen
-            // after `current` moved on, so having seen the bit, the next read
-            // of `current` sees the new record.
-            let mut seen = counter.load(Ordering::Acquire);
-            let counted = loop {
-                if seen & DRAINING_BIT != 0 {
-                    // The record is draining or drained: `current` moved on.
-                    break false;
-                }
-                match counter.compare_exchange_weak(seen, seen + 1, Ordering::SeqCst, Ordering::Acquire) {
-                    Ok(_) => break true,
-                    Err(now) => seen = now,
-                }
-            };
-            if !counted {
+            // SAFETY: `stripe <= mask`, and every record has `mask + 1` stripes.
+            let counter = unsafe { rec.stripes.get_unchecked(stripe) };
+            // SeqCst, as it pairs with the drain's freeze and the swap; its
+            // acquire half also means that having seen a frozen stripe, the
+            // next read of `current` sees the record that replaced this one.
+            let before = counter.fetch_add(1, Ordering::SeqCst);
+            if before & DRAINING_BIT != 0 {
+                // Frozen: the record is draining or drained, `current` moved on.
+                // SAFETY: we hold the stray count we just added.
+                unsafe { undo_stray(NonNull::new_unchecked(ptr), stripe, before) };
                 if self.closed.load(Ordering::SeqCst) {
                     return None;
                 }
                 #[cfg(loom)]
                 loom::thread::yield_now();
-                #[cfg(not(loom))]
-                std::hint::spin_loop();
                 continue;
             }
             if self.current.load(Ordering::SeqCst) == ptr {
@@ -371,9 +372,29 @@ pub(crate) unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<
     // only if the stripe was frozen, in which case our count is still part
     // of the central counter until we decrement that.
     let rec = unsafe { record.as_ref() };
-    let before = rec.stripes[stripe].fetch_sub(1, Ordering::Release);
+    // SAFETY: `stripe` was masked when the lease was taken.
+    let before = unsafe { rec.stripes.get_unchecked(stripe) }.fetch_sub(1, Ordering::Release);
     if before & DRAINING_BIT != 0 {
         // SAFETY: forwarded from the caller.
+        unsafe { release_draining(record) };
+    }
+}
+
+/// Undo an increment that found its stripe frozen (`before` is the word the
+/// increment returned). See the module docs.
+///
+/// # Safety
+/// The caller made that increment on `stripe` of `record` and holds the slot.
+#[cold]
+#[inline(never)]
+unsafe fn undo_stray<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize, before: usize) {
+    // SAFETY: the caller borrows the slot, so the record is allocated.
+    let rec = unsafe { record.as_ref() };
+    let now = rec.stripes[stripe].fetch_sub(1, Ordering::AcqRel);
+    let reused = (now & EPOCH_MASK) != (before & EPOCH_MASK);
+    if reused && now & DRAINING_BIT != 0 {
+        // Reused and frozen again, with our increment counted.
+        // SAFETY: our count is in that generation's central counter.
         unsafe { release_draining(record) };
     }
 }

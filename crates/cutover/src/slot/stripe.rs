@@ -8,8 +8,15 @@
 /// stripe's count is frozen into the generation's central counter, and no new
 /// lease may start on it.
 pub(crate) const DRAINING_BIT: usize = 1 << (usize::BITS - 1);
+/// Where a stripe's *epoch* starts: bumped each time the stripe's record is
+/// reused for a new generation, so that a thread that incremented a frozen
+/// stripe by mistake can tell, when it undoes that, whether the record was
+/// reused (and frozen again) in between.
+pub(crate) const EPOCH_SHIFT: u32 = if usize::BITS >= 64 { 40 } else { 20 };
+/// The epoch part of a stripe (below the draining bit).
+pub(crate) const EPOCH_MASK: usize = !DRAINING_BIT & !((1 << EPOCH_SHIFT) - 1);
 /// The count part of a stripe.
-pub(crate) const COUNT_MASK: usize = !DRAINING_BIT;
+pub(crate) const COUNT_MASK: usize = (1 << EPOCH_SHIFT) - 1;
 
 /// The stripe count used when none is given: twice the available parallelism,
 /// rounded up to a power of two, between 4 and 64.
