@@ -1,0 +1,83 @@
+//! End-to-end tests of `cutover soak`: the real binary, its JSON report and
+//! its chart.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn soak(args: &[&str]) -> (std::process::ExitStatus, Value, String) {
+    let out = Command::new(common::binary()).arg("soak").args(args).arg("--json").output().expect("run cutover soak");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    (out.status, report, stderr)
+}
+
+#[test]
+fn soak_with_embedded_plugins_reports_no_failed_or_stale_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("soak.svg");
+    let (status, r, stderr) =
+        soak(&["--threads", "2", "--duration", "2", "--reloads", "6", "--plot", svg.to_str().unwrap()]);
+    assert!(status.success(), "{status:?}: {r}\n{stderr}");
+    for field in ["calls", "failed", "stale_calls", "reloads", "reload_failures", "generations"] {
+        assert!(r[field].is_u64(), "{field} missing in {r}");
+    }
+    for (field, keys) in [
+        ("latency_ns", &["p50", "p99", "max"][..]),
+        ("reload_window_latency_ns", &["p50", "p99"][..]),
+        ("cutover_ns", &["p50", "p99"][..]),
+        ("drain_ns", &["p50", "p99"][..]),
+    ] {
+        for key in keys {
+            assert!(r[field][key].is_u64(), "{field}.{key} missing in {r}");
+        }
+    }
+    assert!(r["calls"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["stale_calls"], 0, "{r}");
+    assert_eq!(r["reloads"], 6, "{r}");
+    assert_eq!(r["reload_failures"], 0, "{r}");
+    assert_eq!(r["generations"], 7, "{r}");
+    assert!(r["cutover_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["latency_ns"]["p50"].as_u64().unwrap() <= r["latency_ns"]["max"].as_u64().unwrap());
+    let chart = std::fs::read_to_string(&svg).expect("chart written");
+    assert!(chart.contains("<svg") && chart.contains("cutover"), "not an SVG chart");
+}
+
+#[test]
+fn soak_with_a_plugin_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("calc_v1.wat"), common::math_version(0)).unwrap();
+    std::fs::write(dir.path().join("calc_v2.wat"), common::math_version(5)).unwrap();
+    std::fs::write(dir.path().join("calc_v3.wat"), common::math_version(9)).unwrap();
+    let (status, r, stderr) = soak(&[
+        "--plugins",
+        dir.path().to_str().unwrap(),
+        "--threads",
+        "1",
+        "--duration",
+        "1",
+        "--reloads",
+        "4",
+        "--function",
+        "add",
+    ]);
+    assert!(status.success(), "{status:?}: {r}\n{stderr}");
+    assert_eq!(r["function"], "calc.add");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["stale_calls"], 0, "{r}");
+    assert_eq!(r["generations"], 5, "{r}");
+}
+
+#[test]
+fn soak_rejects_a_missing_directory() {
+    let out = Command::new(common::binary())
+        .args(["soak", "--plugins", "/definitely/not/here", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the plugin directory"));
+}
