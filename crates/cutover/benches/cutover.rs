@@ -27,7 +27,7 @@ use std::{
     fmt::Write as _,
     hint::black_box,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Barrier, Condvar, Mutex, RwLock,
     },
     thread,
@@ -362,7 +362,7 @@ fn spin<C: Candidate>(candidate: &C, stop: &AtomicBool, barrier: &Barrier) -> (u
 /// Run `candidate` on `threads` pool workers for `run`, with the calling
 /// thread writing every millisecond if `writer`. Returns the mean over the
 /// threads of each thread's ns per op.
-fn per_op<C: Candidate>(pool: &Pool, candidate: &Arc<C>, threads: usize, writer: bool, run: Duration) -> f64 {
+fn per_op_once<C: Candidate>(pool: &Pool, candidate: &Arc<C>, threads: usize, writer: bool, run: Duration) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(threads + 1));
     let (tx, rx) = mpsc::channel();
@@ -394,6 +394,75 @@ fn per_op<C: Candidate>(pool: &Pool, candidate: &Arc<C>, threads: usize, writer:
     let per_thread: Vec<f64> = rx.iter().map(|(ops, elapsed)| elapsed.as_nanos() as f64 / ops as f64).collect();
     assert_eq!(per_thread.len(), threads);
     per_thread.iter().sum::<f64>() / threads as f64
+}
+
+/// `per_op_once`, repeated (up to 8 times) while another process took more
+/// than 15% of a core during the run: the machine is shared.
+fn per_op<C: Candidate>(pool: &Pool, candidate: &Arc<C>, threads: usize, writer: bool, run: Duration) -> f64 {
+    let mut attempt = 0;
+    loop {
+        let probe = Interference::start();
+        let ns = per_op_once(pool, candidate, threads, writer, run);
+        attempt += 1;
+        if !probe.noisy() {
+            return ns;
+        }
+        if attempt == 8 {
+            NOISY.fetch_add(1, Ordering::Relaxed);
+            return ns;
+        }
+        RETRIED.fetch_add(1, Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+static RETRIED: AtomicUsize = AtomicUsize::new(0);
+static NOISY: AtomicUsize = AtomicUsize::new(0);
+
+/// CPU used by other processes while a measurement ran, from `/proc/stat`
+/// (whole machine, incl. steal) minus `/proc/self/stat` (this process).
+struct Interference {
+    at: Instant,
+    ticks: Option<(u64, u64)>,
+}
+
+impl Interference {
+    fn start() -> Self {
+        Self { at: Instant::now(), ticks: cpu_ticks() }
+    }
+
+    /// Other processes' CPU use, in cores (0.5 = half a core), on average.
+    fn others(&self) -> f64 {
+        // USER_HZ is 100 on Linux.
+        self.others_ticks() / 100.0 / self.at.elapsed().as_secs_f64()
+    }
+
+    /// Whether other processes used more than 15% of a core, allowing two
+    /// ticks of sampling error.
+    fn noisy(&self) -> bool {
+        self.others_ticks() > 2.0 + 15.0 * self.at.elapsed().as_secs_f64()
+    }
+
+    fn others_ticks(&self) -> f64 {
+        let (Some((busy0, self0)), Some((busy1, self1))) = (self.ticks, cpu_ticks()) else {
+            return 0.0;
+        };
+        (busy1 - busy0).saturating_sub(self1 - self0) as f64
+    }
+}
+
+/// (busy ticks of the whole machine, ticks used by this process).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = me.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the command: state is field 3; utime and stime are fields 14, 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((busy, utime + stime))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -496,14 +565,37 @@ struct Dist {
     p50: f64,
     p99: f64,
     max: f64,
+    /// Other processes' CPU use during the measurement, in cores.
+    others: f64,
 }
 
 impl Dist {
     fn from_ns(mut ns: Vec<u64>) -> Self {
         ns.sort_unstable();
         let at = |q: f64| ns[((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1] as f64;
-        Self { n: ns.len(), p50: at(0.50), p99: at(0.99), max: *ns.last().expect("samples") as f64 }
+        Self { n: ns.len(), p50: at(0.50), p99: at(0.99), max: *ns.last().expect("samples") as f64, others: 0.0 }
     }
+}
+
+/// Run a latency measurement, again (up to 4 times in all) while another
+/// process took more than 15% of a core; keep the quietest.
+fn quiet_dist(f: impl Fn() -> Dist) -> Dist {
+    let mut best: Option<Dist> = None;
+    for _ in 0..4 {
+        let probe = Interference::start();
+        let mut d = f();
+        d.others = probe.others();
+        if !probe.noisy() {
+            return d;
+        }
+        RETRIED.fetch_add(1, Ordering::Relaxed);
+        if best.is_none_or(|b| d.others < b.others) {
+            best = Some(d);
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    NOISY.fetch_add(1, Ordering::Relaxed);
+    best.expect("measured")
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -810,16 +902,16 @@ fn main() {
 
     // --- Latencies -------------------------------------------------------------
     eprintln!("drain notification...");
-    let drain = drain_notification(cfg.drain_samples);
-    let condvar = condvar_notification(cfg.drain_samples);
+    let drain = quiet_dist(|| drain_notification(cfg.drain_samples));
+    let condvar = quiet_dist(|| condvar_notification(cfg.drain_samples));
     eprintln!("seed polls...");
-    let poll_10ms = seed_poll_notification(cfg.poll_10ms_samples, Duration::from_millis(10));
-    let poll_100us = seed_poll_notification(cfg.poll_100us_samples, Duration::from_micros(100));
+    let poll_10ms = quiet_dist(|| seed_poll_notification(cfg.poll_10ms_samples, Duration::from_millis(10)));
+    let poll_100us = quiet_dist(|| seed_poll_notification(cfg.poll_100us_samples, Duration::from_micros(100)));
     eprintln!("replace / store latency...");
-    let replace_busy = replace_latency(&pool, 2, cfg.replace_samples);
-    let store_busy = store_latency(&pool, 2, cfg.replace_samples);
-    let replace_idle = replace_latency(&pool, 0, cfg.replace_samples / 5);
-    let store_idle = store_latency(&pool, 0, cfg.replace_samples / 5);
+    let replace_busy = quiet_dist(|| replace_latency(&pool, 2, cfg.replace_samples));
+    let store_busy = quiet_dist(|| store_latency(&pool, 2, cfg.replace_samples));
+    let replace_idle = quiet_dist(|| replace_latency(&pool, 0, cfg.replace_samples / 5));
+    let store_idle = quiet_dist(|| store_latency(&pool, 0, cfg.replace_samples / 5));
     pool.shutdown();
 
     // --- Tables ----------------------------------------------------------------
@@ -838,6 +930,13 @@ fn main() {
         cfg.rounds,
         cfg.run.as_millis(),
         started.elapsed().as_secs_f64()
+    ));
+    r.line("");
+    r.line(format!(
+        "Interference guard: a measurement during which other processes used more than 15% of a core was repeated \
+         ({} repeats; /proc/stat ticks, ±2 ticks); {} measurement(s) stayed noisy after all retries and were kept.",
+        RETRIED.load(Ordering::Relaxed),
+        NOISY.load(Ordering::Relaxed)
     ));
     r.line("");
     r.line("## Per call: obtain + deref + drop (ns/op per thread; ratio vs. arc-swap `load()` in the same condition)");
@@ -886,11 +985,18 @@ fn main() {
     r.line("");
     r.line("## Latency (p50 / p99 / max)");
     r.line("");
-    r.line("| what | samples | p50 | p99 | max | ratio vs. baseline (p50 / p99) |");
-    r.line("|---|---:|---:|---:|---:|---:|");
+    r.line("| what | samples | p50 | p99 | max | ratio vs. baseline (p50 / p99) | other processes' CPU |");
+    r.line("|---|---:|---:|---:|---:|---:|---:|");
     let row = |r: &mut Report, name: &str, d: Dist, base: Option<Dist>| {
         let ratio = base.map_or("baseline".to_string(), |b| format!("{:.2}× / {:.2}×", d.p50 / b.p50, d.p99 / b.p99));
-        r.line(format!("| {name} | {} | {} | {} | {} | {ratio} |", d.n, us(d.p50), us(d.p99), us(d.max)));
+        r.line(format!(
+            "| {name} | {} | {} | {} | {} | {ratio} | {:.0}% of a core |",
+            d.n,
+            us(d.p50),
+            us(d.p99),
+            us(d.max),
+            d.others * 100.0
+        ));
     };
     row(&mut r, "drain: Mutex<bool> + Condvar notify (baseline)", condvar, None);
     row(&mut r, "drain: cutover last lease drop → `wait_timeout` returns", drain, Some(condvar));
