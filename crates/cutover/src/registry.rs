@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    slot::{Drain, Finalize, Lease, Slot},
+    slot::{Drain, Finalize, Lease, RawSlot, Slot},
     sync::{lock, Mutex},
     PluginId, SharedLifecycle,
 };
@@ -32,7 +32,40 @@ pub enum RegistryError {
     },
 }
 
-type Map<K, T, S> = HashMap<K, Arc<Slot<T>>, S>;
+type Map<K, T, S> = HashMap<K, Entry<T>, S>;
+
+/// A registered slot, with a pointer straight to its shared state so that a
+/// lookup reaches the lease counters in one hop less.
+struct Entry<T: ?Sized + Send + Sync + 'static> {
+    slot: Arc<Slot<T>>,
+    raw: RawSlot<T>,
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Entry<T> {
+    fn new(slot: Slot<T>) -> Self {
+        let slot = Arc::new(slot);
+        Self { raw: slot.raw(), slot }
+    }
+
+    #[inline]
+    fn try_lease(&self) -> Option<Lease<T>> {
+        // SAFETY: `self.slot` keeps the slot alive while we use the pointer.
+        unsafe { self.raw.try_lease() }
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        Self { slot: Arc::clone(&self.slot), raw: self.raw }
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> std::ops::Deref for Entry<T> {
+    type Target = Slot<T>;
+    fn deref(&self) -> &Slot<T> {
+        &self.slot
+    }
+}
 
 /// Many hot-swappable plugins by key (a plugin id, a function name...).
 ///
@@ -135,7 +168,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.lease().get(key).map(|slot| slot.generation())
+        self.map.lease().get(key).and_then(|slot| slot.try_generation())
     }
 
     /// The current generation's lifecycle of the plugin under `key`.
@@ -144,7 +177,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.lease().get(key).map(|slot| slot.lifecycle())
+        self.map.lease().get(key).and_then(|slot| slot.try_lifecycle())
     }
 
     /// The registered keys, in no particular order.
@@ -182,7 +215,7 @@ where
             return Err(RegistryError::AlreadyExists { key: format!("{key:?}") });
         }
         let mut next = (*current).clone();
-        next.insert(key, Arc::new(slot));
+        next.insert(key, Entry::new(slot));
         self.map.replace(Arc::new(next));
         Ok(())
     }
@@ -200,7 +233,7 @@ where
             if next.contains_key(&key) {
                 return Err(RegistryError::AlreadyExists { key: format!("{key:?}") });
             }
-            next.insert(key, Arc::new(slot));
+            next.insert(key, Entry::new(slot));
         }
         self.map.replace(Arc::new(next));
         Ok(())
@@ -285,7 +318,7 @@ where
         let _write = lock(&self.write);
         let current = self.map.current();
         let not_found = || RegistryError::NotFound { key: format!("{key:?}") };
-        let slot = Arc::clone(current.get(key).ok_or_else(not_found)?);
+        let slot = current.get(key).ok_or_else(not_found)?.clone();
         let mut next = (*current).clone();
         next.remove(key);
         drop(current);

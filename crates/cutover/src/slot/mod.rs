@@ -41,7 +41,7 @@ mod record;
 mod signal;
 mod stripe;
 
-use std::{fmt, sync::Arc};
+use std::{fmt, ptr::NonNull, sync::Arc};
 
 pub use drain::{Drain, Drained};
 
@@ -143,8 +143,14 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
 
     #[inline]
     pub(crate) fn try_lease(&self) -> Option<Lease<T>> {
-        let a = self.shared.acquire(stripe::thread_stripe())?;
-        Some(Lease::new(a.record, a.value, a.stripe, a.generation))
+        // SAFETY: `self` is alive for the call.
+        unsafe { self.raw().try_lease() }
+    }
+
+    /// A pointer straight to the slot's shared state, for containers that
+    /// keep the `Slot` alive and want one hop less per lookup.
+    pub(crate) fn raw(&self) -> RawSlot<T> {
+        RawSlot { shared: NonNull::from(&*self.shared) }
     }
 
     /// Retire the current generation and leave the slot empty (registry
@@ -155,19 +161,35 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     }
 
     /// The current generation: 1 for the first value, +1 per replace.
+    /// Lock-free (it takes and drops a lease).
     pub fn generation(&self) -> u64 {
-        self.shared.current_signal().generation
+        self.try_generation().unwrap_or(0)
     }
 
-    /// The current generation's lifecycle (`Active`).
+    /// The current generation's lifecycle (`Active`). Lock-free.
     pub fn lifecycle(&self) -> SharedLifecycle {
-        Arc::clone(self.shared.current_signal().fence.old_lifecycle())
+        match self.try_lifecycle() {
+            Some(lifecycle) => lifecycle,
+            None => unreachable!("lifecycle of a closed slot"),
+        }
     }
 
     /// A strong reference to the current value, outside any lease (it does
     /// not hold off a drain; the value lives as long as the `Arc`).
+    /// Lock-free.
     pub fn current(&self) -> Arc<T> {
-        self.shared.current_value()
+        match self.shared.with_current(|inc| Arc::clone(&inc.value)) {
+            Some(value) => value,
+            None => unreachable!("value of a closed slot"),
+        }
+    }
+
+    pub(crate) fn try_generation(&self) -> Option<u64> {
+        self.shared.with_current(|inc| inc.generation)
+    }
+
+    pub(crate) fn try_lifecycle(&self) -> Option<SharedLifecycle> {
+        self.shared.with_current(|inc| Arc::clone(inc.signal.fence.old_lifecycle()))
     }
 
     /// The atomic cutover: `value` becomes generation `generation() + 1`,
@@ -199,6 +221,38 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// snapshot, summed over the lease counters).
     pub fn in_flight(&self) -> usize {
         self.shared.current_in_flight()
+    }
+}
+
+/// A borrowed-by-contract pointer to a slot's shared state; see [`Slot::raw`].
+pub(crate) struct RawSlot<T: ?Sized + 'static> {
+    shared: NonNull<Shared<T>>,
+}
+
+impl<T: ?Sized + 'static> Clone for RawSlot<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: ?Sized + 'static> Copy for RawSlot<T> {}
+
+// SAFETY: only used to reach `Shared<T>`, which is `Send + Sync`.
+unsafe impl<T: ?Sized + Send + Sync + 'static> Send for RawSlot<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for RawSlot<T> {}
+
+impl<T: ?Sized + Send + Sync + 'static> RawSlot<T> {
+    /// [`Slot::try_lease`] through the pointer.
+    ///
+    /// # Safety
+    /// The `Slot` this came from is alive.
+    #[inline]
+    pub(crate) unsafe fn try_lease(&self) -> Option<Lease<T>> {
+        // SAFETY: the caller keeps the slot, and so its shared state, alive.
+        let shared = unsafe { self.shared.as_ref() };
+        let a = shared.acquire(stripe::thread_stripe())?;
+        Some(Lease::new(a.record, a.value, a.stripe, a.generation))
     }
 }
 

@@ -321,29 +321,15 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         }
     }
 
-    /// The current generation's signal, read under the writer lock (the
-    /// current record cannot be drained while it is current).
-    pub(crate) fn current_signal(&self) -> Arc<DrainSignal> {
-        let _writer = lock(&self.writer);
-        let ptr = self.current.load(Ordering::Acquire);
-        // SAFETY: the current record is live, and its incarnation is only
-        // written under the writer lock or after its drain, which cannot
-        // start before it stops being current (also under this lock).
-        unsafe { &*ptr }.incarnation.with(|cell| match unsafe { &*cell } {
-            Some(inc) => Arc::clone(&inc.signal),
-            None => unreachable!("current generation record without a value"),
-        })
-    }
-
-    /// The current generation's value (a strong reference), under the lock.
-    pub(crate) fn current_value(&self) -> Arc<T> {
-        let _writer = lock(&self.writer);
-        let ptr = self.current.load(Ordering::Acquire);
-        // SAFETY: as in `current_signal`.
-        unsafe { &*ptr }.incarnation.with(|cell| match unsafe { &*cell } {
-            Some(inc) => Arc::clone(&inc.value),
-            None => unreachable!("current generation record without a value"),
-        })
+    /// Read the current generation's incarnation under a short lease
+    /// (lock-free). `None` once the slot is closed.
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Incarnation<T>) -> R) -> Option<R> {
+        let acquired = self.acquire(super::stripe::thread_stripe())?;
+        // SAFETY: the lease we hold keeps the incarnation in place.
+        let out = unsafe { acquired.record.as_ref() }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f));
+        // SAFETY: we give back the count `acquire` took.
+        unsafe { release(acquired.record, acquired.stripe) };
+        out
     }
 
     /// Operations in flight on the current generation (a snapshot).

@@ -34,6 +34,9 @@ pub(crate) struct DrainSignal {
 #[derive(Default)]
 struct SignalState {
     done: bool,
+    /// Threads blocked in `wait_timeout`: notify only if there are any (a
+    /// condvar notification is a system call).
+    sleepers: usize,
     cutover_at: Option<Instant>,
     drained_at: Option<Instant>,
     wakers: Vec<Waker>,
@@ -92,14 +95,16 @@ impl DrainSignal {
     /// Announce the drain: wake blocked waiters and futures, run callbacks.
     /// Called exactly once, by the thread that completed the drain.
     pub(crate) fn complete(&self) {
-        let (wakers, callbacks) = {
+        let (sleepers, wakers, callbacks) = {
             let mut state = lock(&self.state);
             state.done = true;
             state.drained_at = Some(Instant::now());
             self.done.store(true, Ordering::Release);
-            (std::mem::take(&mut state.wakers), std::mem::take(&mut state.callbacks))
+            (state.sleepers > 0, std::mem::take(&mut state.wakers), std::mem::take(&mut state.callbacks))
         };
-        self.cond.notify_all();
+        if sleepers {
+            self.cond.notify_all();
+        }
         wakers.into_iter().for_each(Waker::wake);
         callbacks.into_iter().for_each(|f| f());
     }
@@ -116,10 +121,12 @@ impl DrainSignal {
                 },
                 None => Duration::from_secs(3600),
             };
+            state.sleepers += 1;
             state = match self.cond.wait_timeout(state, remaining) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            state.sleepers -= 1;
         }
         true
     }

@@ -35,28 +35,44 @@ pub(crate) fn default_stripes() -> usize {
     }
 }
 
-/// This thread's stripe index (before masking): threads are numbered in the
-/// order they first lease, so the first threads get distinct stripes.
+/// This thread's stripe index (before masking): the smallest number no
+/// other live thread holds, so that up to `stripes` concurrent threads never
+/// share a counter, however many threads came and went before. A thread's
+/// number goes back to the pool when it exits. (A lease records its stripe,
+/// so one that outlives its thread still releases the right counter.)
 #[cfg(not(loom))]
 #[inline(always)]
 pub(crate) fn thread_stripe() -> usize {
     use std::{
-        cell::Cell,
-        sync::atomic::{AtomicUsize, Ordering},
+        cmp::Reverse,
+        collections::BinaryHeap,
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Mutex,
+        },
     };
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    INDEX.with(|index| {
-        let i = index.get();
-        if i != usize::MAX {
-            return i;
+    static FREE: Mutex<BinaryHeap<Reverse<usize>>> = Mutex::new(BinaryHeap::new());
+
+    struct Index(usize);
+    impl Index {
+        fn take() -> Self {
+            let reused = FREE.lock().ok().and_then(|mut free| free.pop());
+            Index(reused.map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(i)| i))
         }
-        let i = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
-        index.set(i);
-        i
-    })
+    }
+    impl Drop for Index {
+        fn drop(&mut self) {
+            if let Ok(mut free) = FREE.lock() {
+                free.push(Reverse(self.0));
+            }
+        }
+    }
+    thread_local! {
+        static INDEX: Index = Index::take();
+    }
+    // During thread teardown the index may be gone: any stripe is correct.
+    INDEX.try_with(|i| i.0).unwrap_or(0)
 }
 
 /// Under loom every model thread gets the stripe of its loom thread number,
