@@ -478,10 +478,7 @@ fn cut_over<P: Plugin>(
     state.current = Some(new.clone());
     // Only the newest retired generation is a rollback target; older warm
     // ones can go now.
-    let stale_warm: Vec<_> = state.retired.iter().filter(|r| r.warm).map(|r| r.gen.generation).collect();
-    for g in stale_warm {
-        finish_retired(entry, &mut state, g, false);
-    }
+    retire_warm(entry, &mut state);
     state.retired.push(Retired { gen: old.clone(), drain: drain.clone(), warm: false });
     drop(state);
     info!(target: "cutover::host", plugin = %id, from = old.generation, to = generation, ?kind, "cut over");
@@ -489,26 +486,8 @@ fn cut_over<P: Plugin>(
     run_hook(id, "at_cutover", || discipline.at_cutover(&old.value, &new.value));
     drop(new);
 
-    let (outcome, stragglers, escalations) = {
-        let _span = info_span!("drain", plugin = %id, generation = old.generation).entered();
-        escalate(&drain, &*old.value, options)
-    };
-    if outcome == DrainOutcome::Abandoned {
-        warn!(target: "cutover::host", plugin = %id, generation = old.generation, in_flight = drain.in_flight(), "drain abandoned; finishing in the background");
-        let entry = Arc::clone(entry);
-        let old_generation = old.generation;
-        drain.on_drained(move || {
-            // Not on the caller's thread that ended the drain.
-            let _ = std::thread::Builder::new().name("cutover-retire".into()).spawn(move || {
-                let mut state = lock(&entry.state);
-                finish_retired(&entry, &mut state, old_generation, false);
-            });
-        });
-    } else {
-        phases.drain = drain.drained_at().map(|t| t.saturating_duration_since(drain.cutover_at()));
-        let mut state = lock(&entry.state);
-        phases.shutdown = finish_retired(entry, &mut state, old.generation, options.keep_warm);
-    }
+    let (outcome, stragglers, escalations) =
+        drain_and_retire(entry, &drain, old.generation, &*old.value, options, options.keep_warm, &mut phases);
     Ok(ReloadReport {
         plugin: id.clone(),
         kind,
@@ -559,6 +538,51 @@ fn escalate<P: Plugin>(
     }
     escalations.push(Escalation { rung: Rung::Abandon, after: since(Instant::now()) });
     (DrainOutcome::Abandoned, Some(stragglers), escalations)
+}
+
+/// Wait for `drain` with the escalation ladder, then retire its generation:
+/// now if the drain ended, or, if abandoned, when it ends (on a thread of
+/// its own, not on the caller's thread whose lease ended it).
+fn drain_and_retire<P: Plugin>(
+    entry: &Arc<Entry<P>>,
+    drain: &Drain,
+    generation: u64,
+    old: &P,
+    options: &ReloadOptions,
+    keep_warm: bool,
+    phases: &mut PhaseTimings,
+) -> (DrainOutcome, Option<StragglerReport>, Vec<Escalation>) {
+    let (outcome, stragglers, escalations) = {
+        let _span = info_span!("drain", plugin = %entry.id, generation).entered();
+        escalate(drain, old, options)
+    };
+    if outcome == DrainOutcome::Abandoned {
+        warn!(target: "cutover::host", plugin = %entry.id, generation, in_flight = drain.in_flight(), "drain abandoned; finishing in the background");
+        let entry = Arc::clone(entry);
+        drain.on_drained(move || {
+            let retire = move |entry: &Entry<P>| {
+                finish_retired(entry, &mut lock(&entry.state), generation, false);
+            };
+            let background = Arc::clone(&entry);
+            let spawned = std::thread::Builder::new().name("cutover-retire".into()).spawn(move || retire(&background));
+            if spawned.is_err() {
+                // No thread to be had: retire here rather than never.
+                retire(&entry);
+            }
+        });
+    } else {
+        phases.drain = drain.drained_at().map(|t| t.saturating_duration_since(drain.cutover_at()));
+        phases.shutdown = finish_retired(entry, &mut lock(&entry.state), generation, keep_warm);
+    }
+    (outcome, stragglers, escalations)
+}
+
+/// Retire the generations kept warm (they stop being rollback targets).
+fn retire_warm<P: Plugin>(entry: &Entry<P>, state: &mut EntryState<P>) {
+    let warm: Vec<_> = state.retired.iter().filter(|r| r.warm).map(|r| r.gen.generation).collect();
+    for generation in warm {
+        finish_retired(entry, state, generation, false);
+    }
 }
 
 /// A retired generation has drained: run `after_drain`, shut it down unless
@@ -613,32 +637,10 @@ pub(super) fn remove<P: Plugin>(
     state.retired.push(Retired { gen: old.clone(), drain: drain.clone(), warm: false });
     drop(state);
     drop(busy);
-    let (outcome, stragglers, escalations) = {
-        let _span = info_span!("drain", plugin = %id, generation = old.generation).entered();
-        escalate(&drain, &*old.value, options)
-    };
     // Warm generations of a removed plugin go too.
-    {
-        let mut state = lock(&entry.state);
-        let warm: Vec<_> = state.retired.iter().filter(|r| r.warm).map(|r| r.gen.generation).collect();
-        for g in warm {
-            finish_retired(&entry, &mut state, g, false);
-        }
-    }
-    if outcome == DrainOutcome::Abandoned {
-        let entry = Arc::clone(&entry);
-        let generation = old.generation;
-        drain.on_drained(move || {
-            let _ = std::thread::Builder::new().name("cutover-retire".into()).spawn(move || {
-                let mut state = lock(&entry.state);
-                finish_retired(&entry, &mut state, generation, false);
-            });
-        });
-    } else {
-        phases.drain = drain.drained_at().map(|t| t.saturating_duration_since(drain.cutover_at()));
-        let mut state = lock(&entry.state);
-        phases.shutdown = finish_retired(&entry, &mut state, old.generation, false);
-    }
+    retire_warm(&entry, &mut lock(&entry.state));
+    let (outcome, stragglers, escalations) =
+        drain_and_retire(&entry, &drain, old.generation, &*old.value, options, false, &mut phases);
     info!(target: "cutover::host", plugin = %id, generation = old.generation, %outcome, "removed");
     Ok(ReloadReport {
         plugin: id.clone(),
