@@ -127,10 +127,9 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
 
     /// Capture the current generation for one in-flight operation.
     ///
-    /// Never blocks and never fails. Lock-free: it retries only if a cutover
-    /// lands between its two reads of the current pointer (or, with more
-    /// threads than stripes, if a thread sharing its counter leases at the
-    /// same instant).
+    /// Never blocks and never fails. Lock-free: one atomic increment, and a
+    /// retry only if a cutover lands between its two reads of the current
+    /// pointer.
     #[inline]
     pub fn lease(&self) -> Lease<T> {
         match self.try_lease() {
