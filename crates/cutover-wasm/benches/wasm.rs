@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array};
 use criterion::{criterion_group, criterion_main, Criterion};
-use cutover::plugin::Plugin;
+use cutover::host::{Host, ReloadOptions};
 use cutover::{PluginId, Slot};
 use cutover_wasm::{shared_engine, ScalarPluginFn, SlotFunction, WasmLimits, WasmPlugin, WasmSource};
 use wasmtime::{Instance, Module, Store, TypedFunc};
@@ -65,12 +65,18 @@ fn per_row(c: &mut Criterion) {
     let mut baseline = Baseline::new();
     let mut out = Vec::with_capacity(ROWS);
     let slot = Arc::new(Slot::new(PluginId::new("math"), load(V1)));
-    let full = SlotFunction::new(slot.clone(), "math.mul3").unwrap();
+    let slot_fn = SlotFunction::new(slot.clone(), "math.mul3").unwrap();
+    // The host's call path: registry lookup by plugin id, lease, function
+    // lookup, instance checkout, the calls.
+    let host: Host<WasmPlugin> = Host::new();
+    host.add(PluginId::new("math"), &WasmSource::from_wat(V1)).unwrap();
+    let full = |cols: &[ArrayRef]| host.lease_str("math").unwrap().invoke("math.mul3", cols, ROWS).unwrap();
 
     let mut group = c.benchmark_group("per_row_1024_int64");
     group.bench_function("baseline_typedfunc_loop", |b| b.iter(|| baseline.run(black_box(&xs), &mut out)));
-    group.bench_function("full_path_slotfunction_invoke", |b| {
-        b.iter(|| full.invoke(black_box(std::slice::from_ref(&column)), ROWS).unwrap())
+    group.bench_function("full_path_host_lease_invoke", |b| b.iter(|| full(black_box(std::slice::from_ref(&column)))));
+    group.bench_function("slotfunction_invoke", |b| {
+        b.iter(|| slot_fn.invoke(black_box(std::slice::from_ref(&column)), ROWS).unwrap())
     });
     group.finish();
 
@@ -85,13 +91,13 @@ fn per_row(c: &mut Criterion) {
         tb.push(t.elapsed().as_secs_f64() / 20.0);
         let t = Instant::now();
         for _ in 0..20 {
-            black_box(full.invoke(std::slice::from_ref(&column), ROWS).unwrap());
+            black_box(full(std::slice::from_ref(&column)));
         }
         tf.push(t.elapsed().as_secs_f64() / 20.0);
     }
     let (b, f) = (median(tb), median(tf));
     println!(
-        "\nRESULT per-row 1024xInt64: baseline TypedFunc loop {:.1} ns/row, full path {:.1} ns/row, ratio {:.3} (target <= 1.3)\n",
+        "\nRESULT per-row 1024xInt64: baseline TypedFunc loop {:.1} ns/row, full path (host lookup + lease + checkout + calls) {:.1} ns/row, ratio {:.3} (target <= 1.3)\n",
         b * 1e9 / ROWS as f64,
         f * 1e9 / ROWS as f64,
         f / b
@@ -107,20 +113,21 @@ fn p99(mut v: Vec<u64>) -> u64 {
 }
 
 /// Two callers run continuously over `phase`; returns per-phase latencies (ns) and failures.
-fn reload_under_load(_c: &mut Criterion) {
+fn reload_round() -> (u64, u64, u64, usize, usize, Duration, Duration) {
     const CALL_ROWS: usize = 64;
     const RELOADS: usize = 100;
-    let v1 = load(V1);
-    let slot = Arc::new(Slot::new(PluginId::new("math"), v1.clone()));
-    let f = Arc::new(SlotFunction::new(slot.clone(), "math.mul3").unwrap());
+    // Through the host's reload transaction, as a real host would run it.
+    let id = PluginId::new("math");
+    let host: Arc<Host<WasmPlugin>> = Arc::new(Host::new());
+    host.add(id.clone(), &WasmSource::from_wat(V1)).unwrap();
     let phase = Arc::new(AtomicU64::new(0)); // 0 warmup, 1 steady, 2 reloading, 3 stop
     let failures = Arc::new(AtomicU64::new(0));
     let start = Arc::new(Barrier::new(3));
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..2)
         .map(|_| {
-            let (f, phase, failures, start, stop) =
-                (f.clone(), phase.clone(), failures.clone(), start.clone(), stop.clone());
+            let (host, phase, failures, start, stop) =
+                (host.clone(), phase.clone(), failures.clone(), start.clone(), stop.clone());
             std::thread::spawn(move || {
                 let column: ArrayRef = Arc::new(Int64Array::from((0..CALL_ROWS as i64).collect::<Vec<_>>()));
                 let (mut steady, mut reloading) = (Vec::with_capacity(1 << 20), Vec::with_capacity(1 << 20));
@@ -128,9 +135,11 @@ fn reload_under_load(_c: &mut Criterion) {
                 while !stop.load(Ordering::Relaxed) {
                     let p = phase.load(Ordering::Relaxed);
                     let t = Instant::now();
-                    let r = f.invoke(std::slice::from_ref(&column), CALL_ROWS);
+                    let ok = host
+                        .lease_str("math")
+                        .is_some_and(|p| p.invoke("math.mul3", std::slice::from_ref(&column), CALL_ROWS).is_ok());
                     let ns = t.elapsed().as_nanos() as u64;
-                    if r.is_err() {
+                    if !ok {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
                     match p {
@@ -149,16 +158,11 @@ fn reload_under_load(_c: &mut Criterion) {
     std::thread::sleep(Duration::from_secs(2));
     phase.store(2, Ordering::Relaxed);
     let t = Instant::now();
-    let mut old = v1;
+    let sources = [WasmSource::from_wat(V2), WasmSource::from_wat(V1)];
     let mut compile_and_init = Duration::ZERO;
     for i in 0..RELOADS {
-        let tl = Instant::now();
-        let next = load(if i % 2 == 0 { V2 } else { V1 });
-        compile_and_init += tl.elapsed();
-        let drain = slot.replace(next.clone());
-        drain.wait_timeout(Duration::from_secs(10)).expect("drain");
-        old.shutdown();
-        old = next;
+        let report = host.reload(&id, &sources[i % 2], &ReloadOptions::default()).expect("reload");
+        compile_and_init += report.phases.load + report.phases.link + report.phases.init;
     }
     let reload_time = t.elapsed();
     phase.store(3, Ordering::Relaxed);
@@ -170,16 +174,37 @@ fn reload_under_load(_c: &mut Criterion) {
         reloading.extend(r);
     }
     let (ns, nr) = (steady.len(), reloading.len());
-    let (ps, pr) = (p99(steady), p99(reloading));
+    (failures.load(Ordering::Relaxed), p99(steady), p99(reloading), ns, nr, reload_time, compile_and_init)
+}
+
+/// The reload-under-load figure: the p99 ratio varies with how the reloading
+/// thread's compilation lands on the callers' cores (3 busy threads on 2
+/// cores), so it is measured in several rounds and the median is reported.
+fn reload_under_load(_c: &mut Criterion) {
+    const ROUNDS: usize = 5;
+    const RELOADS: usize = 100;
+    const CALL_ROWS: usize = 64;
+    let mut ratios = Vec::new();
+    let mut failed = 0;
+    for round in 1..=ROUNDS {
+        let (failures, ps, pr, ns, nr, reload_time, compile_and_init) = reload_round();
+        failed += failures;
+        let ratio = pr as f64 / ps as f64;
+        ratios.push(ratio);
+        println!(
+            "round {round}: {RELOADS} reloads in {:.2} s (load+link+init {:.2} ms/reload on the reloading thread), \
+             failed calls {failures}, steady p99 {:.2} us ({ns} calls), p99 during reloads {:.2} us ({nr} calls), ratio {ratio:.3}",
+            reload_time.as_secs_f64(),
+            compile_and_init.as_secs_f64() * 1e3 / RELOADS as f64,
+            ps as f64 / 1e3,
+            pr as f64 / 1e3,
+        );
+    }
     println!(
-        "\nRESULT reload under load ({RELOADS} reloads in {:.2} s, load+link+init {:.2} ms/reload on the reloading thread; \
-         2 callers x {CALL_ROWS} rows): failed calls {}, steady p99 {:.2} us ({ns} calls), p99 during reloads {:.2} us ({nr} calls), ratio {:.3} (target <= 1.5)\n",
-        reload_time.as_secs_f64(),
-        compile_and_init.as_secs_f64() * 1e3 / RELOADS as f64,
-        failures.load(Ordering::Relaxed),
-        ps as f64 / 1e3,
-        pr as f64 / 1e3,
-        pr as f64 / ps as f64
+        "\nRESULT reload under load (2 callers x {CALL_ROWS} rows, {RELOADS} reloads through the host, {ROUNDS} rounds): \
+         failed calls {failed}, p99 ratio median {:.3} (rounds: {}) (target <= 1.5)\n",
+        median(ratios.clone()),
+        ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", ")
     );
 }
 
