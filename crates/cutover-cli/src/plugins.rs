@@ -1,5 +1,5 @@
 //! [`PluginSet`]: the plugins of one directory, kept in a
-//! [`Host`](cutover::host::Host) and changed only through its reload
+//! [`Host`] and changed only through its reload
 //! transaction.
 //!
 //! Each `.wat`/`.wasm` file is a plugin whose id is the file stem. A file's
