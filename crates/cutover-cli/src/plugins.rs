@@ -64,7 +64,7 @@ pub enum Synced {
     /// The content hash did not change: nothing done.
     Unchanged(PluginId),
     /// The operation succeeded.
-    Done(Op, ReloadReport),
+    Done(Op, Box<ReloadReport>),
     /// The operation failed; what was serving still serves.
     Failed(Op, PluginId, String),
 }
@@ -197,7 +197,7 @@ impl PluginSet {
                 return Synced::Unchanged(id);
             }
             match self.host.remove(&id, &self.options) {
-                Ok(report) => Synced::Done(Op::Remove, report),
+                Ok(report) => Synced::Done(Op::Remove, Box::new(report)),
                 Err(e) => Synced::Failed(Op::Remove, id, e.to_string()),
             }
         }
@@ -215,7 +215,7 @@ impl PluginSet {
         let _ops = lock(&self.ops);
         let path = lock(&self.files).get(&id).map(|r| r.path.clone()).ok_or_else(not_found)?;
         match self.load_file(&id, &path, true) {
-            Synced::Done(_, report) => Ok(report),
+            Synced::Done(_, report) => Ok(*report),
             Synced::Failed(_, _, error) => Err(ReloadNowError::Failed(error)),
             Synced::Ignored | Synced::Unchanged(_) => Err(not_found()),
         }
@@ -250,7 +250,7 @@ impl PluginSet {
         match result {
             Ok(report) => {
                 self.record(id, path, Some(hash), None);
-                Synced::Done(op, report)
+                Synced::Done(op, Box::new(report))
             }
             Err(e) => {
                 let error = describe(&e);

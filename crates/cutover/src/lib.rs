@@ -113,4 +113,4 @@ mod sync;
 pub use id::{PluginId, PluginIdError, MAX_PLUGIN_ID_LEN};
 pub use lifecycle::{DrainError, EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle};
 pub use registry::{Registry, RegistryError};
-pub use slot::{Drain, Drained, Finalize, Lease, Slot};
+pub use slot::{Drain, Drained, Finalize, Lease, Slot, Straggler};

@@ -180,6 +180,12 @@ where
         self.map.lease().get(key).and_then(|slot| slot.try_lifecycle())
     }
 
+    /// Turn straggler tracking on or off for every plugin registered now
+    /// (see [`Slot::set_tracking`]; plugins added later start with it off).
+    pub fn set_tracking(&self, on: bool) {
+        self.map.lease().values().for_each(|slot| slot.set_tracking(on));
+    }
+
     /// The registered keys, in no particular order.
     pub fn keys(&self) -> Vec<K> {
         self.map.lease().keys().cloned().collect()

@@ -362,7 +362,7 @@ fn stuck_call(
 ) -> (thread::JoinHandle<&'static str>, mpsc::Receiver<()>) {
     let (started_tx, started_rx) = mpsc::channel();
     let host = Arc::clone(host);
-    let call = thread::spawn(move || {
+    let call = thread::Builder::new().name("stuck-call".into()).spawn(move || {
         let lease = host.lease(&PluginId::new("p")).unwrap();
         started_tx.send(()).unwrap();
         loop {
@@ -378,7 +378,7 @@ fn stuck_call(
             }
         }
     });
-    (call, started_rx)
+    (call.expect("spawn the stuck call"), started_rx)
 }
 
 fn ladder() -> ReloadOptions {
@@ -393,6 +393,7 @@ fn a_cooperative_stuck_call_ends_at_the_cancel_rung() {
     let counters = Arc::new(Counters::default());
     let host = Arc::new(Host::new());
     host.add(id("p"), &Source::new(1, &counters)).unwrap();
+    host.set_straggler_tracking(true);
     let (_release, rx) = mpsc::channel();
     let (call, started) = stuck_call(&host, true, rx);
     started.recv().unwrap();
@@ -402,6 +403,9 @@ fn a_cooperative_stuck_call_ends_at_the_cancel_rung() {
     let stragglers = report.stragglers.unwrap();
     assert_eq!((stragglers.generation, stragglers.in_flight), (1, 1));
     assert!(stragglers.oldest_at_least <= stragglers.oldest_at_most);
+    let oldest = stragglers.oldest.expect("tracked");
+    assert!(oldest >= stragglers.oldest_at_least && oldest <= stragglers.oldest_at_most + Duration::from_secs(1));
+    assert_eq!(stragglers.threads, ["stuck-call"]);
     assert_eq!(report.escalations.iter().map(|e| e.rung).collect::<Vec<_>>(), [Rung::Report, Rung::Cancel]);
     assert_eq!(call.join().unwrap(), "cancelled");
     assert_eq!(counters.shut_down.load(Ordering::SeqCst), 1);

@@ -396,3 +396,43 @@ fn concurrent_replaces_each_get_a_distinct_generation() {
     assert_eq!(sorted, (1..=200).collect::<Vec<_>>());
     assert_eq!(slot.generation(), 201);
 }
+
+#[test]
+fn straggler_tracking_names_the_threads_a_drain_waits_for() {
+    let slot = Arc::new(Slot::new(id(), Arc::new(1u32)));
+    // Off by default: counted, not listed.
+    let untracked = slot.lease();
+    slot.set_tracking(true);
+    assert!(slot.is_tracking());
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let caller = {
+        let slot = Arc::clone(&slot);
+        thread::Builder::new()
+            .name("caller-7".into())
+            .spawn(move || {
+                let lease = slot.lease();
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                drop(lease);
+            })
+            .unwrap()
+    };
+    held_rx.recv().unwrap();
+    let drain = slot.replace(Arc::new(2));
+    assert_eq!(drain.in_flight(), 2);
+    let stragglers = drain.stragglers();
+    assert_eq!(stragglers.len(), 1, "only the lease taken with tracking on is listed");
+    assert_eq!(stragglers[0].thread.as_deref(), Some("caller-7"));
+    release_tx.send(()).unwrap();
+    caller.join().unwrap();
+    assert!(drain.stragglers().is_empty());
+    drop(untracked);
+    assert!(drain.is_drained());
+    // Leases on the new generation are tracked too, and untracked on drop.
+    let lease = slot.lease();
+    slot.set_tracking(false);
+    drop(lease);
+    let drain = slot.replace(Arc::new(3));
+    assert!(drain.is_drained() && drain.stragglers().is_empty());
+}

@@ -107,6 +107,7 @@ pub struct Host<P: Plugin> {
     plugins: Registry<PluginId, P>,
     entries: Mutex<BTreeMap<PluginId, Arc<Entry<P>>>>,
     capabilities: Vec<String>,
+    tracking: std::sync::atomic::AtomicBool,
 }
 
 impl<P: Plugin> Default for Host<P> {
@@ -131,6 +132,7 @@ impl<P: Plugin> Host<P> {
             plugins: Registry::new(),
             entries: Mutex::new(BTreeMap::new()),
             capabilities: capabilities.into_iter().map(Into::into).collect(),
+            tracking: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -155,6 +157,18 @@ impl<P: Plugin> Host<P> {
     /// Whether plugin `id` is loaded.
     pub fn contains(&self, id: &PluginId) -> bool {
         self.plugins.contains(id)
+    }
+
+    /// Turn straggler tracking on or off, for every plugin loaded now and
+    /// later: a diagnostic mode in which each call records when and on which
+    /// thread it started, so that a drain that overruns its deadline reports
+    /// the exact age of its oldest call and the threads still running
+    /// ([`StragglerReport::oldest`], [`StragglerReport::threads`]). It costs a
+    /// short lock and a clock read per call; off (the default), a call only
+    /// reads a flag.
+    pub fn set_straggler_tracking(&self, on: bool) {
+        self.tracking.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.plugins.set_tracking(on);
     }
 
     /// Set the per-kind reload discipline of plugin `id` (default: none).

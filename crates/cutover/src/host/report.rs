@@ -88,6 +88,12 @@ pub struct StragglerReport {
     pub oldest_at_least: Duration,
     /// ...and at most this old: the generation's age.
     pub oldest_at_most: Duration,
+    /// With straggler tracking on ([`Host::set_straggler_tracking`](super::Host::set_straggler_tracking)):
+    /// the exact age of the oldest.
+    pub oldest: Option<Duration>,
+    /// With straggler tracking on: the threads the stragglers run on (by
+    /// name; unnamed threads are left out), oldest first.
+    pub threads: Vec<String>,
 }
 
 /// One rung of the escalation ladder that was climbed, and when.

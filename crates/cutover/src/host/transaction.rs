@@ -322,6 +322,7 @@ pub(super) fn add_all<P: Plugin>(
         let start = Instant::now();
         let value = Arc::new(b.value);
         let slot = Slot::with_lifecycle(id.clone(), Arc::clone(&value), b.lifecycle);
+        slot.set_tracking(host.tracking.load(std::sync::atomic::Ordering::Relaxed));
         let generation = Generation { generation: 1, value, functions: b.functions, dependencies: b.dependencies };
         new_slots.push((id.clone(), slot));
         let phases = PhaseTimings { cutover: start.elapsed(), ..b.phases };
@@ -513,11 +514,14 @@ fn escalate<P: Plugin>(
     let cutover = drain.cutover_at();
     let since = |t: Instant| t.saturating_duration_since(cutover);
     let now = Instant::now();
+    let tracked = drain.stragglers();
     let stragglers = StragglerReport {
         generation: drain.generation(),
         in_flight: drain.in_flight(),
         oldest_at_least: since(now),
         oldest_at_most: now.saturating_duration_since(drain.lifecycle_activated_at()),
+        oldest: tracked.first().map(|s| s.age),
+        threads: tracked.into_iter().filter_map(|s| s.thread).collect(),
     };
     escalations.push(Escalation { rung: Rung::Report, after: since(now) });
     warn!(target: "cutover::host", plugin = %drain.plugin(), generation = stragglers.generation,

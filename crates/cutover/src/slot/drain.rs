@@ -13,12 +13,14 @@ use std::{
 use super::{
     record::{Record, Shared},
     signal::DrainSignal,
+    tracking::Straggler,
 };
 use crate::{lifecycle::SharedLifecycle, DrainError, PluginId};
 
 /// Reads a draining record's counters, whatever the plugin type.
 trait Probe: Send + Sync {
     fn in_flight(&self, signal: &DrainSignal) -> usize;
+    fn stragglers(&self, signal: &DrainSignal) -> Vec<Straggler>;
     fn plugin(&self) -> &PluginId;
 }
 
@@ -35,6 +37,10 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for RecordProbe<T> {}
 impl<T: ?Sized + Send + Sync + 'static> Probe for RecordProbe<T> {
     fn in_flight(&self, signal: &DrainSignal) -> usize {
         self.shared.in_flight(self.record, signal)
+    }
+
+    fn stragglers(&self, signal: &DrainSignal) -> Vec<Straggler> {
+        self.shared.stragglers(self.record, signal)
     }
 
     fn plugin(&self) -> &PluginId {
@@ -87,6 +93,14 @@ impl Drain {
     /// it may already be lower when you read it). 0 once drained.
     pub fn in_flight(&self) -> usize {
         self.probe.in_flight(&self.signal)
+    }
+
+    /// The operations this drain is waiting for, oldest first, with their
+    /// ages and thread names: only those whose leases were taken while
+    /// straggler tracking was on ([`Slot::set_tracking`](super::Slot::set_tracking));
+    /// empty once drained. [`in_flight`](Self::in_flight) counts them all.
+    pub fn stragglers(&self) -> Vec<Straggler> {
+        self.probe.stragglers(&self.signal)
     }
 
     /// Whether the drain has completed.

@@ -2,7 +2,7 @@
 
 use std::{fmt, marker::PhantomData, ops::Deref, ptr::NonNull};
 
-use super::record::{leased_cancelled, release, Record};
+use super::record::{leased_cancelled, release, Acquired, Record};
 
 /// One in-flight operation's hold on one generation of a [`Slot`](super::Slot).
 ///
@@ -35,6 +35,8 @@ pub struct Lease<T: ?Sized + Send + Sync + 'static> {
     value: NonNull<T>,
     stripe: usize,
     generation: u64,
+    /// Straggler-tracking ticket, 0 if untracked.
+    ticket: u64,
     _owns: PhantomData<T>,
 }
 
@@ -45,8 +47,9 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Send for Lease<T> {}
 unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for Lease<T> {}
 
 impl<T: ?Sized + Send + Sync + 'static> Lease<T> {
-    pub(crate) fn new(record: NonNull<Record<T>>, value: NonNull<T>, stripe: usize, generation: u64) -> Self {
-        Self { record, value, stripe, generation, _owns: PhantomData }
+    pub(crate) fn new(acquired: Acquired<T>) -> Self {
+        let Acquired { record, stripe, value, generation, ticket } = acquired;
+        Self { record, value, stripe, generation, ticket, _owns: PhantomData }
     }
 
     /// The generation this lease captured (1 for the slot's first value,
@@ -81,6 +84,10 @@ impl<T: ?Sized + Send + Sync + 'static> Deref for Lease<T> {
 impl<T: ?Sized + Send + Sync + 'static> Drop for Lease<T> {
     #[inline]
     fn drop(&mut self) {
+        if self.ticket != 0 {
+            // SAFETY: still leased, so the record is live.
+            unsafe { self.record.as_ref() }.tracker.untrack(self.ticket);
+        }
         // SAFETY: this lease holds one count on `stripe` of `record`, given
         // up here exactly once.
         unsafe { release(self.record, self.stripe) }

@@ -40,6 +40,7 @@ mod lease;
 mod record;
 mod signal;
 mod stripe;
+mod tracking;
 
 use std::{fmt, ptr::NonNull, sync::Arc};
 
@@ -57,6 +58,7 @@ pub enum Finalize {
 }
 pub use lease::Lease;
 use record::Shared;
+pub use tracking::Straggler;
 
 use crate::{lifecycle::SharedLifecycle, PluginId};
 
@@ -159,6 +161,22 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         Some(Drain::new(signal, Arc::clone(&self.shared), record))
     }
 
+    /// Turn straggler tracking on or off for leases taken from now on.
+    ///
+    /// With it on, every lease records when and on which thread it started,
+    /// so that [`Drain::stragglers`] can list the operations a drain is
+    /// waiting for, oldest first, with their exact ages. It costs a short
+    /// lock and a clock read per lease: a diagnostic mode. Off (the default),
+    /// the per-call path only reads this flag.
+    pub fn set_tracking(&self, on: bool) {
+        self.shared.tracking.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether straggler tracking is on.
+    pub fn is_tracking(&self) -> bool {
+        self.shared.tracking.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The current generation: 1 for the first value, +1 per replace.
     /// Lock-free (it takes and drops a lease).
     pub fn generation(&self) -> u64 {
@@ -250,8 +268,7 @@ impl<T: ?Sized + Send + Sync + 'static> RawSlot<T> {
     pub(crate) unsafe fn try_lease(&self) -> Option<Lease<T>> {
         // SAFETY: the caller keeps the slot, and so its shared state, alive.
         let shared = unsafe { self.shared.as_ref() };
-        let a = shared.acquire(stripe::thread_stripe())?;
-        Some(Lease::new(a.record, a.value, a.stripe, a.generation))
+        Some(Lease::new(shared.acquire(stripe::thread_stripe())?))
     }
 }
 

@@ -62,6 +62,7 @@ use std::{
 use super::{
     signal::DrainSignal,
     stripe::{COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT},
+    tracking::{Straggler, Tracker},
     Finalize,
 };
 use crate::{
@@ -90,6 +91,8 @@ pub(crate) struct Record<T: ?Sized + 'static> {
     stripes: Box<[CachePadded<AtomicUsize>]>,
     central: AtomicUsize,
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
+    /// Leases taken with straggler tracking on (empty when it is off).
+    pub(crate) tracker: Tracker,
 }
 
 struct Writer<T: ?Sized + 'static> {
@@ -107,6 +110,8 @@ pub(crate) struct Shared<T: ?Sized + 'static> {
     mask: usize,
     /// Set once by [`Shared::close`]: the slot has no current generation.
     closed: AtomicBool,
+    /// Straggler tracking on (see `tracking`).
+    pub(crate) tracking: AtomicBool,
     writer: Mutex<Writer<T>>,
 }
 
@@ -123,6 +128,8 @@ pub(crate) struct Acquired<T: ?Sized + 'static> {
     pub(crate) stripe: usize,
     pub(crate) value: NonNull<T>,
     pub(crate) generation: u64,
+    /// The straggler-tracking ticket, 0 if untracked.
+    pub(crate) ticket: u64,
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
@@ -134,6 +141,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             current: AtomicPtr::new(std::ptr::null_mut()),
             mask: stripes - 1,
             closed: AtomicBool::new(false),
+            tracking: AtomicBool::new(false),
             writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), all: Vec::new() }),
         });
         {
@@ -158,8 +166,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             Some(record) => record,
             None => {
                 let stripes = (0..=self.mask).map(|_| CachePadded(AtomicUsize::new(0))).collect();
-                let record =
-                    Box::new(Record { stripes, central: AtomicUsize::new(BIAS), incarnation: UnsafeCell::new(None) });
+                let record = Box::new(Record {
+                    stripes,
+                    central: AtomicUsize::new(BIAS),
+                    incarnation: UnsafeCell::new(None),
+                    tracker: Tracker::default(),
+                });
                 // SAFETY: `Box::into_raw` never returns null.
                 let record = unsafe { NonNull::new_unchecked(Box::into_raw(record)) };
                 writer.all.push(record);
@@ -229,7 +241,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 });
                 // SAFETY: `ptr` came from a `NonNull` stored in `current`.
                 let record = unsafe { NonNull::new_unchecked(ptr) };
-                return Some(Acquired { record, stripe, value, generation });
+                let ticket = if self.tracking.load(Ordering::Relaxed) { rec.tracker.track() } else { 0 };
+                return Some(Acquired { record, stripe, value, generation, ticket });
             }
             // Replaced between our load and our increment: undo and retry.
             // SAFETY: we hold the count we just added on `stripe` of `ptr`.
@@ -321,12 +334,33 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         }
     }
 
+    /// The tracked operations in flight on the generation `signal` belongs
+    /// to, oldest first (empty once drained, or if tracking was off).
+    pub(crate) fn stragglers(&self, record: NonNull<Record<T>>, signal: &DrainSignal) -> Vec<Straggler> {
+        if signal.is_done() {
+            return Vec::new();
+        }
+        // SAFETY: records stay allocated while `self` lives.
+        let stragglers = unsafe { record.as_ref() }.tracker.stragglers();
+        // A reused record belongs to a later generation: done was announced
+        // before the reuse.
+        if signal.is_done() {
+            Vec::new()
+        } else {
+            stragglers
+        }
+    }
+
     /// Read the current generation's incarnation under a short lease
     /// (lock-free). `None` once the slot is closed.
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Incarnation<T>) -> R) -> Option<R> {
         let acquired = self.acquire(super::stripe::thread_stripe())?;
         // SAFETY: the lease we hold keeps the incarnation in place.
         let out = unsafe { acquired.record.as_ref() }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f));
+        if acquired.ticket != 0 {
+            // SAFETY: still leased.
+            unsafe { acquired.record.as_ref() }.tracker.untrack(acquired.ticket);
+        }
         // SAFETY: we give back the count `acquire` took.
         unsafe { release(acquired.record, acquired.stripe) };
         out
