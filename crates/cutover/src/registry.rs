@@ -215,15 +215,7 @@ where
     /// [`RegistryError::AlreadyExists`] if `key` is taken; nothing changes
     /// (the slot is dropped, retiring its value).
     pub fn add_slot(&self, key: K, slot: Slot<T>) -> Result<(), RegistryError> {
-        let _write = lock(&self.write);
-        let current = self.map.current();
-        if current.contains_key(&key) {
-            return Err(RegistryError::AlreadyExists { key: format!("{key:?}") });
-        }
-        let mut next = (*current).clone();
-        next.insert(key, Entry::new(slot));
-        self.map.replace(Arc::new(next));
-        Ok(())
+        self.extend([(key, slot)])
     }
 
     /// Register many plugins in one cutover of the key map.

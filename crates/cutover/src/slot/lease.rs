@@ -2,7 +2,7 @@
 
 use std::{fmt, marker::PhantomData, ops::Deref, ptr::NonNull};
 
-use super::record::{leased_cancelled, release, Acquired, Record};
+use super::record::{end_lease, leased_cancelled, Acquired, Record};
 
 /// One in-flight operation's hold on one generation of a [`Slot`](super::Slot).
 ///
@@ -84,13 +84,9 @@ impl<T: ?Sized + Send + Sync + 'static> Deref for Lease<T> {
 impl<T: ?Sized + Send + Sync + 'static> Drop for Lease<T> {
     #[inline]
     fn drop(&mut self) {
-        if self.ticket != 0 {
-            // SAFETY: still leased, so the record is live.
-            unsafe { self.record.as_ref() }.tracker.untrack(self.ticket);
-        }
-        // SAFETY: this lease holds one count on `stripe` of `record`, given
-        // up here exactly once.
-        unsafe { release(self.record, self.stripe) }
+        // SAFETY: this lease holds one count on `stripe` of `record` (and
+        // its ticket), given up here exactly once.
+        unsafe { end_lease(self.record, self.stripe, self.ticket) }
     }
 }
 

@@ -357,12 +357,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let acquired = self.acquire(super::stripe::thread_stripe())?;
         // SAFETY: the lease we hold keeps the incarnation in place.
         let out = unsafe { acquired.record.as_ref() }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f));
-        if acquired.ticket != 0 {
-            // SAFETY: still leased.
-            unsafe { acquired.record.as_ref() }.tracker.untrack(acquired.ticket);
-        }
-        // SAFETY: we give back the count `acquire` took.
-        unsafe { release(acquired.record, acquired.stripe) };
+        // SAFETY: we give back the count (and ticket) `acquire` took.
+        unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
         out
     }
 
@@ -378,6 +374,25 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // SAFETY: `current` is never null after construction.
         unsafe { NonNull::new_unchecked(self.current.load(Ordering::Acquire)) }
     }
+}
+
+/// End a lease: forget its straggler-tracking `ticket` (0: untracked), then
+/// give back its count on `stripe` of `record`.
+///
+/// # Safety
+/// As for [`release`]; `ticket` is the one the lease's acquisition returned.
+#[inline]
+pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
+    record: NonNull<Record<T>>,
+    stripe: usize,
+    ticket: u64,
+) {
+    if ticket != 0 {
+        // SAFETY: still leased, so the record is live.
+        unsafe { record.as_ref() }.tracker.untrack(ticket);
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { release(record, stripe) }
 }
 
 /// End one count on `stripe` of `record`.
