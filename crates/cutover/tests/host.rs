@@ -550,3 +550,29 @@ fn ten_thousand_reloads_under_concurrent_calls_leak_nothing() {
     host.remove(&id("p"), &fast()).unwrap();
     assert_eq!(counters.dropped.load(Ordering::SeqCst), created);
 }
+
+#[test]
+fn racing_adds_of_one_id_have_one_winner_and_the_loser_is_shut_down() {
+    for _ in 0..20 {
+        let counters = Arc::new(Counters::default());
+        let host = Arc::new(Host::new());
+        let barrier = Arc::new(Barrier::new(2));
+        let adders: Vec<_> = (1..=2)
+            .map(|v| {
+                let (host, barrier, source) = (Arc::clone(&host), Arc::clone(&barrier), Source::new(v, &counters));
+                thread::spawn(move || {
+                    barrier.wait();
+                    host.add(PluginId::new("p"), &source).map(|_| v)
+                })
+            })
+            .collect();
+        let results: Vec<_> = adders.into_iter().map(|t| t.join().unwrap()).collect();
+        let winners: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert!(results.iter().any(|r| matches!(r, Err(ReloadError::AlreadyExists { .. }))));
+        assert_eq!(host.lease(&id("p")).unwrap().version, winners[0]);
+        assert_eq!(host.snapshot(&id("p")).unwrap().generation, 1);
+        // The loser was built (loaded, linked, initialized) and then shut down.
+        assert_eq!(counters.shut_down.load(Ordering::SeqCst), counters.created.load(Ordering::SeqCst) - 1);
+    }
+}

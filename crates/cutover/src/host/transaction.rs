@@ -339,22 +339,27 @@ pub(super) fn add_all<P: Plugin>(
         entries.push(Arc::new(Entry::new(id, generation)));
     }
     {
+        // Registry and entries change together, under the entries lock, so
+        // that a concurrent add of the same id cannot leave them disagreeing.
         let mut map = lock(&host.entries);
+        if let Some(taken) = entries.iter().find(|e| map.contains_key(&e.id)) {
+            let plugin = taken.id.clone();
+            drop(map);
+            for entry in &entries {
+                if let Some(current) = lock(&entry.state).current.take() {
+                    shutdown(&entry.id, &*current.value);
+                }
+            }
+            return Err(ReloadError::AlreadyExists { plugin });
+        }
+        if let Err(e) = host.plugins.extend(new_slots) {
+            // Unreachable while every add goes through the entries lock.
+            warn!(target: "cutover::host", error = %e, "registry refused an add the host allowed");
+            return Err(ReloadError::AlreadyExists { plugin: entries[0].id.clone() });
+        }
         for entry in &entries {
             map.insert(entry.id.clone(), Arc::clone(entry));
         }
-    }
-    if let Err(e) = host.plugins.extend(new_slots) {
-        // Only if a concurrent add of the same id won the race.
-        let mut map = lock(&host.entries);
-        for entry in &entries {
-            map.remove(&entry.id);
-        }
-        let plugin = match e {
-            crate::RegistryError::AlreadyExists { key } => PluginId::parse(key.trim_matches('"')).ok(),
-            _ => None,
-        };
-        return Err(ReloadError::AlreadyExists { plugin: plugin.unwrap_or_else(|| entries[0].id.clone()) });
     }
     for (entry, report) in entries.iter().zip(&reports) {
         lock(&entry.state).last_reload = Some(report.clone());
