@@ -1,0 +1,1 @@
+//! cutover plugins as Apache DataFusion scalar UDFs (work in progress).
