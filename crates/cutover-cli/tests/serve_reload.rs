@@ -22,10 +22,10 @@ fn json_of(text: &str) -> Value {
 
 #[test]
 fn plugins_reload_in_parallel_and_a_busy_plugin_answers_409_at_once() {
-    // math's next version loops in `init` for its whole 8 s budget.
+    // math's next version loops in `init` for its whole 15 s budget.
     let server = Server::start(
         &[("math.wat", MATH_V1), ("geo.wat", GEO_V1)],
-        &["--init-timeout-ms", "8000", "--prewarm-instances", "1"],
+        &["--init-timeout-ms", "15000", "--prewarm-instances", "1"],
     );
     server.write("math.wat", MATH_LOOPING_INIT);
     server

@@ -63,11 +63,18 @@ fn chmod_000_keeps_the_old_generation_serving() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("math.wat"), MATH_V1).unwrap();
     let uid = common::is_root().then_some(65534);
+    let mut binary = None;
     if uid.is_some() {
+        // `nobody` must reach the directory and the binary (copied next to
+        // it: the build directory may not be traversable by others).
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = tmp.path().join("cutover");
+        std::fs::copy(common::binary(), &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        binary = Some(copy);
     }
-    let server = Server::start_at(dir.clone(), Some(tmp), &[], Options { uid, ..Options::default() });
+    let server = Server::start_at(dir.clone(), Some(tmp), &[], Options { uid, binary, ..Options::default() });
     let set_mode = |path: &Path, mode: u32| {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

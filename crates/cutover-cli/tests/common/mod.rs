@@ -92,6 +92,8 @@ pub struct Options {
     pub uid: Option<u32>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Run this binary instead of [`binary`].
+    pub binary: Option<PathBuf>,
 }
 
 /// Whether the tests run as root (permission bits do not stop root).
@@ -123,7 +125,7 @@ impl Server {
     pub fn start_at(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&str], options: Options) -> Server {
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log = log_dir.path().join("server.log");
-        let mut command = Command::new(binary());
+        let mut command = Command::new(options.binary.as_deref().unwrap_or(Path::new(binary())));
         command
             .args(["serve", "--listen", options.listen.as_deref().unwrap_or("127.0.0.1:0"), "--plugins"])
             .arg(&dir)
