@@ -51,6 +51,14 @@ pub enum ConvertError {
         /// Its length.
         got: usize,
     },
+    /// A column has more rows than the server accepts per call.
+    #[error("argument {index} has more than {max} rows; the server accepts at most {max} rows per call (--max-rows)")]
+    TooManyRows {
+        /// Zero-based argument index.
+        index: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A value that is not a number (or null), or does not fit the type.
     #[error("argument {index} of `{function}` is {ty}: value {value} at row {row} {problem}")]
     Value {
@@ -69,37 +77,186 @@ pub enum ConvertError {
     },
 }
 
-/// Parse a call body `{"args": [[...], ...]}` into its raw columns.
+/// Parse a call body `{"args": [[...], ...]}` into its raw columns, with no
+/// limit on rows (see [`parse_call_body_limited`]).
 ///
 /// # Errors
 /// [`ConvertError`] for malformed JSON, a non-object body, a missing `args`,
 /// or `args` that is not an array of arrays.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn parse_call_body(body: &[u8]) -> Result<Vec<Vec<Value>>, ConvertError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ConvertError::Json(e.to_string()))?;
-    let Value::Object(mut object) = value else {
-        return Err(ConvertError::NotObject);
-    };
-    let args = object.remove("args").ok_or(ConvertError::MissingArgs)?;
-    let Value::Array(args) = args else {
-        return Err(ConvertError::ArgsShape(format!("got {}", kind(&args))));
-    };
-    args.into_iter()
-        .enumerate()
-        .map(|(i, column)| match column {
-            Value::Array(values) => Ok(values),
-            other => Err(ConvertError::ArgsShape(format!("argument {i} is {}, not an array", kind(&other)))),
-        })
-        .collect()
+    parse_call_body_limited(body, usize::MAX)
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Parse a call body `{"args": [[...], ...]}` into its raw columns, refusing
+/// a column of more than `max_rows` values as soon as the parser reaches
+/// it (memory stays bounded by the limit, not by the body).
+///
+/// # Errors
+/// [`ConvertError`] for malformed JSON, a non-object body, a missing `args`,
+/// `args` that is not an array of arrays, or [`ConvertError::TooManyRows`].
+pub fn parse_call_body_limited(body: &[u8], max_rows: usize) -> Result<Vec<Vec<Value>>, ConvertError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => ConvertError::NotObject,
+            Err(e) => ConvertError::Json(e.to_string()),
+        });
+    }
+    let failure = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::DeserializeSeed::deserialize(limited::Body { max_rows, failure: &failure }, &mut de)
+        .and_then(|args| de.end().map(|()| args));
+    match (parsed, failure.into_inner()) {
+        (_, Some(typed)) => Err(typed),
+        (Ok(Some(args)), None) => Ok(args),
+        (Ok(None), None) => Err(ConvertError::MissingArgs),
+        (Err(e), None) => Err(ConvertError::Json(e.to_string())),
+    }
+}
+
+/// The streaming parser behind [`parse_call_body_limited`]: serde seeds
+/// that stop at the first shape error or at the row limit, recording the
+/// typed error in `failure`.
+mod limited {
+    use std::{cell::RefCell, fmt};
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    use super::ConvertError;
+
+    type Failure<'a> = &'a RefCell<Option<ConvertError>>;
+
+    fn fail<E: de::Error>(failure: Failure<'_>, e: ConvertError) -> E {
+        *failure.borrow_mut() = Some(e);
+        E::custom("invalid call body")
+    }
+
+    /// What a JSON value is, from the visitor method that saw it.
+    macro_rules! not_an_array {
+        ($($method:ident($($ty:ty)?) => $kind:literal),* $(,)?) => {$(
+            fn $method<E: de::Error>(self, $(_: $ty)?) -> Result<Self::Value, E> {
+                Err(self.wrong($kind))
+            }
+        )*};
+    }
+
+    pub(super) struct Body<'a> {
+        pub(super) max_rows: usize,
+        pub(super) failure: Failure<'a>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Body<'_> {
+        type Value = Option<Vec<Vec<Value>>>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Body<'_> {
+        type Value = Option<Vec<Vec<Value>>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut args = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "args" {
+                    args = Some(map.next_value_seed(Args { max_rows: self.max_rows, failure: self.failure })?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(args)
+        }
+    }
+
+    struct Args<'a> {
+        max_rows: usize,
+        failure: Failure<'a>,
+    }
+
+    impl Args<'_> {
+        fn wrong<E: de::Error>(&self, kind: &str) -> E {
+            fail(self.failure, ConvertError::ArgsShape(format!("got {kind}")))
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Args<'_> {
+        type Value = Vec<Vec<Value>>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Args<'_> {
+        type Value = Vec<Vec<Value>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of arrays")
+        }
+        not_an_array! {
+            visit_bool(bool) => "a boolean", visit_i64(i64) => "a number", visit_u64(u64) => "a number",
+            visit_f64(f64) => "a number", visit_str(&str) => "a string", visit_unit() => "null",
+        }
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(self.wrong("an object"))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut columns = Vec::new();
+            let failure = self.failure;
+            while let Some(column) =
+                seq.next_element_seed(Column { index: columns.len(), max_rows: self.max_rows, failure })?
+            {
+                columns.push(column);
+            }
+            Ok(columns)
+        }
+    }
+
+    struct Column<'a> {
+        index: usize,
+        max_rows: usize,
+        failure: Failure<'a>,
+    }
+
+    impl Column<'_> {
+        fn wrong<E: de::Error>(&self, kind: &str) -> E {
+            fail(self.failure, ConvertError::ArgsShape(format!("argument {} is {kind}, not an array", self.index)))
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Column<'_> {
+        type Value = Vec<Value>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Column<'_> {
+        type Value = Vec<Value>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array")
+        }
+        not_an_array! {
+            visit_bool(bool) => "a boolean", visit_i64(i64) => "a number", visit_u64(u64) => "a number",
+            visit_f64(f64) => "a number", visit_str(&str) => "a string", visit_unit() => "null",
+        }
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(self.wrong("an object"))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_rows).min(4096));
+            while let Some(value) = seq.next_element::<Value>()? {
+                if values.len() == self.max_rows {
+                    return Err(fail(
+                        self.failure,
+                        ConvertError::TooManyRows { index: self.index, max: self.max_rows },
+                    ));
+                }
+                values.push(value);
+            }
+            Ok(values)
+        }
     }
 }
 
@@ -148,11 +305,17 @@ fn column_of(function: &str, index: usize, ty: ValueType, values: &[Value]) -> R
                     Some(i) if (min..=max).contains(&i) => Ok(Some(i)),
                     Some(_) => Err(bad(row, v, "is out of range")),
                     None if n.is_u64() => Err(bad(row, v, "is out of range")),
-                    // `2.0` is accepted as 2; `2.5` is not an integer.
+                    // `2.0` is accepted as 2; `2.5` is not an integer. The
+                    // range check is exact: `i64::MAX as f64` rounds up to
+                    // 2^63, which is out of range, so compare in i64 after
+                    // an exact conversion of floats in [-2^63, 2^63).
                     None => match n.as_f64() {
-                        Some(f) if f.fract() == 0.0 && f >= min as f64 && f <= max as f64 => Ok(Some(f as i64)),
-                        Some(f) if f.fract() == 0.0 => Err(bad(row, v, "is out of range")),
-                        _ => Err(bad(row, v, "is not an integer")),
+                        Some(f) if f.fract() != 0.0 || !f.is_finite() => Err(bad(row, v, "is not an integer")),
+                        #[allow(clippy::cast_possible_truncation)]
+                        Some(f) if (-TWO_POW_63..TWO_POW_63).contains(&f) && (min..=max).contains(&(f as i64)) => {
+                            Ok(Some(f as i64))
+                        }
+                        _ => Err(bad(row, v, "is out of range")),
                     },
                 },
                 _ => Err(bad(row, v, "is not a number or null")),
@@ -185,6 +348,9 @@ fn column_of(function: &str, index: usize, ty: ValueType, values: &[Value]) -> R
         ValueType::Float64 => Arc::new(Float64Array::from(floats()?)),
     })
 }
+
+/// 2^63, the first float above `i64::MAX`.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
 fn truncate(mut s: String) -> String {
     const MAX: usize = 64;
@@ -259,5 +425,29 @@ mod tests {
         assert!(run(br#"{"args": [[-2147483648], [2147483647]]}"#).is_ok());
         assert!(run(br#"{"args": [[2.0], [1e3]]}"#).is_ok());
         assert!(matches!(run(br#"{"args": [[1e10], [1]]}"#), Err(ConvertError::Value { .. })));
+    }
+
+    #[test]
+    fn floats_just_past_i64_are_out_of_range() {
+        let s = sig(&[ValueType::Int64], ValueType::Int64);
+        let run = |body: &[u8]| columns("m.f", &s, &parse_call_body(body).unwrap());
+        for body in
+            [&br#"{"args": [[9.223372036854776e18]]}"#[..], br#"{"args": [[-9.3e18]]}"#, br#"{"args": [[1e300]]}"#]
+        {
+            assert!(matches!(run(body), Err(ConvertError::Value { problem: "is out of range", .. })), "{body:?}");
+        }
+        let ok = run(br#"{"args": [[-9.223372036854775808e18, 9.2233720368547748e18]]}"#).unwrap();
+        assert_eq!(to_json(ok[0].as_ref()), vec![json!(i64::MIN), json!(9_223_372_036_854_774_784_i64)]);
+    }
+
+    #[test]
+    fn row_limit_stops_the_parser() {
+        assert!(parse_call_body_limited(br#"{"args": [[1, 2, 3]]}"#, 3).is_ok());
+        assert_eq!(
+            parse_call_body_limited(br#"{"args": [[1], [1, 2, 3, 4]]}"#, 3),
+            Err(ConvertError::TooManyRows { index: 1, max: 3 })
+        );
+        assert!(matches!(parse_call_body(br#"{"args": [[1]]} x"#), Err(ConvertError::Json(_))));
+        assert_eq!(parse_call_body(br#"{"x": [1], "args": [[1]]}"#), Ok(vec![vec![json!(1)]]));
     }
 }

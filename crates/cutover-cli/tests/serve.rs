@@ -197,16 +197,23 @@ fn metrics_count_calls_errors_and_reloads() {
         assert_eq!(server.call("math.mul3", r#"{"args": [[1]]}"#).0, 200);
     }
     assert_eq!(server.call("math.boom", r#"{"args": [[0]]}"#).0, 500);
+    let (_, text) = server.get("/metrics");
+    for needle in [
+        "cutover_calls_total{function=\"math.mul3\",generation=\"1\"} 3",
+        "cutover_call_errors_total{function=\"math.boom\",generation=\"1\",kind=\"trap\"} 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
     assert_eq!(server.post("/v1/plugins/math/reload", "").0, 200);
     assert_eq!(server.call("math.mul3", r#"{"args": [[1]]}"#).0, 200);
 
     let (status, text) = server.get("/metrics");
     assert_eq!(status, 200, "{text}");
+    // Generation 1 is gone: its series were dropped with it.
+    assert!(!text.contains("generation=\"1\""), "{text}");
     for needle in [
         "# TYPE cutover_calls_total counter",
-        "cutover_calls_total{function=\"math.mul3\",generation=\"1\"} 3",
         "cutover_calls_total{function=\"math.mul3\",generation=\"2\"} 1",
-        "cutover_call_errors_total{function=\"math.boom\",generation=\"1\",kind=\"trap\"} 1",
         "cutover_reloads_total{plugin=\"math\",op=\"reload\",outcome=\"drained\"} 1",
         "cutover_drain_duration_seconds_count 1",
         "cutover_in_flight{plugin=\"math\",generation=\"2\"} 0",

@@ -75,11 +75,15 @@ struct PooledInstance {
 }
 
 impl PooledInstance {
-    fn begin(&mut self, budget: Duration) {
+    /// Arm the deadline for a run; the epoch ticks while the result lives.
+    #[must_use = "the epoch ticks only while the guard lives"]
+    fn begin(&mut self, budget: Duration) -> crate::engine::Running {
+        let running = crate::engine::Running::start();
         let data = self.store.data_mut();
         data.deadline = Instant::now() + budget;
         data.stop = Stop::None;
         self.store.set_epoch_deadline(1);
+        running
     }
 }
 
@@ -259,7 +263,7 @@ impl WasmPlugin {
                 self.new_instance().map_err(|e| self.call_error_from_instance(export, e))?
             }
         };
-        instance.begin(self.limits.call_timeout);
+        let _running = instance.begin(self.limits.call_timeout);
         match instance.kernels[index].run(&mut instance.store, args, rows) {
             Ok(out) => {
                 self.pool.checkin(instance);
@@ -330,7 +334,7 @@ impl WasmPlugin {
             Ok(UpdateDeadline::Continue(1))
         });
         let mut instance = PooledInstance { store, kernels: Vec::new() };
-        instance.begin(self.limits.init_timeout);
+        let _running = instance.begin(self.limits.init_timeout);
         let classify = |store: &Store<StoreState>, e: wasmtime::Error| {
             if let Some(required) = store.data().memory_denied {
                 return InstanceError::Memory { required: required as u64 };

@@ -13,6 +13,17 @@
 //!   generation (current and draining).
 //! * `cutover_plugin_generation{plugin}`: each plugin's current generation.
 //! * `cutover_http_calls_in_flight`: calls being served over HTTP.
+//! * `cutover_http_connections`: open HTTP connections.
+//! * `cutover_http_rejected_total{reason}`: requests and connections
+//!   refused by a limit (`connections`, `requests`, `plugin_busy`,
+//!   `body_too_large`, `body_timeout`, `too_many_rows`, `head_too_large`).
+//! * `cutover_plugin_file_reads_total`: plugin files read (and hashed); it
+//!   does not move while nothing changes on disk.
+//!
+//! Series are kept only for what is alive: per-generation series of a
+//! generation that is neither current nor draining, and every series of a
+//! removed plugin, are dropped ([`Metrics::retain_alive`]), so label
+//! cardinality is bounded by the plugins and generations alive.
 
 use std::{
     collections::BTreeMap,
@@ -68,11 +79,14 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Inner {
-    calls: BTreeMap<(String, u64), u64>,
+    /// Per function, per generation: looked up by `&str` on the call path
+    /// (no allocation once the series exists).
+    calls: BTreeMap<String, BTreeMap<u64, u64>>,
     errors: BTreeMap<(String, u64, &'static str), u64>,
     latency: BTreeMap<String, Histogram>,
     reloads: BTreeMap<(String, &'static str, &'static str), u64>,
     drains: Option<Histogram>,
+    rejected: BTreeMap<&'static str, u64>,
 }
 
 /// The server's counters.
@@ -80,6 +94,7 @@ struct Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
     http_in_flight: AtomicI64,
+    connections: AtomicI64,
 }
 
 /// Counts one HTTP call in flight while alive.
@@ -107,15 +122,23 @@ impl Metrics {
     /// is the failure kind if it failed.
     pub fn call(&self, function: &str, generation: u64, took: Duration, error: Option<&'static str>) {
         let mut inner = self.lock();
-        *inner.calls.entry((function.to_owned(), generation)).or_default() += 1;
+        match inner.calls.get_mut(function) {
+            Some(by_generation) => *by_generation.entry(generation).or_default() += 1,
+            None => {
+                inner.calls.insert(function.to_owned(), BTreeMap::from([(generation, 1)]));
+            }
+        }
         if let Some(kind) = error {
             *inner.errors.entry((function.to_owned(), generation, kind)).or_default() += 1;
         }
-        inner
-            .latency
-            .entry(function.to_owned())
-            .or_insert_with(|| Histogram::new(&CALL_BUCKETS))
-            .observe(took.as_secs_f64());
+        match inner.latency.get_mut(function) {
+            Some(histogram) => histogram.observe(took.as_secs_f64()),
+            None => {
+                let mut histogram = Histogram::new(&CALL_BUCKETS);
+                histogram.observe(took.as_secs_f64());
+                inner.latency.insert(function.to_owned(), histogram);
+            }
+        }
     }
 
     /// Record a host operation on `plugin` (`op`: add/reload/remove) and its
@@ -129,12 +152,55 @@ impl Metrics {
         }
     }
 
+    /// Count a request or connection refused by a limit.
+    pub fn rejected(&self, reason: &'static str) {
+        *self.lock().rejected.entry(reason).or_default() += 1;
+    }
+
+    /// Count an open connection (`+1`) or a closed one (`-1`).
+    pub fn connections(&self, delta: i64) {
+        self.connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Drop every series of plugin `plugin` (it was removed).
+    pub fn forget_plugin(&self, plugin: &str) {
+        let mut inner = self.lock();
+        inner.reloads.retain(|(p, _, _), _| p != plugin);
+        let prefix = format!("{plugin}.");
+        inner.calls.retain(|f, _| !f.starts_with(&prefix));
+        inner.errors.retain(|(f, _, _), _| !f.starts_with(&prefix));
+        inner.latency.retain(|f, _| !f.starts_with(&prefix));
+    }
+
+    /// Keep only the series of what is alive in `plugins`: per-generation
+    /// series of current or draining generations, function series of
+    /// loaded plugins, reload series of listed plugins.
+    pub fn retain_alive(&self, plugins: &[PluginInfo]) {
+        let alive = |f: &str, g: Option<u64>| {
+            plugins.iter().any(|p| {
+                f.len() > p.id.len()
+                    && f.starts_with(p.id.as_str())
+                    && f.as_bytes()[p.id.len()] == b'.'
+                    && g.is_none_or(|g| p.generation == g || p.draining.iter().any(|d| d.generation == g))
+            })
+        };
+        let mut inner = self.lock();
+        for (f, by_generation) in &mut inner.calls {
+            by_generation.retain(|g, _| alive(f, Some(*g)));
+        }
+        inner.calls.retain(|_, by_generation| !by_generation.is_empty());
+        inner.errors.retain(|(f, g, _), _| alive(f, Some(*g)));
+        inner.latency.retain(|f, _| alive(f, None));
+        inner.reloads.retain(|(p, _, _), _| plugins.iter().any(|i| &i.id == p));
+    }
+
     /// The exposition text, with per-plugin gauges from `plugins`.
-    pub fn render(&self, plugins: &[PluginInfo]) -> String {
+    pub fn render(&self, plugins: &[PluginInfo], file_reads: u64) -> String {
+        self.retain_alive(plugins);
         let inner = self.lock();
         let mut out = String::new();
         header(&mut out, "cutover_calls_total", "counter", "Calls answered, by function and generation.");
-        for ((f, g), n) in &inner.calls {
+        for ((f, g), n) in inner.calls.iter().flat_map(|(f, m)| m.iter().map(move |(g, n)| ((f, g), n))) {
             let _ = writeln!(out, "cutover_calls_total{{function=\"{}\",generation=\"{g}\"}} {n}", esc(f));
         }
         header(&mut out, "cutover_call_errors_total", "counter", "Calls that failed in the plugin, by kind.");
@@ -159,6 +225,10 @@ impl Metrics {
             "cutover_drain_duration_seconds",
             "",
         );
+        header(&mut out, "cutover_http_rejected_total", "counter", "Requests and connections refused by a limit.");
+        for (reason, n) in &inner.rejected {
+            let _ = writeln!(out, "cutover_http_rejected_total{{reason=\"{reason}\"}} {n}");
+        }
         drop(inner);
         header(&mut out, "cutover_in_flight", "gauge", "Calls in flight, by plugin and generation.");
         for p in plugins.iter().filter(|p| p.generation > 0) {
@@ -188,6 +258,10 @@ impl Metrics {
         }
         header(&mut out, "cutover_http_calls_in_flight", "gauge", "Calls being served over HTTP.");
         let _ = writeln!(out, "cutover_http_calls_in_flight {}", self.http_in_flight.load(Ordering::Relaxed));
+        header(&mut out, "cutover_http_connections", "gauge", "Open HTTP connections.");
+        let _ = writeln!(out, "cutover_http_connections {}", self.connections.load(Ordering::Relaxed));
+        header(&mut out, "cutover_plugin_file_reads_total", "counter", "Plugin files read and hashed.");
+        let _ = writeln!(out, "cutover_plugin_file_reads_total {file_reads}");
         out
     }
 }
@@ -212,11 +286,33 @@ mod tests {
         m.call("math.mul3", 1, Duration::from_micros(20), None);
         m.call("math.mul3", 1, Duration::from_micros(20), Some("trap"));
         m.reload("math", "reload", "drained", Some(Duration::from_millis(2)));
-        let text = m.render(&[]);
+        let math = |generation| PluginInfo {
+            id: "math".into(),
+            generation,
+            state: "Active".into(),
+            in_flight: 0,
+            draining: Vec::new(),
+            functions: vec!["math.mul3".into()],
+            last_error: None,
+            path: String::new(),
+            format: None,
+            reloading: None,
+        };
+        let text = m.render(&[math(1)], 0);
         assert!(text.contains("cutover_calls_total{function=\"math.mul3\",generation=\"1\"} 2"));
         assert!(text.contains("cutover_call_errors_total{function=\"math.mul3\",generation=\"1\",kind=\"trap\"} 1"));
         assert!(text.contains("cutover_reloads_total{plugin=\"math\",op=\"reload\",outcome=\"drained\"} 1"));
         assert!(text.contains("cutover_drain_duration_seconds_count 1"));
         assert!(text.contains("cutover_call_duration_seconds_bucket{function=\"math.mul3\",le=\"+Inf\"} 2"));
+
+        // Generation 2 replaced 1: generation 1's series are gone.
+        m.call("math.mul3", 2, Duration::from_micros(20), None);
+        let text = m.render(&[math(2)], 0);
+        assert!(!text.contains("generation=\"1\""), "{text}");
+        assert!(text.contains("cutover_calls_total{function=\"math.mul3\",generation=\"2\"} 1"), "{text}");
+        // Removed: nothing of it is left.
+        m.forget_plugin("math");
+        let text = m.render(&[], 0);
+        assert!(!text.contains("math"), "{text}");
     }
 }

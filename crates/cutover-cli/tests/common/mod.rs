@@ -54,9 +54,12 @@ pub fn math_version(k: i64) -> String {
     )
 }
 
-/// The path of the `cutover` binary under test.
+/// The path of the `cutover` binary under test: this build's, or
+/// `CUTOVER_TEST_BIN` (to run these tests against another build, e.g. to
+/// see them fail before a fix).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_cutover")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("CUTOVER_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cutover").to_owned()))
 }
 
 /// An HTTP agent that returns 4xx/5xx as responses, not errors.
@@ -70,11 +73,35 @@ pub struct Server {
     pub child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// `127.0.0.1:PORT`.
+    pub addr: std::net::SocketAddr,
     /// The plugin directory.
-    pub dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
     agent: ureq::Agent,
+}
+
+/// How to start a server beyond its files and flags.
+#[derive(Default)]
+pub struct Options {
+    /// `--listen` (default `127.0.0.1:0`).
+    pub listen: Option<String>,
+    /// Run as this user id (root only; for permission tests).
+    pub uid: Option<u32>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Run this binary instead of [`binary`].
+    pub binary: Option<PathBuf>,
+}
+
+/// Whether the tests run as root (permission bits do not stop root).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
 }
 
 impl Server {
@@ -90,19 +117,30 @@ impl Server {
 
     /// Start a server over `dir`.
     pub fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> Server {
+        let path = dir.path().to_owned();
+        Self::start_at(path, Some(dir), flags, Options::default())
+    }
+
+    /// Start a server over the plugin directory `dir` (kept alive by `tmp`).
+    pub fn start_at(dir: PathBuf, tmp: Option<tempfile::TempDir>, flags: &[&str], options: Options) -> Server {
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log = log_dir.path().join("server.log");
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
-            .arg(dir.path())
-            .args(["--debounce-ms", "100"])
+        let mut command = Command::new(options.binary.as_deref().unwrap_or(Path::new(binary())));
+        command
+            .args(["serve", "--listen", options.listen.as_deref().unwrap_or("127.0.0.1:0"), "--plugins"])
+            .arg(&dir)
+            .args(if flags.contains(&"--debounce-ms") { &[][..] } else { &["--debounce-ms", "100"][..] })
             .args(flags)
             .env("RUST_LOG", "info,cutover::slot=warn")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start cutover serve");
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(uid) = options.uid {
+            use std::os::unix::process::CommandExt as _;
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command.spawn().expect("start cutover serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -120,7 +158,8 @@ impl Server {
                 panic!("server did not print its address; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
-        Server { child, base: format!("http://{addr}"), dir, log, _log_dir: log_dir, agent: agent() }
+        let addr: std::net::SocketAddr = addr.replace("0.0.0.0", "127.0.0.1").parse().expect("address");
+        Server { child, base: format!("http://{addr}"), addr, dir, _tmp: tmp, log, _log_dir: log_dir, agent: agent() }
     }
 
     /// The server's stderr so far.
@@ -130,7 +169,40 @@ impl Server {
 
     /// A path in the plugin directory.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.join(name)
+    }
+
+    /// `method path` with extra `headers` and `body` → (status, headers, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, ureq::http::HeaderMap, String) {
+        let mut builder = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(body.to_owned()).expect("request");
+        let mut resp = self.agent.run(request).expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.body_mut().read_to_string().expect("body"))
+    }
+
+    /// The value of the metric line starting with `series` (name and labels).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Open a raw TCP connection to the server (read timeout: [`DEADLINE`]).
+    pub fn connect(&self) -> std::net::TcpStream {
+        let stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+        stream
     }
 
     /// Write a plugin file (replacing it in place).
@@ -229,6 +301,48 @@ pub fn wait_exit(child: &mut Child) -> ExitStatus {
         assert!(start.elapsed() < DEADLINE, "the process did not exit within {DEADLINE:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Read from `stream` until the server closes it (or [`DEADLINE`]),
+/// returning what was read; panics on a time-out.
+pub fn read_to_close(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "no close from the server within {DEADLINE:?} ({e}); read so far: {}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Read one HTTP/1.1 response (head and a `content-length` body) from `stream`.
+pub fn read_response(stream: &mut std::net::TcpStream) -> (u16, String, String) {
+    use std::io::Read as _;
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => data.push(byte[0]),
+            other => panic!("response head cut short ({other:?}): {}", String::from_utf8_lossy(&data)),
+        }
+    }
+    let head = String::from_utf8_lossy(&data).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("response body");
+    (status, head, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Write `content` to `path` atomically: a temporary file renamed over it.
