@@ -79,9 +79,14 @@
 //! # Ok::<(), cutover::DrainError>(())
 //! ```
 //!
+//! [`EpochFencedReload::finalize`] is the seed's: it moves the lifecycle to
+//! `Removed` from any state (warning when the plugin was never shown
+//! drained); [`EpochFencedReload::try_finalize`] refuses unless drained. The
+//! lease-based API is what never removes a generation while work holds it.
 //! Each generation a [`Slot`] retires is driven through its own
-//! [`EpochFencedReload`]: `begin_drain` at the cutover, `finalize` when the
-//! lease count reaches zero ([`Drain::lifecycle`] shows the state).
+//! [`EpochFencedReload`]: `begin_drain` at the cutover, `finalize` once the
+//! lease count has reached zero ([`Drain::lifecycle`] shows the state).
+//!
 //!
 //! # Ordering guarantees
 //!

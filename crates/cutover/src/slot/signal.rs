@@ -62,13 +62,13 @@ impl DrainSignal {
         lock(&self.state).cutover_at = Some(Instant::now());
     }
 
-    /// Record the end of the drain in the lifecycle: `Removed` unless the
-    /// retirer asked to finalize by hand.
+    /// Record the end of the drain in the lifecycle: the drain is shown
+    /// (the lease count reached zero), and the lifecycle becomes `Removed`
+    /// unless the retirer asked to finalize by hand.
     pub(crate) fn finalize_on_drain(&self) {
+        self.fence.mark_drained();
         if self.auto_finalize.load(Ordering::Acquire) {
-            self.fence.finalize_drained();
-        } else {
-            self.fence.mark_drained();
+            self.fence.finalize();
         }
     }
 
