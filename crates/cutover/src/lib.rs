@@ -114,6 +114,7 @@ pub mod plugin;
 mod registry;
 mod slot;
 mod sync;
+mod unwind;
 
 pub use id::{PluginId, PluginIdError, MAX_PLUGIN_ID_LEN};
 pub use lifecycle::{DrainError, EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle};

@@ -149,12 +149,7 @@ struct Built<P> {
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    let msg = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_string());
-    format!("panicked: {msg}")
+    format!("panicked: {}", crate::unwind::message(&*payload))
 }
 
 /// Run a fallible plugin hook, catching panics, as step `step`.

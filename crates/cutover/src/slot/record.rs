@@ -41,6 +41,16 @@
 //! with the increment counted, so the undo also decrements that generation's
 //! central counter. Another epoch and not frozen: a plain undo.
 //!
+//! # Completion
+//!
+//! Completing a drain finalizes the lifecycle, drops the value, announces
+//! (wakes blocked waiters and futures, runs callbacks) and puts the record up
+//! for reuse. A panic in the value's `Drop`, a waker or a callback is caught
+//! and reported as a `tracing` error naming the plugin and generation; the
+//! announcement and the reuse happen regardless, and the panic never reaches
+//! the thread whose lease drop ended the drain (so a lease dropped during an
+//! unwind cannot abort the process this way).
+//!
 //! # Memory
 //!
 //! A thread that read the `current` pointer just before a cutover may still
@@ -446,7 +456,8 @@ unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Re
 }
 
 /// Complete the drain of `record`: finalize the lifecycle, drop the value,
-/// announce, and put the record up for reuse.
+/// announce, and put the record up for reuse. Panics in the value's drop,
+/// wakers and callbacks are caught and reported (see the module docs).
 ///
 /// # Safety
 /// Called exactly once per generation, by the party that brought the central
@@ -464,7 +475,10 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
     };
     signal.finalize_on_drain();
     tracing::info!(target: "cutover::slot", plugin = %keep.id, generation, "drained");
-    drop(value);
+    if let Err(panic) = crate::unwind::catch(move || drop(value)) {
+        tracing::error!(target: "cutover::slot", plugin = %keep.id, generation, panic = %panic,
+            "dropping the drained generation's value panicked; the drain completes regardless");
+    }
     // Announce before the record can be reused: a `Drain` that reads the
     // record's counter and then sees "not done" read this generation's.
     signal.complete();
