@@ -98,6 +98,13 @@
 //! * Lifecycle transitions are single compare-and-swaps with
 //!   acquire/release ordering.
 //!
+//! * [`Slot::lease`] (and so [`Registry::lease`] and
+//!   [`host::Host::lease`]) never completes a drain: it never drops a plugin
+//!   value, runs an `on_drained` callback, a waker or a shutdown hook, or
+//!   frees a registry's key map. Those run where a lease is *dropped* (or in
+//!   `replace`/`remove` when nothing is in flight), and a panic in any of
+//!   them is caught and logged, never propagated to that thread.
+//!
 //! # Correctness checking
 //!
 //! The lease/replace/drain protocol and the lifecycle transitions are
