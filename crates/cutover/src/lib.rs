@@ -87,7 +87,6 @@
 //! [`EpochFencedReload`]: `begin_drain` at the cutover, `finalize` once the
 //! lease count has reached zero ([`Drain::lifecycle`] shows the state).
 //!
-//!
 //! # Ordering guarantees
 //!
 //! * A cutover (`Slot::replace`) is linearizable: every lease is taken either
@@ -107,10 +106,21 @@
 //!
 //! # Correctness checking
 //!
-//! The lease/replace/drain protocol and the lifecycle transitions are
-//! model-checked with [`loom`](https://docs.rs/loom) (`RUSTFLAGS="--cfg loom"
-//! cargo test -p cutover --test loom --release`), and the unit tests run
-//! under Miri. Every `unsafe` block carries a `SAFETY:` comment.
+//! * The lease/replace/drain protocol and the lifecycle transitions are
+//!   model-checked with [`loom`](https://docs.rs/loom):
+//!   `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test -p cutover --test loom --release`
+//!   (12 models: racing lifecycle transitions, a lease racing a cutover, stray
+//!   increments across record reuse, a release racing a two-stripe sweep,
+//!   `in_flight` on a reused record, registry lookups racing removal, and
+//!   that `lease()` never completes a drain).
+//! * Under Miri (`cargo +nightly miri test -p cutover --lib --test slot
+//!   --test lifecycle --test seed --test registry --test registry_lookup
+//!   --test host`), the crate's unit tests and those integration tests run,
+//!   with smaller iteration counts; `.ci/run` runs exactly that. Not under
+//!   Miri: the loom models (`--cfg loom`), the examples and doc tests, and
+//!   the benchmarks.
+//!
+//! Every `unsafe` block carries a `SAFETY:` comment.
 
 #![warn(missing_docs)]
 
