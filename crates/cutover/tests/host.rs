@@ -352,6 +352,37 @@ fn concurrent_reloads_of_one_plugin_never_interleave() {
     assert!(host.snapshot(&id("p")).unwrap().last_error.is_none());
 }
 
+/// Issue 15, item 4: closures are sources as written, no annotation needed
+/// (before, `&|_| Ok(..)` failed with "implementation of `FnOnce` is not
+/// general enough"); annotated ones and `impl Fn(&PluginId)` still work.
+#[test]
+fn closure_sources_need_no_annotation() {
+    let counters = Arc::new(Counters::default());
+    let host = Host::new();
+    let plugin = |version| TestPlugin {
+        version,
+        fault: None,
+        deps: Vec::new(),
+        counters: Arc::clone(&counters),
+        interrupted: None,
+        shutdown_tx: None,
+    };
+    host.add(id("a"), &|_| Ok(plugin(1))).unwrap();
+    host.add(id("b"), &|id: &PluginId| Ok(plugin(id.as_str().len() as u64))).unwrap();
+    host.add_all(vec![(id("c"), &|_| Ok(plugin(3))), (id("d"), &Source::new(4, &counters))]).unwrap();
+    host.reload(&id("a"), &|_| Ok(plugin(5)), &fast()).unwrap();
+    host.reload_if(&id("a"), 2, &|_| Err("no disk".into()), &fast()).unwrap_err();
+    fn named(
+        version: u64,
+        counters: Arc<Counters>,
+    ) -> impl Fn(&PluginId) -> Result<TestPlugin, BoxError> + Send + Sync {
+        move |_| Source::new(version, &counters).load(&PluginId::new("x"))
+    }
+    host.reload(&id("b"), &named(6, Arc::clone(&counters)), &fast()).unwrap();
+    let versions: Vec<u64> = ["a", "b", "c", "d"].iter().map(|p| host.lease(&id(p)).unwrap().version).collect();
+    assert_eq!(versions, [5, 6, 3, 4]);
+}
+
 #[test]
 fn reload_if_refuses_a_stale_generation_and_builds_nothing() {
     let counters = Arc::new(Counters::default());

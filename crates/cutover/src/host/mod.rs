@@ -88,25 +88,24 @@ use crate::{
 ///
 /// let host: Host<Scale> = Host::new();
 /// let id = PluginId::new("math");
-/// host.add(id.clone(), &|_: &PluginId| -> Result<Scale, BoxError> { Ok(Scale(2)) })?;
+/// // A source is anything that implements `PluginSource`, closures included
+/// // (their argument is the plugin's id; see `PluginSource` for its type).
+/// host.add(id.clone(), &|_| Ok(Scale(2)))?;
 /// assert_eq!(host.lease(&id).unwrap().0, 2);
 ///
 /// // A failing load leaves generation 1 serving.
-/// let err = host.reload(&id, &|_: &PluginId| -> Result<Scale, BoxError> { Err("disk on fire".into()) },
-///                       &ReloadOptions::default()).unwrap_err();
+/// let err = host.reload(&id, &|_| Err("disk on fire".into()), &ReloadOptions::default()).unwrap_err();
 /// assert!(err.to_string().contains("load failed: disk on fire"));
 /// assert_eq!(host.lease(&id).unwrap().0, 2);
 ///
 /// // A good one cuts over; the old generation drains and is removed.
-/// let report = host.reload(&id, &|_: &PluginId| -> Result<Scale, BoxError> { Ok(Scale(3)) },
-///                          &ReloadOptions::default().deadline(Duration::from_secs(5)))?;
+/// let report = host.reload(&id, &|_| Ok(Scale(3)), &ReloadOptions::default().deadline(Duration::from_secs(5)))?;
 /// assert_eq!(report.generation, Some(2));
 /// assert_eq!(host.lease(&id).unwrap().0, 3);
 /// assert_eq!(host.snapshot(&id).unwrap().functions, ["math.scale"]);
 ///
 /// // A conditional reload refuses a stale expectation, building nothing.
-/// let err = host.reload_if(&id, 1, &|_: &PluginId| -> Result<Scale, BoxError> { Ok(Scale(4)) },
-///                          &ReloadOptions::default()).unwrap_err();
+/// let err = host.reload_if(&id, 1, &|_| Ok(Scale(4)), &ReloadOptions::default()).unwrap_err();
 /// assert!(matches!(err, ReloadError::GenerationMismatch { expected: 1, current: 2, .. }));
 /// # Ok::<(), cutover::host::ReloadError>(())
 /// ```
@@ -206,6 +205,10 @@ impl<P: Plugin> Host<P> {
 
     /// Add plugin `id`, built from `source`: load, resolve dependencies
     /// (which must be loaded), link, init, then make it `Active`.
+    ///
+    /// `source` is a [`PluginSource`]: a type of yours, or a closure such as
+    /// `&|_| Ok(MyPlugin::new())` (its argument is the id, as a
+    /// `&'static PluginId`: [`PluginSource`] says why).
     ///
     /// # Errors
     /// [`ReloadError::AlreadyExists`], [`ReloadError::MissingDependency`],
