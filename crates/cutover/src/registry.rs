@@ -157,7 +157,9 @@ where
     }
 
     /// Lease the plugin registered under `key`: the per-call path. `None` if
-    /// there is none.
+    /// there is none. Lock-free; never drops a value, runs a callback or
+    /// frees a key map (see [`Slot::lease`] and, on this type, "What runs
+    /// where").
     #[inline]
     pub fn lease<Q>(&self, key: &Q) -> Option<Lease<T>>
     where

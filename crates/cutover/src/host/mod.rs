@@ -143,7 +143,10 @@ impl<P: Plugin> Host<P> {
     }
 
     /// Lease the current generation of plugin `id` for one call: the
-    /// per-call path (a registry lookup and a [`Lease`]; no lock).
+    /// per-call path (a registry lookup and a [`Lease`]; no lock). It never
+    /// completes a drain: no plugin's `Drop`, shutdown hook or drain
+    /// callback runs inside it (they run where leases are dropped, or in the
+    /// reload transaction).
     #[inline]
     pub fn lease(&self, id: &PluginId) -> Option<Lease<P>> {
         self.plugins.lease(id)
