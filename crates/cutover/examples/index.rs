@@ -82,11 +82,10 @@ impl ReloadDiscipline<Index> for IndexDiscipline {
 fn main() {
     let host = Host::new();
     let id = PluginId::new("index");
-    host.add(id.clone(), &|_: &PluginId| -> Result<Index, BoxError> { Ok(Index::new(1)) }).unwrap();
+    host.add(id.clone(), &|_| Ok(Index::new(1))).unwrap();
     host.set_discipline(&id, Arc::new(IndexDiscipline)).unwrap();
     host.lease(&id).unwrap().insert("answer", 42);
-    host.reload(&id, &|_: &PluginId| -> Result<Index, BoxError> { Ok(Index::new(2)) }, &ReloadOptions::default())
-        .unwrap();
+    host.reload(&id, &|_| Ok(Index::new(2)), &ReloadOptions::default()).unwrap();
     let index = host.lease(&id).unwrap();
     println!("format {} index has answer = {:?}", index.format, index.get("answer"));
 }

@@ -79,9 +79,13 @@
 //! # Ok::<(), cutover::DrainError>(())
 //! ```
 //!
+//! [`EpochFencedReload::finalize`] is the seed's: it moves the lifecycle to
+//! `Removed` from any state (warning when the plugin was never shown
+//! drained); [`EpochFencedReload::try_finalize`] refuses unless drained. The
+//! lease-based API is what never removes a generation while work holds it.
 //! Each generation a [`Slot`] retires is driven through its own
-//! [`EpochFencedReload`]: `begin_drain` at the cutover, `finalize` when the
-//! lease count reaches zero ([`Drain::lifecycle`] shows the state).
+//! [`EpochFencedReload`]: `begin_drain` at the cutover, `finalize` once the
+//! lease count has reached zero ([`Drain::lifecycle`] shows the state).
 //!
 //! # Ordering guarantees
 //!
@@ -93,12 +97,30 @@
 //! * Lifecycle transitions are single compare-and-swaps with
 //!   acquire/release ordering.
 //!
+//! * [`Slot::lease`] (and so [`Registry::lease`] and
+//!   [`host::Host::lease`]) never completes a drain: it never drops a plugin
+//!   value, runs an `on_drained` callback, a waker or a shutdown hook, or
+//!   frees a registry's key map. Those run where a lease is *dropped* (or in
+//!   `replace`/`remove` when nothing is in flight), and a panic in any of
+//!   them is caught and logged, never propagated to that thread.
+//!
 //! # Correctness checking
 //!
-//! The lease/replace/drain protocol and the lifecycle transitions are
-//! model-checked with [`loom`](https://docs.rs/loom) (`RUSTFLAGS="--cfg loom"
-//! cargo test -p cutover --test loom --release`), and the unit tests run
-//! under Miri. Every `unsafe` block carries a `SAFETY:` comment.
+//! * The lease/replace/drain protocol and the lifecycle transitions are
+//!   model-checked with [`loom`](https://docs.rs/loom):
+//!   `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test -p cutover --test loom --release`
+//!   (12 models: racing lifecycle transitions, a lease racing a cutover, stray
+//!   increments across record reuse, a release racing a two-stripe sweep,
+//!   `in_flight` on a reused record, registry lookups racing removal, and
+//!   that `lease()` never completes a drain).
+//! * Under Miri (`cargo +nightly miri test -p cutover --lib --test slot
+//!   --test lifecycle --test seed --test registry --test registry_lookup
+//!   --test host`), the crate's unit tests and those integration tests run,
+//!   with smaller iteration counts; `.ci/run` runs exactly that. Not under
+//!   Miri: the loom models (`--cfg loom`), the examples and doc tests, and
+//!   the benchmarks.
+//!
+//! Every `unsafe` block carries a `SAFETY:` comment.
 
 #![warn(missing_docs)]
 
@@ -109,6 +131,7 @@ pub mod plugin;
 mod registry;
 mod slot;
 mod sync;
+mod unwind;
 
 pub use id::{PluginId, PluginIdError, MAX_PLUGIN_ID_LEN};
 pub use lifecycle::{DrainError, EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle};

@@ -1,10 +1,14 @@
 //! The plugin abstraction: the lifecycle hooks a reload transaction walks.
 //!
-//! (Skeleton: the trait below is the contract the reload transaction in
-//! [`crate::host`] drives. Native Rust plugins implement it directly; the
-//! WebAssembly crate implements it for its modules.)
+//! [`Plugin`] is the contract the reload transaction in [`crate::host`]
+//! drives; [`PluginSource`] builds new generations for it. Native Rust
+//! plugins implement `Plugin` directly (and usually pass a closure as their
+//! source); `cutover-wasm` implements both for WebAssembly modules.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::{Mutex, OnceLock, PoisonError},
+};
 
 use crate::PluginId;
 
@@ -13,7 +17,35 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Builds a new generation of a plugin: the *load* step (→ `Loaded`).
 ///
-/// Implemented for every `Fn(&PluginId) -> Result<P, BoxError>`.
+/// Implement it for a type that knows where plugins come from (a file, a
+/// registry of modules), or pass a closure: it is implemented for every
+/// `Fn(&'static PluginId) -> Result<P, BoxError>`, so the natural form
+/// compiles as is:
+///
+/// ```
+/// use cutover::{host::Host, plugin::Plugin, PluginId};
+///
+/// struct Scale(i64);
+/// impl Plugin for Scale {}
+///
+/// let host: Host<Scale> = Host::new();
+/// host.add(PluginId::new("math"), &|_| Ok(Scale(2)))?;
+/// host.add(PluginId::new("math2"), &|id: &PluginId| Ok(Scale(id.as_str().len() as i64)))?;
+/// # Ok::<(), cutover::host::ReloadError>(())
+/// ```
+///
+/// **Why `&'static PluginId`.** A closure passed where a `&dyn PluginSource`
+/// is expected gets no signature from that expectation, so Rust infers its
+/// argument as a reference with *one* particular lifetime, and a bound over
+/// every lifetime (`Fn(&PluginId)`) then fails with "implementation of
+/// `FnOnce` is not general enough" unless the argument is annotated
+/// (`|_: &PluginId|`). With `'static` in the bound, the unannotated closure
+/// is accepted, and so is an annotated one. To hand out a `&'static
+/// PluginId`, the closure impl interns ids: each distinct id loaded through
+/// a closure source is kept (one small allocation) for the rest of the
+/// process. If your program loads an unbounded number of distinct ids,
+/// implement `PluginSource` on a type instead: its `load` gets a plain
+/// `&PluginId` and nothing is interned.
 pub trait PluginSource<P>: Send + Sync {
     /// Load a fresh, not yet linked instance of the plugin `id`.
     fn load(&self, id: &PluginId) -> Result<P, BoxError>;
@@ -21,11 +53,24 @@ pub trait PluginSource<P>: Send + Sync {
 
 impl<P, F> PluginSource<P> for F
 where
-    F: Fn(&PluginId) -> Result<P, BoxError> + Send + Sync,
+    F: Fn(&'static PluginId) -> Result<P, BoxError> + Send + Sync,
 {
     fn load(&self, id: &PluginId) -> Result<P, BoxError> {
-        self(id)
+        self(interned(id))
     }
+}
+
+/// `id`, kept for the rest of the process (once per distinct id): see
+/// [`PluginSource`].
+fn interned(id: &PluginId) -> &'static PluginId {
+    static IDS: OnceLock<Mutex<HashSet<&'static PluginId>>> = OnceLock::new();
+    let mut ids = IDS.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(&kept) = ids.get(id) {
+        return kept;
+    }
+    let kept: &'static PluginId = Box::leak(Box::new(id.clone()));
+    ids.insert(kept);
+    kept
 }
 
 /// What the *link* step sees: the capabilities the host offers, and where the

@@ -81,9 +81,21 @@ impl<T: ?Sized + Send + Sync + 'static> std::ops::Deref for Entry<T> {
 ///   generation: lookups starting after it returns find nothing; the
 ///   returned [`Drain`] completes when the operations in flight end.
 ///
-/// Changes are serialized by a lock; lookups never take it. `add` and
-/// `remove` copy the key map (O(n)), so load many plugins at once with
-/// [`extend`](Self::extend).
+/// Changes to the key map are serialized by a lock; lookups never take it.
+/// `add` and `remove` copy the key map (O(n)), so load many plugins at once
+/// with [`extend`](Self::extend).
+///
+/// # What runs where
+///
+/// * A lookup ([`lease`](Self::lease), and every other read) never drops a
+///   plugin value, runs a drain callback or frees a key map: an old key map
+///   whose last reader was a lookup is freed by the next change to the
+///   registry (or by its drop), on that thread.
+/// * A change never drops a plugin value, a slot or a key map while holding
+///   the registry's lock, so a plugin whose `Drop` adds, replaces or removes
+///   plugins in the same registry does not deadlock. (A value is dropped on
+///   the thread that ends its drain: the caller of `replace`/`remove` when
+///   nothing is in flight, else the last lease's drop.)
 ///
 /// ```
 /// use std::sync::Arc;
@@ -136,13 +148,18 @@ where
     /// An empty registry hashing keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
         Self {
-            map: Slot::new(PluginId::new("cutover.registry"), Arc::new(HashMap::with_hasher(hasher))),
+            map: Slot::with_deferred_completion(
+                PluginId::new("cutover.registry"),
+                Arc::new(HashMap::with_hasher(hasher)),
+            ),
             write: Mutex::new(()),
         }
     }
 
     /// Lease the plugin registered under `key`: the per-call path. `None` if
-    /// there is none.
+    /// there is none. Lock-free; never drops a value, runs a callback or
+    /// frees a key map (see [`Slot::lease`] and, on this type, "What runs
+    /// where").
     #[inline]
     pub fn lease<Q>(&self, key: &Q) -> Option<Lease<T>>
     where
@@ -224,17 +241,37 @@ where
     /// [`RegistryError::AlreadyExists`] naming the first key that is taken
     /// (or repeated); nothing changes.
     pub fn extend(&self, entries: impl IntoIterator<Item = (K, Slot<T>)>) -> Result<(), RegistryError> {
-        let _write = lock(&self.write);
-        let current = self.map.current();
-        let mut next = (*current).clone();
-        for (key, slot) in entries {
-            if next.contains_key(&key) {
-                return Err(RegistryError::AlreadyExists { key: format!("{key:?}") });
+        // Collected before the lock: the iterator is the caller's code.
+        let incoming: Vec<(K, Slot<T>)> = entries.into_iter().collect();
+        let replaced = {
+            let _write = lock(&self.write);
+            let current = self.map.current();
+            let taken = incoming
+                .iter()
+                .enumerate()
+                .find(|(i, (key, _))| current.contains_key(key) || incoming[..*i].iter().any(|(k, _)| k == key));
+            if let Some((_, (key, _))) = taken {
+                let err = RegistryError::AlreadyExists { key: format!("{key:?}") };
+                drop(_write);
+                // The refused slots (and their values) go after the lock.
+                drop(incoming);
+                return Err(err);
             }
-            next.insert(key, Entry::new(slot));
-        }
-        self.map.replace(Arc::new(next));
+            let mut next = (*current).clone();
+            next.extend(incoming.into_iter().map(|(key, slot)| (key, Entry::new(slot))));
+            (self.map.replace(Arc::new(next)), current)
+        };
+        self.after_change(replaced);
         Ok(())
+    }
+
+    /// The end of every change, after the registry's lock is released: drop
+    /// what the change replaced (the old key map's drain handle and our
+    /// reference to it) and complete the old key maps whose last reader was a
+    /// lookup.
+    fn after_change(&self, replaced: impl Sized) {
+        drop(replaced);
+        self.map.run_deferred();
     }
 
     /// Cut the plugin under `key` over to `value`; see [`Slot::replace`].
@@ -246,7 +283,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
-        self.with_slot(key, |slot| slot.replace(value))
+        self.with_slot(key, |slot| slot.try_replace(value, crate::slot::fresh_lifecycle(slot.id()), Finalize::OnDrain))
     }
 
     /// Like [`replace`](Self::replace), with the new generation's lifecycle
@@ -265,7 +302,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
-        self.with_slot(key, |slot| slot.replace_with(value, lifecycle, finalize))
+        self.with_slot(key, |slot| slot.try_replace(value, lifecycle, finalize))
     }
 
     /// Operations in flight on the current generation of the plugin under
@@ -278,15 +315,20 @@ where
         self.map.lease().get(key).map(|slot| slot.in_flight())
     }
 
-    fn with_slot<Q, R>(&self, key: &Q, f: impl FnOnce(&Slot<T>) -> R) -> Result<R, RegistryError>
+    /// Run `f` on the slot under `key`, without holding the registry's lock
+    /// (`f` may drop values); `f` returns `None` if the slot was closed by a
+    /// concurrent removal.
+    fn with_slot<Q, R>(&self, key: &Q, f: impl FnOnce(&Slot<T>) -> Option<R>) -> Result<R, RegistryError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
-        let _write = lock(&self.write);
-        let current = self.map.current();
-        let slot = current.get(key).ok_or_else(|| RegistryError::NotFound { key: format!("{key:?}") })?;
-        Ok(f(slot))
+        let not_found = || RegistryError::NotFound { key: format!("{key:?}") };
+        let entry = self.map.lease().get(key).cloned().ok_or_else(not_found)?;
+        let out = f(&entry).ok_or_else(not_found);
+        drop(entry);
+        self.map.run_deferred();
+        out
     }
 
     /// Unregister the plugin under `key` and retire its current generation.
@@ -313,17 +355,22 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
-        let _write = lock(&self.write);
-        let current = self.map.current();
         let not_found = || RegistryError::NotFound { key: format!("{key:?}") };
-        let slot = current.get(key).ok_or_else(not_found)?.clone();
-        let mut next = (*current).clone();
-        next.remove(key);
-        drop(current);
-        self.map.replace(Arc::new(next));
+        let (slot, replaced) = {
+            let _write = lock(&self.write);
+            let current = self.map.current();
+            let slot = current.get(key).ok_or_else(not_found)?.clone();
+            let mut next = (*current).clone();
+            next.remove(key);
+            (slot, (self.map.replace(Arc::new(next)), current))
+        };
         // Lookups still holding the old key map may reach `slot` until they
-        // finish; once closed, it answers them with `None`.
-        slot.close(finalize).ok_or_else(not_found)
+        // finish; once closed, it answers them with `None`. Closed after the
+        // lock: if nothing is in flight, this drops the plugin's value.
+        let drain = slot.close(finalize).ok_or_else(not_found);
+        drop(slot);
+        self.after_change(replaced);
+        drain
     }
 }
 

@@ -352,6 +352,120 @@ fn concurrent_reloads_of_one_plugin_never_interleave() {
     assert!(host.snapshot(&id("p")).unwrap().last_error.is_none());
 }
 
+/// Issue 15, item 4: closures are sources as written, no annotation needed
+/// (before, `&|_| Ok(..)` failed with "implementation of `FnOnce` is not
+/// general enough"); annotated ones and `impl Fn(&PluginId)` still work.
+#[test]
+fn closure_sources_need_no_annotation() {
+    let counters = Arc::new(Counters::default());
+    let host = Host::new();
+    let plugin = |version| TestPlugin {
+        version,
+        fault: None,
+        deps: Vec::new(),
+        counters: Arc::clone(&counters),
+        interrupted: None,
+        shutdown_tx: None,
+    };
+    host.add(id("a"), &|_| Ok(plugin(1))).unwrap();
+    host.add(id("b"), &|id: &PluginId| Ok(plugin(id.as_str().len() as u64))).unwrap();
+    host.add_all(vec![(id("c"), &|_| Ok(plugin(3))), (id("d"), &Source::new(4, &counters))]).unwrap();
+    host.reload(&id("a"), &|_| Ok(plugin(5)), &fast()).unwrap();
+    host.reload_if(&id("a"), 2, &|_| Err("no disk".into()), &fast()).unwrap_err();
+    fn named(
+        version: u64,
+        counters: Arc<Counters>,
+    ) -> impl Fn(&PluginId) -> Result<TestPlugin, BoxError> + Send + Sync {
+        move |_| Source::new(version, &counters).load(&PluginId::new("x"))
+    }
+    host.reload(&id("b"), &named(6, Arc::clone(&counters)), &fast()).unwrap();
+    let versions: Vec<u64> = ["a", "b", "c", "d"].iter().map(|p| host.lease(&id(p)).unwrap().version).collect();
+    assert_eq!(versions, [5, 6, 3, 4]);
+}
+
+#[test]
+fn reload_if_refuses_a_stale_generation_and_builds_nothing() {
+    let counters = Arc::new(Counters::default());
+    let host = Host::new();
+    host.add(id("p"), &Source::new(1, &counters)).unwrap();
+    let report = host.reload_if(&id("p"), 1, &Source::new(2, &counters), &fast()).unwrap();
+    assert_eq!((report.previous, report.generation), (Some(1), Some(2)));
+    let created = counters.created.load(Ordering::SeqCst);
+    let stale = host.reload_if(&id("p"), 1, &Source::new(3, &counters), &fast()).unwrap_err();
+    match &stale {
+        ReloadError::GenerationMismatch { plugin, expected, current } => {
+            assert_eq!((plugin, *expected, *current), (&id("p"), 1, 2));
+        }
+        other => panic!("expected GenerationMismatch, got {other:?}"),
+    }
+    let message = stale.to_string();
+    assert!(message.contains("expected generation 1") && message.contains("generation 2 is current"), "{message}");
+    assert_eq!(counters.created.load(Ordering::SeqCst), created, "nothing was built");
+    assert_eq!(host.lease(&id("p")).unwrap().version, 2, "nothing changed");
+    let snapshot = host.snapshot(&id("p")).unwrap();
+    assert_eq!(snapshot.generation, 2);
+    assert!(snapshot.last_error.is_none(), "a refused conditional reload is not a failure of the plugin");
+    assert_eq!(snapshot.last_reload.unwrap().generation, Some(2));
+    // From a future generation, and on a missing plugin.
+    assert!(matches!(
+        host.reload_if(&id("p"), 7, &Source::new(3, &counters), &fast()),
+        Err(ReloadError::GenerationMismatch { expected: 7, current: 2, .. })
+    ));
+    assert!(matches!(
+        host.reload_if(&id("q"), 1, &Source::new(3, &counters), &fast()),
+        Err(ReloadError::NotFound { .. })
+    ));
+    // After a rollback, the generation to expect is the one rolled back to.
+    host.reload(&id("p"), &Source::new(3, &counters), &fast().keep_warm(true)).unwrap();
+    assert_eq!(host.rollback(&id("p"), &fast()).unwrap().generation, Some(4));
+    assert!(host.reload_if(&id("p"), 3, &Source::new(5, &counters), &fast()).is_err());
+    assert_eq!(host.reload_if(&id("p"), 4, &Source::new(5, &counters), &fast()).unwrap().generation, Some(5));
+}
+
+/// Two threads race a conditional reload from the same generation: exactly
+/// one succeeds; the other is refused (the plugin moved on, or the winner
+/// was still building) and builds nothing.
+#[test]
+fn racing_conditional_reloads_from_one_generation_have_one_winner() {
+    let rounds = if cfg!(miri) { 2 } else { 200 };
+    let counters = Arc::new(Counters::default());
+    let host = Arc::new(Host::new());
+    host.add(id("p"), &Source::new(0, &counters)).unwrap();
+    let (mut moved_on, mut in_progress) = (0, 0);
+    for round in 1..=rounds {
+        let expected = host.snapshot(&id("p")).unwrap().generation;
+        let created = counters.created.load(Ordering::SeqCst);
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                let (host, barrier, source) =
+                    (Arc::clone(&host), Arc::clone(&barrier), Source::new(round * 10 + i, &counters));
+                thread::spawn(move || {
+                    barrier.wait();
+                    host.reload_if(&PluginId::new("p"), expected, &source, &fast())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        assert_eq!(winners[0].generation, Some(expected + 1));
+        for loser in results.iter().filter_map(|r| r.as_ref().err()) {
+            match loser {
+                ReloadError::GenerationMismatch { expected: e, current, .. } => {
+                    assert_eq!((*e, *current), (expected, expected + 1));
+                    moved_on += 1;
+                }
+                ReloadError::InProgress { .. } => in_progress += 1,
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(counters.created.load(Ordering::SeqCst), created + 1, "round {round}: the loser built something");
+        assert_eq!(host.snapshot(&id("p")).unwrap().generation, expected + 1);
+    }
+    assert_eq!(moved_on + in_progress, rounds);
+}
+
 /// A call stuck on generation 1: it holds a lease until told to stop, or
 /// (if `cooperative`) until the lease reports cancellation, or until the
 /// plugin's interrupt flag is set.

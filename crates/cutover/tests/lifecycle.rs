@@ -153,31 +153,123 @@ fn wait_for_drain_succeeds_after_another_thread_drops_its_clone() {
 }
 
 #[test]
-fn finalize_from_every_state() {
+fn finalize_removes_from_every_state_as_the_seed_documents() {
     for state in LifecycleState::ALL {
-        // Another handle is held, so only a successful wait shows the drain.
+        // Another handle is held and no drain was shown: removed regardless.
         let lc = lifecycle_in(state);
         let driver = EpochFencedReload::new(Arc::clone(&lc));
         driver.finalize();
-        let expected = if state == Removed { Removed } else { state };
-        assert_eq!(lc.state(), expected, "finalize from {state} without a confirmed drain");
-        if state != Removed {
-            assert_eq!(driver.try_finalize(), Err(DrainError::NotDrained { current: state }));
-        }
+        assert_eq!(lc.state(), Removed, "finalize from {state}");
+        driver.finalize();
+        assert_eq!(lc.state(), Removed, "finalize is idempotent at Removed");
+        assert_eq!(driver.try_finalize(), Ok(()));
     }
-    // Draining and shown drained: removed, and idempotent afterwards.
+}
+
+#[test]
+fn try_finalize_refuses_unless_drained_and_says_why() {
+    for state in [Loaded, Linked, Initialized, Active] {
+        let lc = lifecycle_in(state);
+        let driver = EpochFencedReload::new(Arc::clone(&lc));
+        assert_eq!(driver.try_finalize(), Err(DrainError::NotDraining { current: state }));
+        assert_eq!(lc.state(), state, "a refusal changes nothing");
+    }
+    // Draining, another handle held, nothing shown: refused.
     let lc = lifecycle_in(Draining);
     let driver = EpochFencedReload::new(Arc::clone(&lc));
+    assert_eq!(driver.try_finalize(), Err(DrainError::NotDrained { current: Draining }));
+    assert_eq!(lc.state(), Draining);
+    // Shown drained by a wait made while Draining: removed, idempotent.
     driver.wait_for_drain(2, Duration::ZERO, Duration::ZERO).unwrap();
-    driver.finalize();
-    assert_eq!(lc.state(), Removed);
-    driver.finalize();
     assert_eq!(driver.try_finalize(), Ok(()));
     assert_eq!(lc.state(), Removed);
+    assert_eq!(driver.try_finalize(), Ok(()));
     // Draining, and the driver holds the only handle: drained by definition.
     let driver = EpochFencedReload::new(lifecycle_in(Draining));
-    driver.finalize();
+    assert_eq!(driver.try_finalize(), Ok(()));
     assert_eq!(driver.old_lifecycle().state(), Removed);
+    // The refusals say what to do.
+    let e = DrainError::NotDrained { current: Draining };
+    assert!(e.to_string().contains("wait") && e.to_string().contains("finalize"), "{e}");
+    let e = DrainError::NotDraining { current: Active };
+    assert!(e.to_string().contains("Active") && e.to_string().contains("begin_drain"), "{e}");
+}
+
+/// Issue 12, item 7: before the fix, a `wait_for_drain` that succeeded while
+/// the plugin was still `Active` marked it drained for good, so
+/// `try_finalize` removed it after `begin_drain` although an operation had
+/// captured it in between.
+#[test]
+fn a_wait_before_the_drain_began_shows_nothing() {
+    let lc = lifecycle_in(Active);
+    let driver = EpochFencedReload::new(Arc::clone(&lc));
+    assert_eq!(driver.wait_for_drain(2, Duration::ZERO, Duration::ZERO), Ok(()), "the seed returns Ok in any state");
+    let captured = Arc::clone(&lc); // an operation captures the still-Active plugin
+    driver.begin_drain().unwrap();
+    assert_eq!(driver.try_finalize(), Err(DrainError::NotDrained { current: Draining }));
+    assert_eq!(lc.state(), Draining);
+    drop(captured);
+    driver.wait_for_drain(2, Duration::ZERO, Duration::ZERO).unwrap();
+    assert_eq!(driver.try_finalize(), Ok(()));
+}
+
+/// A drain shown, then the state set back to `Active` and drained again: the
+/// second `begin_drain` starts a new drain, which must be shown anew.
+#[test]
+fn begin_drain_forgets_an_earlier_drain() {
+    let lc = lifecycle_in(Active);
+    let driver = EpochFencedReload::new(Arc::clone(&lc));
+    driver.begin_drain().unwrap();
+    driver.wait_for_drain(2, Duration::ZERO, Duration::ZERO).unwrap();
+    lc.set(Active);
+    let captured = Arc::clone(&lc);
+    driver.begin_drain().unwrap();
+    assert_eq!(driver.try_finalize(), Err(DrainError::NotDrained { current: Draining }));
+    drop(captured);
+}
+
+#[test]
+fn a_failed_begin_drain_keeps_a_shown_drain() {
+    let lc = lifecycle_in(Active);
+    let driver = EpochFencedReload::new(Arc::clone(&lc));
+    driver.begin_drain().unwrap();
+    driver.wait_for_drain(2, Duration::ZERO, Duration::ZERO).unwrap();
+    assert_eq!(driver.begin_drain(), Err(DrainError::NotActive { current: Draining }));
+    assert_eq!(driver.try_finalize(), Ok(()));
+}
+
+#[test]
+fn begin_drain_racing_finalize_ends_removed_whichever_wins() {
+    let rounds = if cfg!(miri) { 3 } else { 2_000 };
+    let (mut drain_won, mut finalize_won) = (0, 0);
+    for _ in 0..rounds {
+        let lc = lifecycle_in(Active);
+        let barrier = Arc::new(Barrier::new(2));
+        let drainer = {
+            let driver = EpochFencedReload::new(Arc::clone(&lc));
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                driver.begin_drain()
+            })
+        };
+        let finalizer = {
+            let driver = EpochFencedReload::new(Arc::clone(&lc));
+            thread::spawn(move || {
+                barrier.wait();
+                driver.finalize();
+            })
+        };
+        let drained = drainer.join().unwrap();
+        finalizer.join().unwrap();
+        assert_eq!(lc.state(), Removed);
+        match drained {
+            Ok(()) => drain_won += 1,
+            Err(DrainError::NotActive { current: Removed }) => finalize_won += 1,
+            Err(e) => panic!("begin_drain racing finalize: {e:?}"),
+        }
+    }
+    assert_eq!(drain_won + finalize_won, rounds);
 }
 
 #[test]
@@ -253,6 +345,22 @@ mod capture {
         }
     }
 
+    /// Every captured event at `WARN` level, as its `(field, value)` pairs.
+    pub struct Warnings(pub Events);
+    impl<S: tracing::Subscriber> Layer<S> for Warnings {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == "cutover::lifecycle" && *event.metadata().level() == tracing::Level::WARN {
+                let mut fields = Fields::default();
+                event.record(&mut fields);
+                self.0.lock().unwrap().push(fields.0);
+            }
+        }
+    }
+
+    pub fn warnings(events: Events) -> impl tracing::Subscriber {
+        tracing_subscriber::registry().with(Warnings(events))
+    }
+
     pub fn subscriber(events: Events) -> impl tracing::Subscriber {
         tracing_subscriber::registry().with(Capture(events))
     }
@@ -271,4 +379,33 @@ fn each_transition_emits_a_tracing_event_with_plugin_from_and_to() {
     assert_eq!(get("plugin").as_deref(), Some("math"));
     assert_eq!(get("from").as_deref(), Some("Active"));
     assert_eq!(get("to").as_deref(), Some("Draining"));
+}
+
+#[test]
+fn finalize_warns_when_it_removes_a_plugin_never_shown_drained() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    tracing::subscriber::with_default(capture::warnings(Arc::clone(&events)), || {
+        // Forced: begin_drain, then finalize at once with an operation in flight.
+        let lc = lifecycle_in(Active);
+        let in_flight = Arc::clone(&lc);
+        let driver = EpochFencedReload::new(Arc::clone(&lc));
+        driver.begin_drain().unwrap();
+        driver.finalize();
+        assert_eq!(lc.state(), Removed);
+        drop(in_flight);
+        // Shown drained: no warning. Only the driver's handle left: none either.
+        let lc = lifecycle_in(Active);
+        let driver = EpochFencedReload::new(Arc::clone(&lc));
+        driver.begin_drain().unwrap();
+        driver.wait_for_drain(2, Duration::ZERO, Duration::ZERO).unwrap();
+        driver.finalize();
+        EpochFencedReload::new(lifecycle_in(Active)).finalize();
+    });
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let get = |k: &str| events[0].iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("plugin").as_deref(), Some("math"));
+    assert_eq!(get("from").as_deref(), Some("Draining"));
+    // Ours, the one in flight, the driver's.
+    assert_eq!(get("strong_count").as_deref(), Some("3"));
 }

@@ -233,3 +233,147 @@ fn stray_increment_across_record_reuse() {
         assert_eq!(drops.load(Ordering::SeqCst), 3);
     });
 }
+
+/// A `begin_drain` racing a `finalize` on one lifecycle ends `Removed`,
+/// whichever wins: finalize is one atomic transition from any state.
+#[test]
+fn begin_drain_racing_finalize_ends_removed() {
+    loom::model(|| {
+        let lifecycle = StdArc::new(PluginLifecycle::with_state(id(), LifecycleState::Active));
+        let drainer = {
+            let driver = EpochFencedReload::new(StdArc::clone(&lifecycle));
+            thread::spawn(move || driver.begin_drain())
+        };
+        EpochFencedReload::new(StdArc::clone(&lifecycle)).finalize();
+        let drained = drainer.join().unwrap();
+        assert!(drained.is_ok() || drained == Err(DrainError::NotActive { current: LifecycleState::Removed }));
+        assert_eq!(lifecycle.state(), LifecycleState::Removed);
+    });
+}
+
+loom::thread_local! {
+    /// Set while this model thread is inside `Slot::lease`.
+    static IN_LEASE: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
+
+/// `slot.lease()`, flagged as such for [`Witness`].
+fn flagged_lease<T: ?Sized + Send + Sync + 'static>(slot: &Slot<T>) -> cutover::Lease<T> {
+    IN_LEASE.with(|f| f.set(true));
+    let lease = slot.lease();
+    IN_LEASE.with(|f| f.set(false));
+    lease
+}
+
+/// A plugin value that must never be dropped inside `lease()`.
+struct Witness(Value);
+impl Drop for Witness {
+    fn drop(&mut self) {
+        assert!(!IN_LEASE.with(|f| f.get()), "a value was dropped inside lease()");
+    }
+}
+
+/// Issue 12, item 3: `lease()` never completes a drain, not even when its
+/// increment lands on a record that a cutover froze, drained, reused and
+/// froze again (where, before the fix, the undo completed that generation's
+/// drain and dropped its value inside `lease()`), nor when its validation
+/// fails after a freeze counted it. Callbacks never run inside it either.
+#[test]
+fn lease_never_completes_a_drain() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(3);
+    builder.check(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let witness =
+            |g| StdArc::new(Witness(Value { generation: g, dropped: AtomicBool::new(false), drops: drops.clone() }));
+        let slot = Arc::new(Slot::with_stripes(id(), witness(1), 1));
+        let reader = {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                let lease = flagged_lease(&slot);
+                assert!(!lease.0.dropped.load(Ordering::SeqCst), "use after free");
+                assert_eq!(lease.0.generation, lease.generation());
+            })
+        };
+        let drains: Vec<_> = (2..=4).map(|g| slot.replace(witness(g))).collect();
+        for drain in &drains {
+            drain.on_drained(|| assert!(!IN_LEASE.with(|f| f.get()), "a callback ran inside lease()"));
+        }
+        reader.join().unwrap();
+        for drain in &drains {
+            drain.wait();
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+    });
+}
+
+/// Issue 12, item 6: `Drain::in_flight` of a drained generation whose record
+/// was reused and frozen again must not report the later generation's count.
+/// (Deleting `Shared::in_flight`'s second `is_done` check fails this model.)
+#[test]
+fn in_flight_never_reads_a_reused_record() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(3);
+    builder.check(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Slot::with_stripes(id(), Value::new(1, &drops), 1);
+        let first = slot.lease();
+        let drain = slot.replace(Value::new(2, &drops)); // generation 1: one lease
+        let observer = {
+            let drain = drain.clone();
+            thread::spawn(move || {
+                let n = drain.in_flight();
+                assert!(n <= 1, "generation 1 never had more than 1 lease in flight, in_flight() said {n}");
+            })
+        };
+        drop(first); // generation 1 drains; its record goes up for reuse
+        let _g2 = slot.lease();
+        let drain2 = slot.replace(Value::new(3, &drops)); // generation 3 reuses generation 1's record
+        let held = [slot.lease(), slot.lease()];
+        let drain3 = slot.replace(Value::new(4, &drops)); // that record is frozen again, with 2 in flight
+        observer.join().unwrap();
+        assert!(drain.is_drained());
+        drop(held);
+        drop(_g2);
+        drain2.wait();
+        drain3.wait();
+        assert_eq!(drain.in_flight(), 0);
+    });
+}
+
+/// Issue 12, item 6: a release on another thread racing a sweep of two
+/// stripes, with the record reused afterwards: the generation drains exactly
+/// once, after both leases, and no value is used after it was dropped.
+#[test]
+fn release_on_another_thread_races_a_two_stripe_sweep_with_reuse() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(3);
+    builder.check(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Arc::new(Slot::with_stripes(id(), Value::new(1, &drops), 2));
+        let mine = slot.lease(); // stripe 0 (the main thread's)
+        let (taken_tx, taken_rx) = loom::sync::mpsc::channel();
+        let other = {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                let lease = slot.lease(); // stripe 1 (this thread's), generation 1
+                taken_tx.send(()).unwrap();
+                assert!(!lease.dropped.load(Ordering::SeqCst), "use after free");
+                drop(lease); // races the sweep below
+            })
+        };
+        taken_rx.recv().unwrap();
+        let drain = slot.replace(Value::new(2, &drops)); // sweeps both stripes
+        assert!(!mine.dropped.load(Ordering::SeqCst));
+        drop(mine);
+        // Reuses generation 1's record if it has drained by now.
+        let drain2 = slot.replace(Value::new(3, &drops));
+        let lease = slot.lease();
+        assert_eq!(lease.generation(), 3);
+        assert!(!lease.dropped.load(Ordering::SeqCst));
+        drop(lease);
+        other.join().unwrap();
+        drain.wait();
+        drain2.wait();
+        assert_eq!(drops.load(Ordering::SeqCst), 2, "each retired value dropped exactly once");
+    });
+}

@@ -4,9 +4,10 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Barrier,
+        mpsc, Arc, Barrier, Weak,
     },
     thread,
+    time::Duration,
 };
 
 use cutover::{LifecycleState, PluginId, Registry, RegistryError, Slot};
@@ -128,4 +129,77 @@ fn lookups_race_removal() {
         t.join().unwrap();
     }
     assert_eq!(drops.load(Ordering::SeqCst), rounds);
+}
+
+/// What a [`Reentrant`] plugin does to its registry when it is dropped.
+enum OnDrop {
+    Nothing,
+    Add(&'static str),
+    Replace(&'static str),
+    Remove(&'static str),
+}
+
+/// A plugin whose teardown changes the registry it lives in.
+struct Reentrant {
+    registry: Weak<Registry<String, Reentrant>>,
+    on_drop: OnDrop,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl Drop for Reentrant {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+        let Some(registry) = self.registry.upgrade() else { return };
+        let inert = || Arc::new(Reentrant { registry: Weak::new(), on_drop: OnDrop::Nothing, dropped: Arc::default() });
+        match self.on_drop {
+            OnDrop::Nothing => {}
+            OnDrop::Add(key) => registry.add(key.into(), PluginId::new(key), inert()).unwrap(),
+            OnDrop::Replace(key) => drop(registry.replace(key, inert()).unwrap()),
+            OnDrop::Remove(key) => drop(registry.remove(key).unwrap()),
+        }
+    }
+}
+
+/// Issue 12, item 4: before the fix, `replace`, `remove` and `extend`/`add`
+/// (refusing a taken key) dropped values while holding the registry's lock,
+/// so a plugin whose `Drop` changes the same registry hung forever.
+#[test]
+fn a_value_whose_drop_changes_its_registry_does_not_deadlock() {
+    let (done_tx, done_rx) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let registry: Arc<Registry<String, Reentrant>> = Arc::new(Registry::new());
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let plugin = |on_drop| {
+            Arc::new(Reentrant { registry: Arc::downgrade(&registry), on_drop, dropped: Arc::clone(&dropped) })
+        };
+        let add = |key: &str, on_drop| registry.add(key.into(), PluginId::new(key), plugin(on_drop)).unwrap();
+        add("a", OnDrop::Add("b"));
+        add("self", OnDrop::Replace("self"));
+        // `replace` with nothing in flight drops the old value: it adds "b".
+        assert!(registry.replace("a", plugin(OnDrop::Replace("b"))).unwrap().is_drained());
+        assert!(registry.contains("b"));
+        // A value replacing its own key when dropped.
+        assert!(registry.replace("self", plugin(OnDrop::Nothing)).unwrap().is_drained());
+        assert_eq!(registry.generation("self"), Some(3));
+        // `remove` drops the value: it replaces "b".
+        assert!(registry.remove("a").unwrap().is_drained());
+        assert_eq!(registry.generation("b"), Some(2));
+        // `add` refusing a taken key drops the slot it was given: it removes "b".
+        let refused = registry.add("self".into(), PluginId::new("self"), plugin(OnDrop::Remove("b")));
+        assert!(matches!(refused, Err(RegistryError::AlreadyExists { .. })));
+        assert!(!registry.contains("b"));
+        // So does `extend`.
+        let refused = registry.extend([
+            ("c".to_string(), Slot::new(PluginId::new("c"), plugin(OnDrop::Add("d")))),
+            ("self".to_string(), Slot::new(PluginId::new("self"), plugin(OnDrop::Nothing))),
+        ]);
+        assert!(matches!(refused, Err(RegistryError::AlreadyExists { .. })));
+        assert!(registry.contains("d") && !registry.contains("c"));
+        done_tx.send(dropped.load(Ordering::SeqCst)).unwrap();
+    });
+    let dropped = done_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("deadlocked: a plugin value's Drop that changes its registry hung (or the test thread panicked)");
+    worker.join().unwrap();
+    assert_eq!(dropped, 7);
 }

@@ -436,3 +436,221 @@ fn straggler_tracking_names_the_threads_a_drain_waits_for() {
     let drain = slot.replace(Arc::new(3));
     assert!(drain.is_drained() && drain.stragglers().is_empty());
 }
+
+/// Collects the fields of `ERROR` events on the target `cutover::slot`.
+mod errors {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::{layer::Context, prelude::*, Layer};
+
+    pub type Events = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
+    #[derive(Default)]
+    struct Fields(Vec<(String, String)>);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_string(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    struct Capture(Events);
+    impl<S: tracing::Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let meta = event.metadata();
+            if meta.target() == "cutover::slot" && *meta.level() == tracing::Level::ERROR {
+                let mut fields = Fields::default();
+                event.record(&mut fields);
+                self.0.lock().unwrap().push(fields.0);
+            }
+        }
+    }
+
+    /// Run `f` with a subscriber capturing errors; returns them.
+    pub fn during(f: impl FnOnce()) -> Vec<Vec<(String, String)>> {
+        let events = Events::default();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(Capture(Arc::clone(&events))), f);
+        let events = events.lock().unwrap().clone();
+        events
+    }
+
+    pub fn field(event: &[(String, String)], name: &str) -> Option<String> {
+        event.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+}
+
+/// Silences the panic hook (these tests panic on purpose) while `f` runs.
+fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = HOOK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = catch_unwind(AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    out.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+/// A plugin value whose `Drop` panics.
+struct PanicsOnDrop;
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("plugin teardown failed");
+    }
+}
+
+/// Issue 12, item 1: before the fix, a panic in the value's `Drop` escaped
+/// from whatever completed the drain (`Lease::drop`, `replace`, `Slot::drop`)
+/// and left the drain unannounced (`wait_timeout` said `StillDraining` with
+/// nothing in flight); during an unwind it aborted the process.
+#[test]
+fn a_panicking_value_drop_is_contained_and_the_drain_still_announced() {
+    let errors = errors::during(|| {
+        quietly(|| {
+            // Completed by the last lease's drop.
+            let slot: Slot<PanicsOnDrop> = Slot::new(id(), Arc::new(PanicsOnDrop));
+            let lease = slot.lease();
+            let drain = slot.replace(Arc::new(PanicsOnDrop));
+            let dropped = catch_unwind(AssertUnwindSafe(move || drop(lease)));
+            assert!(dropped.is_ok(), "the value's panic reached the lease's drop");
+            assert_eq!(drain.wait_timeout(Duration::ZERO), Ok(()), "the drain was not announced");
+            assert_eq!(drain.in_flight(), 0);
+            assert_eq!(drain.lifecycle().state(), LifecycleState::Removed);
+
+            // Completed during an unwind: a lease dropped by a panicking call.
+            let lease = slot.lease();
+            let drain = slot.replace(Arc::new(PanicsOnDrop));
+            let unwound = catch_unwind(AssertUnwindSafe(move || {
+                let _lease = lease;
+                panic!("the call failed");
+            }));
+            assert!(unwound.is_err());
+            assert!(drain.is_drained());
+
+            // Completed inside `replace` (nothing in flight), and by the slot's drop.
+            let drain = catch_unwind(AssertUnwindSafe(|| slot.replace(Arc::new(PanicsOnDrop))))
+                .expect("the old value's panic escaped from replace");
+            assert!(drain.is_drained());
+            // The record was recycled: the slot keeps working.
+            let lease = slot.lease();
+            assert_eq!(lease.generation(), 4);
+            drop(lease);
+            assert!(catch_unwind(AssertUnwindSafe(move || drop(slot))).is_ok(), "escaped from Slot::drop");
+        });
+    });
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    for (event, generation) in errors.iter().zip(1..) {
+        assert_eq!(errors::field(event, "plugin").as_deref(), Some("plugin"));
+        assert_eq!(errors::field(event, "generation"), Some(generation.to_string()));
+        assert!(errors::field(event, "panic").is_some_and(|p| p.contains("plugin teardown failed")), "{event:?}");
+    }
+}
+
+/// Issue 12, item 2: before the fix, a panicking `on_drained` callback kept
+/// the ones after it from running, left waiters unannounced and the record
+/// unrecycled, and reached the thread whose lease drop ended the drain. A
+/// panicking waker did the same.
+#[test]
+fn every_callback_and_waker_runs_though_one_panics() {
+    struct PanickingWaker;
+    impl Wake for PanickingWaker {
+        fn wake(self: Arc<Self>) {
+            panic!("executor gone");
+        }
+    }
+    let ran = Arc::new(AtomicUsize::new(0));
+    let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let errors = errors::during(|| {
+        quietly(|| {
+            let slot = Slot::new(id(), Arc::new(1u32));
+            let lease = slot.lease();
+            let drain = slot.replace(Arc::new(2));
+            for i in 0..4 {
+                let ran = Arc::clone(&ran);
+                drain.on_drained(move || {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    if i == 1 {
+                        panic!("callback {i} failed");
+                    }
+                });
+            }
+            let mut first = Box::pin(drain.drained());
+            let bad = Waker::from(Arc::new(PanickingWaker));
+            assert_eq!(first.as_mut().poll(&mut Context::from_waker(&bad)), Poll::Pending);
+            let mut second = Box::pin(drain.drained());
+            let good = Waker::from(Arc::clone(&woken));
+            assert_eq!(second.as_mut().poll(&mut Context::from_waker(&good)), Poll::Pending);
+            let dropped = catch_unwind(AssertUnwindSafe(move || drop(lease)));
+            assert!(dropped.is_ok(), "a callback's panic reached the lease's drop");
+            assert!(drain.is_drained());
+            assert_eq!(drain.wait_timeout(Duration::ZERO), Ok(()));
+            // The slot keeps working (the record was put up for reuse).
+            assert!(slot.replace(Arc::new(3)).is_drained());
+        });
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 4, "every callback ran");
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the other waker was woken");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+thread_local! {
+    /// Set while this thread is inside `Slot::lease`.
+    static IN_LEASE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A value that counts drops made inside a `lease()` call.
+struct Witness {
+    generation: u64,
+    inside_lease: Arc<AtomicUsize>,
+}
+impl Drop for Witness {
+    fn drop(&mut self) {
+        if IN_LEASE.with(|f| f.get()) {
+            self.inside_lease.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Issue 12, item 3: before the fix, about 2 in 50,000 replaces under churn
+/// had a caller's `lease()` complete the old generation's drain: drop its
+/// value and run its `on_drained` callbacks. A race, so this test can only
+/// catch it by chance; the loom model `lease_never_completes_a_drain` checks
+/// every interleaving.
+#[test]
+fn lease_never_runs_a_drop_or_a_callback_under_churn() {
+    let (readers, replaces) = if cfg!(miri) { (2, 30) } else { (3, 20_000) };
+    let inside_lease = Arc::new(AtomicUsize::new(0));
+    let witness = |generation| Arc::new(Witness { generation, inside_lease: Arc::clone(&inside_lease) });
+    let slot = Arc::new(Slot::with_stripes(id(), witness(1), 2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..readers)
+        .map(|_| {
+            let (slot, stop) = (Arc::clone(&slot), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut last = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    IN_LEASE.with(|f| f.set(true));
+                    let lease = slot.lease();
+                    IN_LEASE.with(|f| f.set(false));
+                    assert!(lease.generation >= last);
+                    last = lease.generation;
+                }
+            })
+        })
+        .collect();
+    let callbacks_inside = Arc::new(AtomicUsize::new(0));
+    for g in 2..=replaces {
+        let drain = slot.replace(witness(g));
+        let inside = Arc::clone(&callbacks_inside);
+        drain.on_drained(move || {
+            if IN_LEASE.with(|f| f.get()) {
+                inside.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(inside_lease.load(Ordering::SeqCst), 0, "a value was dropped inside lease()");
+    assert_eq!(callbacks_inside.load(Ordering::SeqCst), 0, "a callback ran inside lease()");
+}

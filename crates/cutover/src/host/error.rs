@@ -61,6 +61,19 @@ pub enum ReloadError {
         /// The plugin.
         plugin: PluginId,
     },
+    /// A conditional reload ([`Host::reload_if`](super::Host::reload_if))
+    /// expected another generation than the current one: someone else
+    /// reloaded (or rolled back) the plugin in between. Nothing was built and
+    /// nothing changed.
+    #[error("{plugin}: expected generation {expected}, but generation {current} is current (the plugin was reloaded or rolled back in between); nothing was changed: re-read the plugin and decide again")]
+    GenerationMismatch {
+        /// The plugin.
+        plugin: PluginId,
+        /// The generation the caller expected to replace.
+        expected: u64,
+        /// The generation that is current.
+        current: u64,
+    },
     /// No plugin with this id is loaded.
     #[error("{plugin}: no such plugin is loaded; add it first")]
     NotFound {

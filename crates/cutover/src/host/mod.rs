@@ -28,8 +28,10 @@
 //! Two reloads (or a reload and a rollback or removal) of the same plugin
 //! never interleave: while one is building or cutting over, another gets
 //! [`ReloadError::InProgress`] at once (no queueing, so a caller is never
-//! blocked behind a slow load it did not start). Once a transaction has cut
-//! over it releases the plugin and waits for its drain, so the next reload
+//! blocked behind a slow load it did not start). [`Host::reload_if`]
+//! reloads only from the generation the caller expects, checked under that
+//! same exclusion. Once a transaction has cut over it releases the plugin
+//! and waits for its drain, so the next reload
 //! (or a rollback) can proceed while the previous generation drains: any
 //! number of generations may be draining at once. Transactions on different
 //! plugins are independent. Calls ([`Host::lease`]) never wait for any of
@@ -72,7 +74,7 @@ use crate::{
 ///
 /// ```
 /// use std::time::Duration;
-/// use cutover::host::{Host, ReloadOptions};
+/// use cutover::host::{Host, ReloadError, ReloadOptions};
 /// use cutover::plugin::{BoxError, LinkContext, Plugin};
 /// use cutover::PluginId;
 ///
@@ -86,21 +88,25 @@ use crate::{
 ///
 /// let host: Host<Scale> = Host::new();
 /// let id = PluginId::new("math");
-/// host.add(id.clone(), &|_: &PluginId| -> Result<Scale, BoxError> { Ok(Scale(2)) })?;
+/// // A source is anything that implements `PluginSource`, closures included
+/// // (their argument is the plugin's id; see `PluginSource` for its type).
+/// host.add(id.clone(), &|_| Ok(Scale(2)))?;
 /// assert_eq!(host.lease(&id).unwrap().0, 2);
 ///
 /// // A failing load leaves generation 1 serving.
-/// let err = host.reload(&id, &|_: &PluginId| -> Result<Scale, BoxError> { Err("disk on fire".into()) },
-///                       &ReloadOptions::default()).unwrap_err();
+/// let err = host.reload(&id, &|_| Err("disk on fire".into()), &ReloadOptions::default()).unwrap_err();
 /// assert!(err.to_string().contains("load failed: disk on fire"));
 /// assert_eq!(host.lease(&id).unwrap().0, 2);
 ///
 /// // A good one cuts over; the old generation drains and is removed.
-/// let report = host.reload(&id, &|_: &PluginId| -> Result<Scale, BoxError> { Ok(Scale(3)) },
-///                          &ReloadOptions::default().deadline(Duration::from_secs(5)))?;
+/// let report = host.reload(&id, &|_| Ok(Scale(3)), &ReloadOptions::default().deadline(Duration::from_secs(5)))?;
 /// assert_eq!(report.generation, Some(2));
 /// assert_eq!(host.lease(&id).unwrap().0, 3);
 /// assert_eq!(host.snapshot(&id).unwrap().functions, ["math.scale"]);
+///
+/// // A conditional reload refuses a stale expectation, building nothing.
+/// let err = host.reload_if(&id, 1, &|_| Ok(Scale(4)), &ReloadOptions::default()).unwrap_err();
+/// assert!(matches!(err, ReloadError::GenerationMismatch { expected: 1, current: 2, .. }));
 /// # Ok::<(), cutover::host::ReloadError>(())
 /// ```
 pub struct Host<P: Plugin> {
@@ -137,7 +143,10 @@ impl<P: Plugin> Host<P> {
     }
 
     /// Lease the current generation of plugin `id` for one call: the
-    /// per-call path (a registry lookup and a [`Lease`]; no lock).
+    /// per-call path (a registry lookup and a [`Lease`]; no lock). It never
+    /// completes a drain: no plugin's `Drop`, shutdown hook or drain
+    /// callback runs inside it (they run where leases are dropped, or in the
+    /// reload transaction).
     #[inline]
     pub fn lease(&self, id: &PluginId) -> Option<Lease<P>> {
         self.plugins.lease(id)
@@ -200,6 +209,10 @@ impl<P: Plugin> Host<P> {
     /// Add plugin `id`, built from `source`: load, resolve dependencies
     /// (which must be loaded), link, init, then make it `Active`.
     ///
+    /// `source` is a [`PluginSource`]: a type of yours, or a closure such as
+    /// `&|_| Ok(MyPlugin::new())` (its argument is the id, as a
+    /// `&'static PluginId`: [`PluginSource`] says why).
+    ///
     /// # Errors
     /// [`ReloadError::AlreadyExists`], [`ReloadError::MissingDependency`],
     /// [`ReloadError::DependencyCycle`], or [`ReloadError::Failed`] naming
@@ -234,7 +247,35 @@ impl<P: Plugin> Host<P> {
         source: &dyn PluginSource<P>,
         options: &ReloadOptions,
     ) -> Result<ReloadReport, ReloadError> {
-        transaction::reload(self, id, source, options)
+        transaction::reload(self, id, None, source, options)
+    }
+
+    /// Reload plugin `id` from `source` only if its current generation is
+    /// `expected_generation`: a reload against a handle that may be stale
+    /// (two operators, or a deploy tool and a file watcher, racing to reload
+    /// must not clobber each other). Otherwise nothing is built and nothing
+    /// changes.
+    ///
+    /// The check is made under the same per-plugin exclusion that serializes
+    /// building and cutting over, so it is atomic with respect to every other
+    /// reload, rollback and removal of the plugin: of several conditional
+    /// reloads from the same generation, at most one succeeds (the others get
+    /// [`ReloadError::GenerationMismatch`], or [`ReloadError::InProgress`]
+    /// while the winner is still building).
+    ///
+    /// # Errors
+    /// [`ReloadError::GenerationMismatch`] naming the expected and the current
+    /// generation (not recorded as the plugin's
+    /// [`last_error`](PluginSnapshot::last_error): nothing failed); otherwise
+    /// as [`reload`](Self::reload).
+    pub fn reload_if(
+        &self,
+        id: &PluginId,
+        expected_generation: u64,
+        source: &dyn PluginSource<P>,
+        options: &ReloadOptions,
+    ) -> Result<ReloadReport, ReloadError> {
+        transaction::reload(self, id, Some(expected_generation), source, options)
     }
 
     /// Make the previous generation current again, in one cutover, and drain

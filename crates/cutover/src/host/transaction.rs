@@ -133,7 +133,8 @@ impl<P: Plugin> Entry<P> {
                 state.last_error = None;
                 state.last_reload = Some(report.clone());
             }
-            Err(ReloadError::InProgress { .. }) => {}
+            // Not failures of the plugin: nothing was attempted.
+            Err(ReloadError::InProgress { .. } | ReloadError::GenerationMismatch { .. }) => {}
             Err(e) => state.last_error = Some(e.to_string()),
         }
     }
@@ -149,12 +150,7 @@ struct Built<P> {
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    let msg = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_string());
-    format!("panicked: {msg}")
+    format!("panicked: {}", crate::unwind::message(&*payload))
 }
 
 /// Run a fallible plugin hook, catching panics, as step `step`.
@@ -368,18 +364,27 @@ pub(super) fn add_all<P: Plugin>(
     Ok(reports)
 }
 
+/// A reload; with `expected`, only from that generation (checked under the
+/// plugin's `busy` exclusion, before anything is built).
 pub(super) fn reload<P: Plugin>(
     host: &Host<P>,
     id: &PluginId,
+    expected: Option<u64>,
     source: &dyn PluginSource<P>,
     options: &ReloadOptions,
 ) -> Result<ReloadReport, ReloadError> {
     let entry = host.entry(id)?;
     let _span = info_span!("cutover.reload", plugin = %id).entered();
-    let result = reload_entry(host, &entry, source, options);
+    let result = reload_entry(host, &entry, expected, source, options);
     entry.record(&result);
-    if let Err(e) = &result {
-        warn!(target: "cutover::host", plugin = %id, error = %e, "reload failed; the old generation keeps serving");
+    match &result {
+        Err(e @ ReloadError::GenerationMismatch { .. }) => {
+            info!(target: "cutover::host", plugin = %id, error = %e, "conditional reload refused");
+        }
+        Err(e) => {
+            warn!(target: "cutover::host", plugin = %id, error = %e, "reload failed; the old generation keeps serving")
+        }
+        Ok(_) => {}
     }
     result
 }
@@ -387,6 +392,7 @@ pub(super) fn reload<P: Plugin>(
 fn reload_entry<P: Plugin>(
     host: &Host<P>,
     entry: &Arc<Entry<P>>,
+    expected: Option<u64>,
     source: &dyn PluginSource<P>,
     options: &ReloadOptions,
 ) -> Result<ReloadReport, ReloadError> {
@@ -397,6 +403,9 @@ fn reload_entry<P: Plugin>(
         let old = state.current.clone().ok_or_else(|| ReloadError::NotFound { plugin: id.clone() })?;
         (old, Arc::clone(&state.discipline))
     };
+    if let Some(expected) = expected.filter(|&g| g != old.generation) {
+        return Err(ReloadError::GenerationMismatch { plugin: id.clone(), expected, current: old.generation });
+    }
     let serving = Some(old.generation);
     let (value, lifecycle, dependencies, took) = load(id, source, serving)?;
     let mut graph = dependency_graph(host);

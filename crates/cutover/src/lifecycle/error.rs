@@ -41,10 +41,18 @@ pub enum DrainError {
         /// How long the caller waited.
         waited: Duration,
     },
-    /// `finalize` was asked to remove a plugin that has not been shown to be
-    /// drained.
-    #[error("refusing to finalize: the plugin is {current} and has not been shown drained; call wait_for_drain first (finalize only removes a drained plugin)")]
+    /// A strict finalize ([`EpochFencedReload::try_finalize`](super::EpochFencedReload::try_finalize),
+    /// [`Drain::finalize`](crate::Drain::finalize)) was asked to remove a
+    /// plugin that is draining but has not been shown drained.
+    #[error("refusing to finalize: the plugin is {current} and has not been shown drained; wait for the drain first (wait_for_drain, or Drain::wait_timeout), or call finalize to force the removal")]
     NotDrained {
+        /// The state the plugin was found in.
+        current: LifecycleState,
+    },
+    /// [`EpochFencedReload::try_finalize`](super::EpochFencedReload::try_finalize)
+    /// was asked to remove a plugin whose drain has not begun.
+    #[error("refusing to finalize: the plugin is {current}, not Draining; begin_drain and wait_for_drain first, or call finalize to force the removal")]
+    NotDraining {
         /// The state the plugin was found in.
         current: LifecycleState,
     },

@@ -31,9 +31,15 @@
 //! * Each generation's bookkeeping (the counter block, ~128 bytes per
 //!   stripe) is kept for reuse after it drains; a slot's memory is bounded
 //!   by the largest number of generations that were ever alive at once.
-//! * The old value is dropped on the thread that drops its last lease. If
+//! * The old value is dropped on the thread that drops its last lease (or in
+//!   `replace`, if nothing was in flight), never inside [`Slot::lease`]. If
 //!   dropping a plugin is slow, keep an `Arc` of it and drop that elsewhere
-//!   (e.g. in [`Drain::on_drained`]).
+//!   (e.g. in [`Drain::on_drained`]). A panic in its `Drop` (or in a
+//!   callback or waker) is caught and logged as a `tracing` error, and the
+//!   drain is announced regardless.
+//! * A thread may hold at most 2^39 leases of one generation at once (on
+//!   64-bit targets; 524,288 on 32-bit ones), counting the leases of the
+//!   threads that share its counter; [`Slot::lease`] panics beyond that.
 
 mod drain;
 mod lease;
@@ -57,6 +63,7 @@ pub enum Finalize {
     Manual,
 }
 pub use lease::Lease;
+pub(crate) use record::fresh_lifecycle;
 use record::Shared;
 pub use tracking::Straggler;
 
@@ -97,7 +104,7 @@ pub struct Slot<T: ?Sized + Send + Sync + 'static> {
 impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// A slot for plugin `id` serving `value` as generation 1, `Active`.
     pub fn new(id: PluginId, value: Arc<T>) -> Self {
-        let lifecycle = record::fresh_lifecycle(&id);
+        let lifecycle = fresh_lifecycle(&id);
         Self::with_lifecycle(id, value, lifecycle)
     }
 
@@ -113,13 +120,30 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// share counters: correct, but contended. The default is twice the
     /// available parallelism, 4 to 64.
     pub fn with_stripes(id: PluginId, value: Arc<T>, stripes: usize) -> Self {
-        let lifecycle = record::fresh_lifecycle(&id);
+        let lifecycle = fresh_lifecycle(&id);
         Self::build(id, value, lifecycle, stripes)
     }
 
     fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes) }
+        Self { shared: Shared::new(id, value, lifecycle, stripes, false) }
+    }
+
+    /// A slot whose lease drops never complete a drain: completions they
+    /// would make are left to [`run_deferred`](Self::run_deferred), which the
+    /// owner calls on its writer side (see the `record` module docs). For
+    /// containers whose readers must never free anything (the registry's key
+    /// map); nobody may wait on such a slot's drains.
+    pub(crate) fn with_deferred_completion(id: PluginId, value: Arc<T>) -> Self {
+        let lifecycle = fresh_lifecycle(&id);
+        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true) }
+    }
+
+    /// Complete the drains deferred by lease drops (see
+    /// [`with_deferred_completion`](Self::with_deferred_completion)). Call it
+    /// without holding locks that a plugin value's drop might take.
+    pub(crate) fn run_deferred(&self) {
+        self.shared.run_deferred();
     }
 
     /// The plugin this slot holds.
@@ -129,9 +153,23 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
 
     /// Capture the current generation for one in-flight operation.
     ///
-    /// Never blocks and never fails. Lock-free: one atomic increment, and a
-    /// retry only if a cutover lands between its two reads of the current
-    /// pointer.
+    /// Never blocks. Lock-free: one atomic increment and two loads of the
+    /// current pointer; a retry only if a cutover lands between its load and
+    /// its increment and the old generation did not count it. It never
+    /// completes another generation's drain: it runs no plugin value's
+    /// `Drop`, no [`Drain::on_drained`] callback and no waker, and takes no
+    /// lock (with straggler tracking off). A lease taken while a cutover is
+    /// landing may be on the generation being retired, as if it had started
+    /// a moment earlier; a lease that starts after `replace` returned never
+    /// is.
+    ///
+    /// # Panics
+    /// If the leases already held on this thread's lease counter reach the
+    /// limit: 2^39 on 64-bit targets, 524,288 (2^19) on 32-bit ones, per
+    /// generation. Threads share a counter only when there are more threads
+    /// than counters ([`Slot::with_stripes`]). Only leaking leases (e.g.
+    /// `mem::forget`) gets there; the panic is what keeps the count from
+    /// overflowing into a use-after-free.
     #[inline]
     pub fn lease(&self) -> Lease<T> {
         match self.try_lease() {
@@ -217,7 +255,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// Concurrent replaces are serialized; each gets the `Drain` of the
     /// generation it retired.
     pub fn replace(&self, value: Arc<T>) -> Drain {
-        let lifecycle = record::fresh_lifecycle(&self.shared.id);
+        let lifecycle = fresh_lifecycle(&self.shared.id);
         self.replace_with_lifecycle(value, lifecycle)
     }
 
@@ -230,8 +268,18 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// The general cutover: `value` with its `lifecycle` (set `Active`), and
     /// how the retired generation is finalized.
     pub fn replace_with(&self, value: Arc<T>, lifecycle: SharedLifecycle, finalize: Finalize) -> Drain {
-        let (signal, record) = self.shared.replace(value, lifecycle, finalize);
-        Drain::new(signal, Arc::clone(&self.shared), record)
+        match self.try_replace(value, lifecycle, finalize) {
+            Some(drain) => drain,
+            // Only a `Registry` closes a slot, and it never replaces one after.
+            None => unreachable!("replace on a closed slot"),
+        }
+    }
+
+    /// [`replace_with`](Self::replace_with), or `None` (nothing changed) if
+    /// the slot was closed.
+    pub(crate) fn try_replace(&self, value: Arc<T>, lifecycle: SharedLifecycle, finalize: Finalize) -> Option<Drain> {
+        let (signal, record) = self.shared.replace(value, lifecycle, finalize)?;
+        Some(Drain::new(signal, Arc::clone(&self.shared), record))
     }
 
     /// How many operations are in flight on the current generation (a
@@ -275,11 +323,104 @@ impl<T: ?Sized + Send + Sync + 'static> RawSlot<T> {
 impl<T: ?Sized + Send + Sync + 'static> Drop for Slot<T> {
     fn drop(&mut self) {
         self.shared.close(Finalize::OnDrain);
+        self.shared.run_deferred();
     }
 }
 
 impl<T: ?Sized + Send + Sync + 'static> fmt::Debug for Slot<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Slot").field("id", self.id()).field("generation", &self.generation()).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::{
+        panic::{catch_unwind, AssertUnwindSafe},
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+
+    use super::{stripe::COUNT_LIMIT, Slot};
+    use crate::PluginId;
+
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Issue 12, item 5: before the fix, a lease taken with the stripe's
+    /// count at the limit succeeded, and the count could go on into the
+    /// epoch bits (2^20 leaked leases on 32-bit targets), after which a
+    /// cutover read a count of 0 and dropped the value under live leases.
+    /// (The leaked leases are simulated by adding to the counter.)
+    #[test]
+    fn a_lease_at_the_count_limit_is_refused_and_undone() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Slot::with_stripes(PluginId::new("p"), Arc::new(Counted(Arc::clone(&drops))), 1);
+        let held = slot.lease();
+        // `held` plus COUNT_LIMIT - 1 leaked leases.
+        assert_eq!(slot.shared.add_to_current_stripe(0, COUNT_LIMIT - 1), COUNT_LIMIT);
+        let refused = catch_unwind(AssertUnwindSafe(|| slot.lease()));
+        let message = match refused {
+            Ok(lease) => panic!("a lease beyond the limit was granted (generation {})", lease.generation()),
+            Err(payload) => crate::unwind::message(&*payload),
+        };
+        assert!(message.contains("leases are held at once") && message.contains("`p`"), "{message}");
+        // The refused increment was undone: the count is still the limit.
+        assert_eq!(slot.shared.add_to_current_stripe(0, 0), COUNT_LIMIT);
+        // Give back the simulated leases: the slot works as before.
+        assert_eq!(slot.shared.add_to_current_stripe(0, (COUNT_LIMIT - 1).wrapping_neg()), 1);
+        let drain = slot.replace(Arc::new(Counted(Arc::clone(&drops))));
+        assert_eq!(drain.in_flight(), 1);
+        assert!(!drain.is_drained(), "drained while a lease is held");
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop(held);
+        assert!(drain.is_drained());
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// Below the limit, leases are granted (the limit is not off by one).
+    #[test]
+    fn a_lease_just_below_the_count_limit_is_granted() {
+        let slot = Slot::with_stripes(PluginId::new("p"), Arc::new(1u8), 1);
+        slot.shared.add_to_current_stripe(0, COUNT_LIMIT - 1);
+        let lease = slot.lease();
+        assert_eq!(slot.shared.add_to_current_stripe(0, 0), COUNT_LIMIT);
+        drop(lease);
+        slot.shared.add_to_current_stripe(0, (COUNT_LIMIT - 1).wrapping_neg());
+        assert_eq!(slot.in_flight(), 0);
+    }
+
+    /// A slot with deferred completion: the last lease's drop leaves the
+    /// drain to `run_deferred`, which completes it exactly once.
+    #[test]
+    fn deferred_completion_runs_on_the_writer_side() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Slot::with_deferred_completion(PluginId::new("map"), Arc::new(Counted(Arc::clone(&drops))));
+        let lease = slot.lease();
+        let drain = slot.replace(Arc::new(Counted(Arc::clone(&drops))));
+        drop(lease);
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "the lease's drop completed a deferred drain");
+        assert!(!drain.is_drained());
+        slot.run_deferred();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(drain.is_drained());
+        slot.run_deferred();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        // Two generations deferred at once, completed by the slot's drop.
+        let (a, b) = (slot.lease(), slot.lease());
+        let d2 = slot.replace(Arc::new(Counted(Arc::clone(&drops))));
+        let c = slot.lease();
+        let d3 = slot.replace(Arc::new(Counted(Arc::clone(&drops))));
+        drop((a, b, c));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        drop(slot);
+        assert!(d2.is_drained() && d3.is_drained());
+        assert_eq!(drops.load(Ordering::SeqCst), 4);
     }
 }

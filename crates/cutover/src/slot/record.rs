@@ -16,9 +16,8 @@
 //! `current` pointer. A lease validates after incrementing that `current`
 //! still points at its record; the increment and the validation, and the swap
 //! and the drain's sweep below, are sequentially consistent, so either the
-//! lease's increment is seen by the sweep, or the lease sees the swap and
-//! retries on the new generation (a store-buffering argument, checked by the
-//! loom models).
+//! lease's increment is seen by the sweep, or the lease sees the swap (a
+//! store-buffering argument, checked by the loom models).
 //!
 //! # The drain
 //!
@@ -28,18 +27,100 @@
 //! counts is moved into one central counter, which was pre-loaded with a
 //! bias so that decrements racing the sweep cannot reach zero early. A lease
 //! whose decrement finds the bit set also decrements the central counter;
-//! whichever operation brings it to zero (the last lease, or the sweep if
-//! nothing was in flight) completes the drain, exactly once.
+//! whichever operation brings it to zero (the last lease's drop, or the
+//! sweep if nothing was in flight) completes the drain, exactly once.
 //!
-//! A lease increments with one `fetch_add`, and checks the bit in the value
-//! it returns: if the stripe was already frozen, the lease did not start
-//! (the record is no longer current) and it undoes its increment. That undo
-//! must know whether its stray increment was counted by a freeze: the stripe
-//! word carries an *epoch*, bumped whenever the record is reused for a new
-//! generation. Same epoch at the undo: still the freeze it saw, which did not
-//! count it. Another epoch and frozen: the record was reused and frozen again
-//! with the increment counted, so the undo also decrements that generation's
-//! central counter. Another epoch and not frozen: a plain undo.
+//! # Taking a lease never completes a drain
+//!
+//! An increment that does not become a validated lease has to be given
+//! back, and if a freeze counted it, giving it back would mean decrementing
+//! that generation's central counter, possibly to zero, which would make the
+//! caller of `lease()` drop the old value, run `on_drained` callbacks and
+//! wakers and take locks. The lease path never does that: an increment a
+//! freeze counted is *adopted* instead, i.e. returned as a lease on the
+//! generation that freeze belongs to. Only a lease's drop (or the writer's
+//! sweep) ever decrements a central counter.
+//!
+//! The two ways an increment can fail to validate:
+//!
+//! * **The stripe was already frozen** (the `fetch_add` returned a word with
+//!   [`DRAINING_BIT`]): the record is no longer current and this freeze did
+//!   not count the increment. The stripe word carries an *epoch*, bumped
+//!   whenever the record is reused for a new generation, so the undo can tell
+//!   what happened since. Same epoch: still that freeze, a plain undo.
+//!   Another epoch and not frozen: reused and live, the increment counted by
+//!   no freeze, a plain undo. Another epoch and frozen: the record was
+//!   reused, published and retired again, and *that* freeze counted the
+//!   increment: adopt it.
+//! * **`current` moved on between the load and the increment** (the
+//!   validation failed on an unfrozen stripe): if the stripe is still not
+//!   frozen, a plain undo (a compare-and-swap, so that a freeze cannot slip
+//!   in between); if it is frozen now, the freeze counted the increment:
+//!   adopt it.
+//!
+//! The undo is a compare-and-swap loop that re-reads the word, so the choice
+//! between undo and adoption is made atomically with respect to freezes.
+//!
+//! *Why an adopted lease is correct.* The freeze that counted the increment
+//! belongs to the generation the record held at the increment's epoch (a
+//! record cannot be reused while a count of it is in a central counter), so
+//! that generation cannot complete its drain until the adopted lease is
+//! dropped, and its value is alive. Reading it is safe: the word showing the
+//! freeze is read with acquire ordering, and the freeze (a `SeqCst` `fetch_or`
+//! by the retiring writer, after the swap that unpublished the record, which
+//! in turn follows the write of the incarnation) heads the release sequence
+//! of that stripe, which only read-modify-writes extend. And it is
+//! linearizable: the adopted generation was current at some instant inside
+//! the `lease()` call (it was current when `current` was loaded, or it was
+//! published after that load, since the record was reused after it, and
+//! retired before the undo), so the lease may take effect at that instant. A
+//! lease that *starts* after a `replace` returned still never sees the
+//! generation that `replace` retired, and per thread, generations never go
+//! backwards (the adopted one is at least the one loaded from `current`).
+//! What changes is only that a call racing a cutover by a few instructions
+//! may run on the old generation, as if it had started a moment earlier.
+//!
+//! *Why it keeps the drain announcement prompt.* Nothing is handed off or
+//! queued: the adopted lease is an ordinary in-flight operation, and its drop
+//! completes the drain on the spot, as for any lease. (Before, such a
+//! `lease()` call completed the drain itself: no sooner than the end of that
+//! call, which the drain now waits for.)
+//!
+//! # Deferred completion (the registry's key map)
+//!
+//! A slot made with `defer` (only [`Registry`](crate::Registry)'s key map) also
+//! keeps its leases' drops from completing drains: a lookup's lease of the
+//! key map ends inside `Registry::lease`, which must not free an old key map
+//! (and the entries in it) on the caller's thread. When a release brings such
+//! a generation's central counter to zero, it pushes the record onto the
+//! slot's `deferred` list, a lock-free (Treiber) stack, and returns. The
+//! writer side completes the records on that list: every change to the
+//! registry, after releasing the registry's lock, and the slot's drop. Each
+//! record is pushed once per generation, by the one release that brought its
+//! count to zero, and completed once, by whoever took the list with a swap, so
+//! completion stays exactly-once. Nobody waits on a key map's drain, so
+//! promptness here only means memory: an old key map whose last reader was a
+//! lookup is freed by the next change to the registry, or by its drop.
+//!
+//! # Completion
+//!
+//! Completing a drain finalizes the lifecycle, drops the value, announces
+//! (wakes blocked waiters and futures, runs callbacks) and puts the record up
+//! for reuse. A panic in the value's `Drop`, a waker or a callback is caught
+//! and reported as a `tracing` error naming the plugin and generation; the
+//! announcement and the reuse happen regardless, and the panic never reaches
+//! the thread whose lease drop ended the drain (so a lease dropped during an
+//! unwind cannot abort the process this way).
+//!
+//! # Overflow
+//!
+//! A stripe's count has `EPOCH_SHIFT` bits (40 on 64-bit targets, 20 on
+//! 32-bit ones). A lease whose increment finds the count at [`COUNT_LIMIT`]
+//! (half of that range) undoes it and panics, as `Arc` aborts on a reference
+//! count overflow: so the count never carries into the epoch, which would
+//! make a freeze read 0 under live leases. The stripe count is also capped
+//! ([`MAX_STRIPES`]) so that every stripe's frozen count together stays far
+//! below the central counter's bias.
 //!
 //! # Memory
 //!
@@ -61,7 +142,7 @@ use std::{
 
 use super::{
     signal::DrainSignal,
-    stripe::{COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT},
+    stripe::{COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
     tracking::{Straggler, Tracker},
     Finalize,
 };
@@ -74,6 +155,9 @@ use crate::{
 /// Pre-loaded into the central counter of a generation, so that it cannot
 /// reach zero before the sweep has added the frozen stripe counts.
 const BIAS: usize = 1 << (usize::BITS - 2);
+
+// Every stripe at its limit, plus a stray per thread, stays far below the bias.
+const _: () = assert!(MAX_STRIPES.checked_mul(COUNT_LIMIT).is_some() && MAX_STRIPES * COUNT_LIMIT <= BIAS / 4);
 
 /// What a live generation holds. Written only while its record is not
 /// reachable by any lease (before publication, or after the drain).
@@ -93,6 +177,8 @@ pub(crate) struct Record<T: ?Sized + 'static> {
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
     /// Leases taken with straggler tracking on (empty when it is off).
     pub(crate) tracker: Tracker,
+    /// The next record on the slot's `deferred` list.
+    next_deferred: AtomicPtr<Record<T>>,
 }
 
 struct Writer<T: ?Sized + 'static> {
@@ -112,6 +198,12 @@ pub(crate) struct Shared<T: ?Sized + 'static> {
     closed: AtomicBool,
     /// Straggler tracking on (see `tracking`).
     pub(crate) tracking: AtomicBool,
+    /// Completions by a lease's drop are deferred to the writer side (see
+    /// the module docs). Fixed at construction.
+    defer: bool,
+    /// Drained records whose completion was deferred: a lock-free stack
+    /// linked through `Record::next_deferred`.
+    deferred: AtomicPtr<Record<T>>,
     writer: Mutex<Writer<T>>,
 }
 
@@ -132,16 +224,52 @@ pub(crate) struct Acquired<T: ?Sized + 'static> {
     pub(crate) ticket: u64,
 }
 
+/// What became of an increment that did not validate.
+#[derive(PartialEq, Eq)]
+enum Undo {
+    /// Given back: no freeze counted it.
+    Undone,
+    /// A freeze counted it: it is now a lease on that freeze's generation.
+    Adopted,
+}
+
+/// Give back one increment of `counter`, unless `counted(word)` says a freeze
+/// counted it, in which case it is adopted. One compare-and-swap loop, so
+/// that no freeze slips in between the decision and the undo.
+fn undo_or_adopt(counter: &AtomicUsize, counted: impl Fn(usize) -> bool) -> Undo {
+    // Acquire: having seen a freeze, we may read the frozen generation's
+    // incarnation (see "Why an adopted lease is correct").
+    let mut word = counter.load(Ordering::Acquire);
+    loop {
+        if counted(word) {
+            return Undo::Adopted;
+        }
+        match counter.compare_exchange_weak(word, word.wrapping_sub(1), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Undo::Undone,
+            Err(seen) => word = seen,
+        }
+    }
+}
+
 impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// A slot serving `value` as generation 1, with `lifecycle` set `Active`.
-    pub(crate) fn new(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Arc<Self> {
-        let stripes = stripes.clamp(1, 1 << 16).next_power_of_two();
+    /// With `defer`, completions by lease drops are left to the writer side.
+    pub(crate) fn new(
+        id: PluginId,
+        value: Arc<T>,
+        lifecycle: SharedLifecycle,
+        stripes: usize,
+        defer: bool,
+    ) -> Arc<Self> {
+        let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
         let shared = Arc::new(Self {
             id,
             current: AtomicPtr::new(std::ptr::null_mut()),
             mask: stripes - 1,
             closed: AtomicBool::new(false),
             tracking: AtomicBool::new(false),
+            defer,
+            deferred: AtomicPtr::new(std::ptr::null_mut()),
             writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), all: Vec::new() }),
         });
         {
@@ -171,6 +299,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                     central: AtomicUsize::new(BIAS),
                     incarnation: UnsafeCell::new(None),
                     tracker: Tracker::default(),
+                    next_deferred: AtomicPtr::new(std::ptr::null_mut()),
                 });
                 // SAFETY: `Box::into_raw` never returns null.
                 let record = unsafe { NonNull::new_unchecked(Box::into_raw(record)) };
@@ -184,10 +313,19 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // thread may be between a stray increment of a frozen stripe and its
         // undo. Unfreeze and bump the epoch, keeping such counts.
         for stripe in rec.stripes.iter() {
-            let _ = stripe.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            let mut word = stripe.load(Ordering::Acquire);
+            loop {
                 let epoch = (word & EPOCH_MASK).wrapping_add(1 << EPOCH_SHIFT) & EPOCH_MASK;
-                Some(epoch | (word & COUNT_MASK))
-            });
+                match stripe.compare_exchange_weak(
+                    word,
+                    epoch | (word & COUNT_MASK),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(seen) => word = seen,
+                }
+            }
         }
         rec.central.store(BIAS, Ordering::Release);
         if lifecycle.state() != LifecycleState::Active {
@@ -203,7 +341,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     }
 
     /// Take a lease on the current generation: the per-call path. `None`
-    /// only once the slot is closed.
+    /// only once the slot is closed. Never completes a drain (see the module
+    /// docs).
+    ///
+    /// # Panics
+    /// If the stripe already counts [`COUNT_LIMIT`] leases (leaked ones,
+    /// typically); the increment is undone first.
     #[inline]
     pub(crate) fn acquire(&self, stripe: usize) -> Option<Acquired<T>> {
         let stripe = stripe & self.mask;
@@ -218,49 +361,106 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // acquire half also means that having seen a frozen stripe, the
             // next read of `current` sees the record that replaced this one.
             let before = counter.fetch_add(1, Ordering::SeqCst);
-            if before & DRAINING_BIT != 0 {
-                // Frozen: the record is draining or drained, `current` moved on.
-                // SAFETY: we hold the stray count we just added.
-                unsafe { undo_stray(NonNull::new_unchecked(ptr), stripe, before) };
-                if self.closed.load(Ordering::SeqCst) {
-                    return None;
+            if before & (DRAINING_BIT | COUNT_LIMIT) != 0 {
+                // SAFETY: we hold the increment we just made on `stripe` of `ptr`.
+                match unsafe { self.acquire_cold(ptr, stripe, before) } {
+                    Cold::Leased(acquired) => return Some(acquired),
+                    Cold::Closed => return None,
+                    Cold::Retry => continue,
                 }
-                #[cfg(loom)]
-                loom::thread::yield_now();
-                continue;
             }
             if self.current.load(Ordering::SeqCst) == ptr {
                 // SAFETY: validated: the record was current after our
                 // increment, so its drain cannot complete (and the record
                 // cannot be reused) until we release; its incarnation was
                 // written before it was published by the swap we just read.
-                let (value, generation) = rec.incarnation.with(|cell| match unsafe { &*cell } {
-                    Some(inc) => (NonNull::from(&*inc.value), inc.generation),
-                    // The current record always has an incarnation.
-                    None => unreachable!("current generation record without a value"),
-                });
-                // SAFETY: `ptr` came from a `NonNull` stored in `current`.
-                let record = unsafe { NonNull::new_unchecked(ptr) };
-                let ticket = if self.tracking.load(Ordering::Relaxed) { rec.tracker.track() } else { 0 };
-                return Some(Acquired { record, stripe, value, generation, ticket });
+                return Some(unsafe { self.leased(ptr, stripe) });
             }
-            // Replaced between our load and our increment: undo and retry.
-            // SAFETY: we hold the count we just added on `stripe` of `ptr`.
-            unsafe { release(NonNull::new_unchecked(ptr), stripe) };
+            // Replaced between our load and our increment: undo, or adopt if
+            // the old record's freeze already counted us.
+            if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0) == Undo::Adopted {
+                // SAFETY: a freeze counted our increment (see the module docs).
+                return Some(unsafe { self.leased(ptr, stripe) });
+            }
         }
     }
 
+    /// The rare cases of [`acquire`](Self::acquire): the stripe was frozen,
+    /// or its count at the limit.
+    ///
+    /// # Safety
+    /// The caller made one increment on `stripe` of `ptr`, which returned
+    /// `before`, and gives it up here.
+    #[cold]
+    #[inline(never)]
+    unsafe fn acquire_cold(&self, ptr: *mut Record<T>, stripe: usize, before: usize) -> Cold<T> {
+        // SAFETY: the caller borrows `self`, so the record is allocated.
+        let counter = unsafe { (&*ptr).stripes.get_unchecked(stripe) };
+        if before & DRAINING_BIT != 0 {
+            // A stray increment of a frozen stripe: that freeze did not count
+            // it, a freeze of a later epoch would have.
+            let epoch = before & EPOCH_MASK;
+            if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0 && word & EPOCH_MASK != epoch) == Undo::Adopted {
+                // SAFETY: the freeze of a later epoch counted our increment.
+                return Cold::Leased(unsafe { self.leased(ptr, stripe) });
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return Cold::Closed;
+            }
+            #[cfg(loom)]
+            loom::thread::yield_now();
+            return Cold::Retry;
+        }
+        // The count is at the limit: refuse, unless a freeze already counted
+        // the increment (then it is a lease like any other, below the limit
+        // of what the central counter can hold).
+        if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0) == Undo::Adopted {
+            // SAFETY: a freeze counted our increment.
+            return Cold::Leased(unsafe { self.leased(ptr, stripe) });
+        }
+        panic!(
+            "cutover: plugin `{}`: {COUNT_LIMIT} leases are held at once on one lease counter, the most it can count; \
+             leases are being leaked (e.g. with mem::forget) or accumulated without bound",
+            self.id
+        );
+    }
+
+    /// Build the acquisition of a lease on `ptr`'s current incarnation.
+    ///
+    /// # Safety
+    /// The caller holds a count on `stripe` of `ptr` that keeps that
+    /// incarnation from completing, and the incarnation's write happens
+    /// before this call.
+    #[inline]
+    unsafe fn leased(&self, ptr: *mut Record<T>, stripe: usize) -> Acquired<T> {
+        // SAFETY: forwarded from the caller.
+        let rec = unsafe { &*ptr };
+        let (value, generation) = rec.incarnation.with(|cell| match unsafe { &*cell } {
+            Some(inc) => (NonNull::from(&*inc.value), inc.generation),
+            // A counted generation always has an incarnation.
+            None => unreachable!("leased generation record without a value"),
+        });
+        // SAFETY: `ptr` came from a `NonNull` stored in `current`.
+        let record = unsafe { NonNull::new_unchecked(ptr) };
+        let ticket = if self.tracking.load(Ordering::Relaxed) { rec.tracker.track() } else { 0 };
+        Acquired { record, stripe, value, generation, ticket }
+    }
+
     /// The cutover: publish `value` as the next generation and start draining
-    /// the one it replaces. Returns the old generation's signal and record.
+    /// the one it replaces. Returns the old generation's signal and record,
+    /// or `None` if the slot was closed (then nothing changed).
     pub(crate) fn replace(
         self: &Arc<Self>,
         value: Arc<T>,
         lifecycle: SharedLifecycle,
         finalize: Finalize,
-    ) -> (Arc<DrainSignal>, NonNull<Record<T>>) {
+    ) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
         let (old, new_generation) = {
             let mut writer = lock(&self.writer);
-            debug_assert!(!self.closed.load(Ordering::Relaxed), "replace on a closed slot");
+            if self.closed.load(Ordering::Relaxed) {
+                // `value` is dropped by our caller's frame, after the lock.
+                return None;
+            }
             let record = self.prepare(&mut writer, value, lifecycle);
             let old = self.current.swap(record.as_ptr(), Ordering::SeqCst);
             (old, writer.next_generation - 1)
@@ -269,7 +469,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let old = unsafe { NonNull::new_unchecked(old) };
         let signal = self.retire(old, finalize);
         tracing::info!(target: "cutover::slot", plugin = %self.id, from = signal.generation, to = new_generation, "cutover");
-        (signal, old)
+        Some((signal, old))
     }
 
     /// Close the slot: retire its current generation and leave it without
@@ -310,10 +510,31 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // remove the bias, keeping the frozen count.
         let adjust = BIAS.wrapping_sub(frozen);
         if rec.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
-            // SAFETY: the central count reached zero by our hand: we complete.
+            // SAFETY: the central count reached zero by our hand, on the
+            // writer side: we complete.
             unsafe { complete(record) };
         }
         signal
+    }
+
+    /// Complete the drains that lease drops deferred (see the module docs).
+    /// Writer side only; call it without holding locks a plugin value's drop
+    /// might take.
+    pub(crate) fn run_deferred(&self) {
+        if self.deferred.load(Ordering::Acquire).is_null() {
+            return;
+        }
+        // Acquire: synchronizes with every push on the list (each push is a
+        // release read-modify-write continuing the others' release sequences),
+        // so the links and the incarnations are visible.
+        let mut next = self.deferred.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        while let Some(record) = NonNull::new(next) {
+            // SAFETY: a record on the list is allocated (its incarnation keeps
+            // `self` alive) and was pushed once, after its count reached zero.
+            next = unsafe { record.as_ref() }.next_deferred.load(Ordering::Relaxed);
+            // SAFETY: taking the list made us the one party completing it.
+            unsafe { complete(record) };
+        }
     }
 
     /// Operations in flight on the generation `signal` belongs to, whose
@@ -374,6 +595,23 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // SAFETY: `current` is never null after construction.
         unsafe { NonNull::new_unchecked(self.current.load(Ordering::Acquire)) }
     }
+
+    /// Add `delta` (two's complement) to the count of `stripe` of the
+    /// current record, as if that many leases had been taken (or dropped)
+    /// there: lets unit tests reach the count limit without 2^39 leases.
+    #[cfg(test)]
+    pub(crate) fn add_to_current_stripe(&self, stripe: usize, delta: usize) -> usize {
+        // SAFETY: records stay allocated while `self` lives.
+        let rec = unsafe { &*self.current.load(Ordering::Acquire) };
+        rec.stripes[stripe & self.mask].fetch_add(delta, Ordering::SeqCst).wrapping_add(delta) & COUNT_MASK
+    }
+}
+
+/// What the cold path of an acquisition ended with.
+enum Cold<T: ?Sized + 'static> {
+    Leased(Acquired<T>),
+    Closed,
+    Retry,
 }
 
 /// End a lease: forget its straggler-tracking `ticket` (0: untracked), then
@@ -395,13 +633,12 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
     unsafe { release(record, stripe) }
 }
 
-/// End one count on `stripe` of `record`.
+/// End one lease's count on `stripe` of `record`.
 ///
 /// # Safety
-/// The caller holds one count on that stripe (a lease, or an unvalidated
-/// increment), which it gives up here.
+/// The caller holds one counted lease on that stripe, which it gives up here.
 #[inline]
-pub(crate) unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize) {
+unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize) {
     // SAFETY: our count keeps the record's generation from completing its
     // drain, so the record is live; after this decrement we touch it again
     // only if the stripe was frozen, in which case our count is still part
@@ -415,42 +652,58 @@ pub(crate) unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<
     }
 }
 
-/// Undo an increment that found its stripe frozen (`before` is the word the
-/// increment returned). See the module docs.
-///
-/// # Safety
-/// The caller made that increment on `stripe` of `record` and holds the slot.
-#[cold]
-#[inline(never)]
-unsafe fn undo_stray<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize, before: usize) {
-    // SAFETY: the caller borrows the slot, so the record is allocated.
-    let rec = unsafe { record.as_ref() };
-    let now = rec.stripes[stripe].fetch_sub(1, Ordering::AcqRel);
-    let reused = (now & EPOCH_MASK) != (before & EPOCH_MASK);
-    if reused && now & DRAINING_BIT != 0 {
-        // Reused and frozen again, with our increment counted.
-        // SAFETY: our count is in that generation's central counter.
-        unsafe { release_draining(record) };
-    }
-}
-
 #[cold]
 #[inline(never)]
 unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: see `release`: our count is in `central`, so the record is live.
     let rec = unsafe { record.as_ref() };
-    if rec.central.fetch_sub(1, Ordering::AcqRel) == 1 {
-        // SAFETY: we brought the central count to zero: we complete.
-        unsafe { complete(record) };
+    if rec.central.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    // We brought the central count to zero: the incarnation is ours.
+    // SAFETY: no lease remains and none can start; the record cannot be
+    // completed or reused by anyone else until we complete or defer it.
+    let deferred = rec.incarnation.with(|cell| match unsafe { &*cell } {
+        Some(inc) if inc.keep.defer => Some(Arc::as_ptr(&inc.keep)),
+        _ => None,
+    });
+    match deferred {
+        // SAFETY: the incarnation's `keep` holds the shared state alive until
+        // the record is completed, which takes our push to happen first.
+        Some(shared) => unsafe { push_deferred(&(*shared).deferred, record) },
+        // SAFETY: as above: we complete.
+        None => unsafe { complete(record) },
+    }
+}
+
+/// Push `record` onto a `deferred` list; its last access to `head`.
+///
+/// # Safety
+/// `record`'s count reached zero by our hand and it is on no list.
+unsafe fn push_deferred<T: ?Sized + Send + Sync + 'static>(head: &AtomicPtr<Record<T>>, record: NonNull<Record<T>>) {
+    // SAFETY: the record stays allocated while it is unfinished.
+    let rec = unsafe { record.as_ref() };
+    let mut top = head.load(Ordering::Relaxed);
+    loop {
+        rec.next_deferred.store(top, Ordering::Relaxed);
+        // Release: publishes the link and the drained record to whoever
+        // takes the list. (A push-only stack emptied by swaps has no ABA
+        // problem: the link is whatever was on top at the successful CAS.)
+        match head.compare_exchange_weak(top, record.as_ptr(), Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => top = seen,
+        }
     }
 }
 
 /// Complete the drain of `record`: finalize the lifecycle, drop the value,
-/// announce, and put the record up for reuse.
+/// announce, and put the record up for reuse. Panics in the value's drop,
+/// wakers and callbacks are caught and reported (see the module docs).
 ///
 /// # Safety
 /// Called exactly once per generation, by the party that brought the central
-/// count to zero; no lease of the generation remains.
+/// count to zero (or took it off the deferred list); no lease of the
+/// generation remains.
 #[cold]
 unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: the record is live until `keep` below is dropped.
@@ -464,7 +717,10 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
     };
     signal.finalize_on_drain();
     tracing::info!(target: "cutover::slot", plugin = %keep.id, generation, "drained");
-    drop(value);
+    if let Err(panic) = crate::unwind::catch(move || drop(value)) {
+        tracing::error!(target: "cutover::slot", plugin = %keep.id, generation, panic = %panic,
+            "dropping the drained generation's value panicked; the drain completes regardless");
+    }
     // Announce before the record can be reused: a `Drain` that reads the
     // record's counter and then sees "not done" read this generation's.
     signal.complete();

@@ -11,6 +11,7 @@ use std::{
 use crate::{
     lifecycle::EpochFencedReload,
     sync::{lock, AtomicBool, Condvar, Mutex},
+    unwind,
 };
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
@@ -62,13 +63,13 @@ impl DrainSignal {
         lock(&self.state).cutover_at = Some(Instant::now());
     }
 
-    /// Record the end of the drain in the lifecycle: `Removed` unless the
-    /// retirer asked to finalize by hand.
+    /// Record the end of the drain in the lifecycle: the drain is shown
+    /// (the lease count reached zero), and the lifecycle becomes `Removed`
+    /// unless the retirer asked to finalize by hand.
     pub(crate) fn finalize_on_drain(&self) {
+        self.fence.mark_drained();
         if self.auto_finalize.load(Ordering::Acquire) {
-            self.fence.finalize_drained();
-        } else {
-            self.fence.mark_drained();
+            self.fence.finalize();
         }
     }
 
@@ -93,7 +94,8 @@ impl DrainSignal {
     }
 
     /// Announce the drain: wake blocked waiters and futures, run callbacks.
-    /// Called exactly once, by the thread that completed the drain.
+    /// Called exactly once, by the thread that completed the drain. A waker or
+    /// callback that panics is caught and reported; the others still run.
     pub(crate) fn complete(&self) {
         let (sleepers, wakers, callbacks) = {
             let mut state = lock(&self.state);
@@ -105,8 +107,21 @@ impl DrainSignal {
         if sleepers {
             self.cond.notify_all();
         }
-        wakers.into_iter().for_each(Waker::wake);
-        callbacks.into_iter().for_each(|f| f());
+        for waker in wakers {
+            if let Err(panic) = unwind::catch(move || waker.wake()) {
+                self.report_panic("a drain future's waker", &panic);
+            }
+        }
+        for callback in callbacks {
+            if let Err(panic) = unwind::catch(callback) {
+                self.report_panic("an on_drained callback", &panic);
+            }
+        }
+    }
+
+    fn report_panic(&self, what: &str, panic: &str) {
+        tracing::error!(target: "cutover::slot", plugin = %self.fence.old_lifecycle().plugin(),
+            generation = self.generation, panic, "{what} panicked; the remaining ones still run");
     }
 
     /// Block until done or `timeout` elapses; `true` if done.
@@ -146,7 +161,8 @@ impl DrainSignal {
         false
     }
 
-    /// Run `f` when done (now, on this thread, if already done).
+    /// Run `f` when done (now, on this thread, if already done: a panic of
+    /// `f` then reaches the caller, as a direct call would).
     pub(crate) fn on_done(&self, f: Callback) {
         let mut state = lock(&self.state);
         if state.done {

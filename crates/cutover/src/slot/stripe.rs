@@ -17,6 +17,17 @@ pub(crate) const EPOCH_SHIFT: u32 = if usize::BITS >= 64 { 40 } else { 20 };
 pub(crate) const EPOCH_MASK: usize = !DRAINING_BIT & !((1 << EPOCH_SHIFT) - 1);
 /// The count part of a stripe.
 pub(crate) const COUNT_MASK: usize = (1 << EPOCH_SHIFT) - 1;
+/// The most leases one stripe may count at once: 2^39 on 64-bit targets,
+/// 2^19 (524,288) on 32-bit ones. A lease that finds the stripe's count at
+/// this limit is refused (`Slot::lease` panics after undoing its
+/// increment), so the count can never carry into the epoch: concurrent
+/// increments past the limit are bounded by the number of threads, far below
+/// the remaining `COUNT_MASK - COUNT_LIMIT`.
+pub(crate) const COUNT_LIMIT: usize = 1 << (EPOCH_SHIFT - 1);
+/// The most stripes a slot may have, so that the frozen counts of every
+/// stripe (each at most [`COUNT_LIMIT`] plus one stray per thread) sum to
+/// less than a quarter of the central counter's bias.
+pub(crate) const MAX_STRIPES: usize = if usize::BITS >= 64 { 1 << 16 } else { 1 << 8 };
 
 /// The stripe count used when none is given: twice the available parallelism,
 /// rounded up to a power of two, between 4 and 64.
