@@ -109,21 +109,24 @@
 //! assert_eq!(mul3.invoke(&[col], 3).unwrap().len(), 3);
 //! ```
 
+mod component;
 mod engine;
 mod error;
 mod function;
 mod kernel;
 mod limits;
+mod module;
 mod plugin;
 mod pool;
 mod slot_fn;
 mod source;
+mod store;
 
 pub use engine::{shared_engine, TICK};
 pub use error::{CallError, LoadError};
 pub use function::{NativeFn, NativeValue, ScalarPluginFn, Signature, ValueType};
 pub use limits::WasmLimits;
-pub use plugin::{WasmFunction, WasmPlugin};
+pub use plugin::{PluginFormat, WasmFunction, WasmPlugin};
 pub use slot_fn::SlotFunction;
 pub use source::{HostFn, WasmSource};
 /// The value type of [`HostFn`] arguments and results (re-exported from wasmtime).
