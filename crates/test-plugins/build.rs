@@ -33,15 +33,10 @@ fn main() {
     let plugins = root.join("plugins");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
+    // Any change under wit/ or plugins/ (cargo scans directories
+    // recursively; a hand build into plugins/target only costs a no-op rerun).
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    for entry in
-        std::fs::read_dir(&plugins).unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", plugins.display())))
-    {
-        let path = entry.map(|e| e.path()).unwrap_or_else(|e| fail(&format!("cannot read plugins/: {e}")));
-        if path.file_name().is_some_and(|n| n != "target") {
-            println!("cargo:rerun-if-changed={}", path.display());
-        }
-    }
+    println!("cargo:rerun-if-changed={}", plugins.display());
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
     check_target_installed();
