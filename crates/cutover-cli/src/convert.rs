@@ -68,12 +68,22 @@ pub enum ConvertError {
         index: usize,
         /// Zero-based row.
         row: usize,
-        /// The expected type (`i32`, `i64`, `f32`, `f64`).
+        /// The expected type (`int32`, `int64`, `float32`, `float64`).
         ty: ValueType,
         /// The offending value, as JSON.
         value: String,
         /// What is wrong with it.
         problem: &'static str,
+    },
+    /// An argument of a type that cannot be given as JSON yet.
+    #[error("argument {index} of `{function}` is {ty}, which cannot be passed as JSON yet (numbers only)")]
+    Unsupported {
+        /// The function called.
+        function: String,
+        /// Zero-based argument index.
+        index: usize,
+        /// The argument's type.
+        ty: ValueType,
     },
 }
 
@@ -346,6 +356,9 @@ fn column_of(function: &str, index: usize, ty: ValueType, values: &[Value]) -> R
             Arc::new(Float32Array::from(floats()?.into_iter().map(|v| v.map(|v| v as f32)).collect::<Vec<_>>()))
         }
         ValueType::Float64 => Arc::new(Float64Array::from(floats()?)),
+        ValueType::Boolean | ValueType::Utf8 | ValueType::Binary => {
+            return Err(ConvertError::Unsupported { function: function.to_owned(), index, ty })
+        }
     })
 }
 

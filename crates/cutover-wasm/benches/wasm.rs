@@ -10,14 +10,16 @@
 //!
 //! Run: `cargo bench -p cutover-wasm --bench wasm`
 
+mod common;
+
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array};
 use criterion::{criterion_group, criterion_main, Criterion};
-use cutover::host::{Host, ReloadOptions};
+use common::{median, reload_round, report_reload_rounds, wanted};
+use cutover::host::Host;
 use cutover::{PluginId, Slot};
 use cutover_wasm::{shared_engine, ScalarPluginFn, SlotFunction, WasmLimits, WasmPlugin, WasmSource};
 use wasmtime::{Instance, Module, Store, TypedFunc};
@@ -54,12 +56,10 @@ impl Baseline {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn per_row(c: &mut Criterion) {
+    if !wanted("per_row_1024_int64") {
+        return;
+    }
     let xs: Vec<i64> = (0..ROWS as i64).collect();
     let column: ArrayRef = Arc::new(Int64Array::from(xs.clone()));
     let mut baseline = Baseline::new();
@@ -104,107 +104,23 @@ fn per_row(c: &mut Criterion) {
     );
 }
 
-fn p99(mut v: Vec<u64>) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
-    v.sort_unstable();
-    v[(v.len() * 99 / 100).min(v.len() - 1)]
-}
-
-/// Two callers run continuously over `phase`; returns per-phase latencies (ns) and failures.
-fn reload_round() -> (u64, u64, u64, usize, usize, Duration, Duration) {
-    const CALL_ROWS: usize = 64;
-    const RELOADS: usize = 100;
-    // Through the host's reload transaction, as a real host would run it.
-    let id = PluginId::new("math");
-    let host: Arc<Host<WasmPlugin>> = Arc::new(Host::new());
-    host.add(id.clone(), &WasmSource::from_wat(V1)).unwrap();
-    let phase = Arc::new(AtomicU64::new(0)); // 0 warmup, 1 steady, 2 reloading, 3 stop
-    let failures = Arc::new(AtomicU64::new(0));
-    let start = Arc::new(Barrier::new(3));
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..2)
-        .map(|_| {
-            let (host, phase, failures, start, stop) =
-                (host.clone(), phase.clone(), failures.clone(), start.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let column: ArrayRef = Arc::new(Int64Array::from((0..CALL_ROWS as i64).collect::<Vec<_>>()));
-                let (mut steady, mut reloading) = (Vec::with_capacity(1 << 20), Vec::with_capacity(1 << 20));
-                start.wait();
-                while !stop.load(Ordering::Relaxed) {
-                    let p = phase.load(Ordering::Relaxed);
-                    let t = Instant::now();
-                    let ok = host
-                        .lease_str("math")
-                        .is_some_and(|p| p.invoke("math.mul3", std::slice::from_ref(&column), CALL_ROWS).is_ok());
-                    let ns = t.elapsed().as_nanos() as u64;
-                    if !ok {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    match p {
-                        1 => steady.push(ns),
-                        2 => reloading.push(ns),
-                        _ => {}
-                    }
-                }
-                (steady, reloading)
-            })
-        })
-        .collect();
-    start.wait();
-    std::thread::sleep(Duration::from_millis(300)); // warm-up (benchmark pacing, not synchronisation)
-    phase.store(1, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(2));
-    phase.store(2, Ordering::Relaxed);
-    let t = Instant::now();
-    let sources = [WasmSource::from_wat(V2), WasmSource::from_wat(V1)];
-    let mut compile_and_init = Duration::ZERO;
-    for i in 0..RELOADS {
-        let report = host.reload(&id, &sources[i % 2], &ReloadOptions::default()).expect("reload");
-        compile_and_init += report.phases.load + report.phases.link + report.phases.init;
-    }
-    let reload_time = t.elapsed();
-    phase.store(3, Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    let (mut steady, mut reloading) = (Vec::new(), Vec::new());
-    for c in callers {
-        let (s, r) = c.join().unwrap();
-        steady.extend(s);
-        reloading.extend(r);
-    }
-    let (ns, nr) = (steady.len(), reloading.len());
-    (failures.load(Ordering::Relaxed), p99(steady), p99(reloading), ns, nr, reload_time, compile_and_init)
-}
-
 /// The reload-under-load figure: the p99 ratio varies with how the reloading
 /// thread's compilation lands on the callers' cores (3 busy threads on 2
 /// cores), so it is measured in several rounds and the median is reported.
 fn reload_under_load(_c: &mut Criterion) {
+    if !wanted("reload_under_load") {
+        return;
+    }
     const ROUNDS: usize = 5;
     const RELOADS: usize = 100;
     const CALL_ROWS: usize = 64;
-    let mut ratios = Vec::new();
-    let mut failed = 0;
-    for round in 1..=ROUNDS {
-        let (failures, ps, pr, ns, nr, reload_time, compile_and_init) = reload_round();
-        failed += failures;
-        let ratio = pr as f64 / ps as f64;
-        ratios.push(ratio);
-        println!(
-            "round {round}: {RELOADS} reloads in {:.2} s (load+link+init {:.2} ms/reload on the reloading thread), \
-             failed calls {failures}, steady p99 {:.2} us ({ns} calls), p99 during reloads {:.2} us ({nr} calls), ratio {ratio:.3}",
-            reload_time.as_secs_f64(),
-            compile_and_init.as_secs_f64() * 1e3 / RELOADS as f64,
-            ps as f64 / 1e3,
-            pr as f64 / 1e3,
-        );
-    }
-    println!(
-        "\nRESULT reload under load (2 callers x {CALL_ROWS} rows, {RELOADS} reloads through the host, {ROUNDS} rounds): \
-         failed calls {failed}, p99 ratio median {:.3} (rounds: {}) (target <= 1.5)\n",
-        median(ratios.clone()),
-        ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", ")
+    let (v1, v2) = (WasmSource::from_wat(V1), WasmSource::from_wat(V2));
+    report_reload_rounds(
+        "modules",
+        ROUNDS,
+        || reload_round("math", "math.mul3", &v1, [&v2, &v1], CALL_ROWS, RELOADS),
+        RELOADS,
+        CALL_ROWS,
     );
 }
 

@@ -20,21 +20,26 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The bytes are neither a WebAssembly binary (`\0asm` magic) nor valid
-    /// WebAssembly text.
+    /// WebAssembly text (a `(module …)` or `(component …)`).
     #[error("not valid WebAssembly text (.wat) or binary (.wasm): {message}")]
     Parse {
         /// The parser's message (with line and column for text).
         message: String,
     },
-    /// The binary module failed WebAssembly validation.
-    #[error("the WebAssembly module failed validation: {message}")]
+    /// The binary failed WebAssembly validation (a core module, or a
+    /// component with its core modules).
+    #[error("the WebAssembly {format} failed validation: {message}")]
     Validate {
+        /// `module` or `component`.
+        format: crate::PluginFormat,
         /// The validator's message.
         message: String,
     },
-    /// The module validated but could not be compiled by wasmtime.
-    #[error("the WebAssembly module could not be compiled: {message}")]
+    /// The binary validated but could not be compiled by wasmtime.
+    #[error("the WebAssembly {format} could not be compiled: {message}")]
     Compile {
+        /// `module` or `component`.
+        format: crate::PluginFormat,
         /// The compiler's message.
         message: String,
     },
@@ -58,10 +63,55 @@ pub enum LoadError {
         /// The linker's message.
         message: String,
     },
-    /// The module exports no scalar function (`(i32|i64|f32|f64)* -> one of them`).
+    /// The component is not of world `cutover:plugin/scalar-plugin`: it does
+    /// not export the `cutover:plugin/scalar@0.1.0` interface, or exports it
+    /// with other functions or types.
     #[error(
-        "the WebAssembly module exports no scalar function: export at least one function whose \
-         parameters and single result are i32/i64/f32/f64 (other than `init`)"
+        "the component is not a cutover plugin (world `cutover:plugin/scalar-plugin` of \
+         wit/cutover-plugin.wit): {message}"
+    )]
+    WrongWorld {
+        /// What is wrong, with what the component exports.
+        message: String,
+    },
+    /// The component imports an interface (or function) the host does not
+    /// provide.
+    #[error(
+        "the component imports `{name}`, which the host does not provide; plugins may import \
+         `cutover:plugin/host@0.1.0` and WASI preview 2 (wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, \
+         wasi:random, wasi:sockets; with no files, environment, arguments or network), nothing else: {message}"
+    )]
+    ImportNotProvided {
+        /// The import's name, e.g. `example:secrets/vault@1.0.0`.
+        name: String,
+        /// The linker's message.
+        message: String,
+    },
+    /// The component's `functions` trapped, ran past its budget, or returned
+    /// an unusable list.
+    #[error("the plugin's `functions` {message}")]
+    Functions {
+        /// What went wrong.
+        message: String,
+    },
+    /// A function name returned by the component's `functions` is empty,
+    /// repeated, or contains `.`.
+    #[error(
+        "the plugin's `functions` returned the name `{name}`, which {problem}; names must be \
+         non-empty, unique within the plugin and contain no `.` (each is served as `<plugin id>.<name>`)"
+    )]
+    FunctionName {
+        /// The offending name.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The module exports no scalar function (`(i32|i64|f32|f64)* -> one of them`),
+    /// or a component's `functions` returned an empty list.
+    #[error(
+        "the plugin provides no scalar function: a module must export at least one function whose \
+         parameters and single result are i32/i64/f32/f64 (other than `init`); a component's \
+         `functions` must return at least one signature"
     )]
     NoFunctions,
     /// A memory's initial size exceeds the plugin's memory limit.
@@ -84,6 +134,12 @@ pub enum LoadError {
         /// The code `init` returned.
         code: i32,
     },
+    /// A component's `init(config)` returned `err(message)`.
+    #[error("the plugin's `init` refused its configuration: {message}")]
+    InitRefused {
+        /// The message the plugin returned.
+        message: String,
+    },
     /// The `init` export trapped.
     #[error("the plugin's `init` trapped: {message}")]
     InitTrap {
@@ -96,9 +152,8 @@ pub enum LoadError {
         /// The budget ([`crate::WasmLimits::init_timeout`]).
         budget: Duration,
     },
-    /// Creating an instance failed (e.g. the memory limit was hit, a start
-    /// function trapped).
-    #[error("the WebAssembly module could not be instantiated: {message}")]
+    /// Creating an instance failed (e.g. a start function trapped).
+    #[error("the plugin could not be instantiated: {message}")]
     Instantiate {
         /// The instantiation error.
         message: String,
@@ -164,16 +219,59 @@ pub enum CallError {
         /// What changed.
         message: String,
     },
-    /// The WebAssembly code trapped (`unreachable`, out-of-bounds access,
-    /// division by zero, stack overflow, …) at `row`.
-    #[error("`{function}` trapped at row {row}: {message}")]
+    /// The WebAssembly code trapped (`unreachable`, a Rust panic,
+    /// out-of-bounds access, division by zero, stack overflow, …). The
+    /// instance is discarded.
+    #[error("`{function}` trapped{}: {message}", row.map(|r| format!(" at row {r}")).unwrap_or_default())]
     Trap {
         /// Function name.
         function: String,
-        /// The row whose call trapped.
-        row: usize,
+        /// The row whose call trapped (core modules, called per row); `None`
+        /// for components (called once per batch).
+        row: Option<usize>,
         /// The trap description.
         message: String,
+    },
+    /// The call needed more linear memory than the limit allows (a component
+    /// whose allocation failed traps; this names the cause). The instance is
+    /// discarded.
+    #[error(
+        "`{function}` ran out of memory: it tried to grow its linear memory to {requested} bytes, over the \
+         limit of {limit} bytes (WasmLimits::max_memory_bytes)"
+    )]
+    OutOfMemory {
+        /// Function name.
+        function: String,
+        /// The memory size asked for, in bytes.
+        requested: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A component's `call` returned `err(message)`.
+    #[error("`{function}` failed in the plugin: {message}")]
+    Plugin {
+        /// Function name.
+        function: String,
+        /// The message the plugin returned.
+        message: String,
+    },
+    /// A component returned a result that breaks the contract: another type
+    /// than declared, another number of rows, malformed offsets or validity,
+    /// or bytes that are not UTF-8 in a `utf8` column.
+    #[error("`{function}` returned an invalid result: {message}")]
+    BadResult {
+        /// Function name.
+        function: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A component call takes at most `u32::MAX` rows.
+    #[error("`{function}` was called with {rows} rows; a component call takes at most 4294967295")]
+    TooManyRows {
+        /// Function name.
+        function: String,
+        /// Rows asked for.
+        rows: usize,
     },
     /// The call ran longer than its time budget and was stopped.
     #[error("`{function}` ran longer than its budget of {budget:?} and was stopped")]

@@ -10,42 +10,80 @@ use arrow_schema::DataType;
 
 use crate::error::CallError;
 
-/// A scalar value type: WebAssembly's numeric types and their Arrow columns.
+/// The type of a column's values: a plugin's parameter and result types.
+///
+/// Each maps to one Arrow array type ([`data_type`](Self::data_type)) and
+/// has the name of the WIT `data-type` case ([`name`](Self::name)), which is
+/// also how it displays. Core WebAssembly modules use the four numeric types
+/// only; components use all seven.
+///
+/// | `ValueType` | WIT `data-type` | Arrow array | core module type |
+/// |---|---|---|---|
+/// | `Boolean` | `boolean` | `BooleanArray` | — |
+/// | `Int32` | `int32` | `Int32Array` | `i32` |
+/// | `Int64` | `int64` | `Int64Array` | `i64` |
+/// | `Float32` | `float32` | `Float32Array` | `f32` |
+/// | `Float64` | `float64` | `Float64Array` | `f64` |
+/// | `Utf8` | `utf8` | `StringArray` | — |
+/// | `Binary` | `binary` | `BinaryArray` | — |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueType {
-    /// `i32` / Arrow `Int32`.
+    /// WIT `boolean` / Arrow `Boolean`.
+    Boolean,
+    /// WIT `int32` / `i32` / Arrow `Int32`.
     Int32,
-    /// `i64` / Arrow `Int64`.
+    /// WIT `int64` / `i64` / Arrow `Int64`.
     Int64,
-    /// `f32` / Arrow `Float32`.
+    /// WIT `float32` / `f32` / Arrow `Float32`.
     Float32,
-    /// `f64` / Arrow `Float64`.
+    /// WIT `float64` / `f64` / Arrow `Float64`.
     Float64,
+    /// WIT `utf8` / Arrow `Utf8` (`StringArray`: 32-bit offsets, UTF-8 data).
+    Utf8,
+    /// WIT `binary` / Arrow `Binary` (`BinaryArray`: 32-bit offsets).
+    Binary,
 }
 
 impl ValueType {
+    /// Every value type, in the order of the WIT `data-type` enum.
+    pub const ALL: [ValueType; 7] = [
+        ValueType::Boolean,
+        ValueType::Int32,
+        ValueType::Int64,
+        ValueType::Float32,
+        ValueType::Float64,
+        ValueType::Utf8,
+        ValueType::Binary,
+    ];
+
     /// The Arrow data type of a column of this type.
     pub fn data_type(self) -> DataType {
         match self {
+            ValueType::Boolean => DataType::Boolean,
             ValueType::Int32 => DataType::Int32,
             ValueType::Int64 => DataType::Int64,
             ValueType::Float32 => DataType::Float32,
             ValueType::Float64 => DataType::Float64,
+            ValueType::Utf8 => DataType::Utf8,
+            ValueType::Binary => DataType::Binary,
         }
     }
 
-    /// The value type of an Arrow data type, if it is one of the four.
+    /// The value type of an Arrow data type, if it is one of the seven.
     pub fn from_data_type(data_type: &DataType) -> Option<Self> {
         match data_type {
+            DataType::Boolean => Some(ValueType::Boolean),
             DataType::Int32 => Some(ValueType::Int32),
             DataType::Int64 => Some(ValueType::Int64),
             DataType::Float32 => Some(ValueType::Float32),
             DataType::Float64 => Some(ValueType::Float64),
+            DataType::Utf8 => Some(ValueType::Utf8),
+            DataType::Binary => Some(ValueType::Binary),
             _ => None,
         }
     }
 
-    /// The value type of a wasmtime value type, if it is numeric.
+    /// The value type of a core WebAssembly value type, if it is numeric.
     pub fn from_val_type(ty: &wasmtime::ValType) -> Option<Self> {
         match ty {
             wasmtime::ValType::I32 => Some(ValueType::Int32),
@@ -56,36 +94,76 @@ impl ValueType {
         }
     }
 
-    /// The WebAssembly spelling: `i32`, `i64`, `f32`, `f64`.
-    pub fn wasm_name(self) -> &'static str {
+    /// The WIT `data-type` name: `boolean`, `int32`, `int64`, `float32`,
+    /// `float64`, `utf8`, `binary` (as `GET /v1/plugins` lists signatures).
+    pub fn name(self) -> &'static str {
         match self {
-            ValueType::Int32 => "i32",
-            ValueType::Int64 => "i64",
-            ValueType::Float32 => "f32",
-            ValueType::Float64 => "f64",
+            ValueType::Boolean => "boolean",
+            ValueType::Int32 => "int32",
+            ValueType::Int64 => "int64",
+            ValueType::Float32 => "float32",
+            ValueType::Float64 => "float64",
+            ValueType::Utf8 => "utf8",
+            ValueType::Binary => "binary",
         }
+    }
+
+    /// The value type named `name` (a WIT `data-type` name, see [`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The core WebAssembly spelling (`i32`, `i64`, `f32`, `f64`) of a
+    /// numeric type; `None` for `boolean`, `utf8` and `binary`, which core
+    /// modules cannot take.
+    pub fn wasm_name(self) -> Option<&'static str> {
+        match self {
+            ValueType::Int32 => Some("i32"),
+            ValueType::Int64 => Some("i64"),
+            ValueType::Float32 => Some("f32"),
+            ValueType::Float64 => Some("f64"),
+            ValueType::Boolean | ValueType::Utf8 | ValueType::Binary => None,
+        }
+    }
+
+    /// Whether this is one of the four numeric types core modules can use.
+    pub fn is_numeric(self) -> bool {
+        self.wasm_name().is_some()
     }
 }
 
 impl fmt::Display for ValueType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.wasm_name())
+        f.write_str(self.name())
     }
 }
 
-/// A scalar function's argument types and result type.
+/// A scalar function's argument types, result type and determinism.
+///
+/// Displays as `(int64, int64) -> int64`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Signature {
     /// Argument types, in order.
     pub params: Vec<ValueType>,
     /// Result type.
     pub result: ValueType,
+    /// Whether equal arguments always give equal results, so that a query
+    /// engine may fold constant calls or cache results. Core modules' functions
+    /// are deterministic (`true`); a component declares it per function.
+    pub deterministic: bool,
 }
 
 impl Signature {
-    /// A signature with `params` and `result`.
+    /// A deterministic signature with `params` and `result`.
     pub fn new(params: impl Into<Vec<ValueType>>, result: ValueType) -> Self {
-        Self { params: params.into(), result }
+        Self { params: params.into(), result, deterministic: true }
+    }
+
+    /// The same signature with [`deterministic`](Self::deterministic) set.
+    #[must_use]
+    pub fn with_deterministic(mut self, deterministic: bool) -> Self {
+        self.deterministic = deterministic;
+        self
     }
 
     /// Check `args` against this signature: count, Arrow types, and that every
@@ -134,14 +212,19 @@ impl fmt::Display for Signature {
     }
 }
 
-/// A scalar function the host can call over Arrow columns, row by row:
-/// WebAssembly exports ([`WasmFunction`](crate::WasmFunction),
+/// A scalar function the host can call over whole Arrow columns: WebAssembly
+/// functions ([`WasmFunction`](crate::WasmFunction),
 /// [`SlotFunction`](crate::SlotFunction)) and native Rust functions
 /// ([`NativeFn`]) alike. A query engine (e.g. a DataFusion UDF wrapper) can
 /// call [`invoke`](Self::invoke) directly.
 ///
-/// Null semantics: if any argument is null at row `i`, the result is null at
-/// row `i` (and the function is not called for that row).
+/// Null semantics depend on the kind of function:
+/// - core WebAssembly modules and [`NativeFn::unary`]/[`NativeFn::binary`]:
+///   null in → null out. If any argument is null at row `i`, the result is
+///   null at row `i` (and the function is not called for that row);
+/// - WebAssembly components see every row with its validity and decide their
+///   own nulls (a function may map null to a value, or a value to null);
+/// - [`NativeFn::new`]: the body decides.
 pub trait ScalarPluginFn: Send + Sync {
     /// Full name, e.g. `math.mul3`.
     fn name(&self) -> &str;
@@ -149,9 +232,11 @@ pub trait ScalarPluginFn: Send + Sync {
     /// Argument and result types.
     fn signature(&self) -> &Signature;
 
-    /// Apply the function to `rows` rows of equally long argument columns
-    /// (`Int32Array`/`Int64Array`/`Float32Array`/`Float64Array` per the
-    /// signature); one column of the result type out.
+    /// Apply the function to `rows` rows of equally long argument columns,
+    /// each the Arrow array of its [`ValueType`] in the signature
+    /// ([`ValueType::data_type`]); one column of `rows` rows of the result
+    /// type out. One call is one batch: a component is entered once per call,
+    /// a core module once per non-null row.
     fn invoke(&self, args: &[ArrayRef], rows: usize) -> Result<ArrayRef, CallError>;
 }
 

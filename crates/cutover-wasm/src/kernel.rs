@@ -12,7 +12,7 @@ use arrow_buffer::NullBuffer;
 use wasmtime::{Func, Store, TypedFunc, Val, WasmTy};
 
 use crate::function::{NativeValue, Signature, ValueType};
-use crate::plugin::StoreState;
+use crate::store::StoreState;
 
 /// Result of running a kernel: the column, or the row that failed and why.
 pub(crate) type KernelResult = Result<ArrayRef, (usize, wasmtime::Error)>;
@@ -20,7 +20,7 @@ pub(crate) type KernelResult = Result<ArrayRef, (usize, wasmtime::Error)>;
 /// One export, ready to run on the instance it was made for.
 pub(crate) trait Kernel: Send {
     /// Run over `rows` rows; `args` were checked against the signature.
-    fn run(&self, store: &mut Store<StoreState>, args: &[ArrayRef], rows: usize) -> KernelResult;
+    fn run(&self, store: &mut Store<StoreState<()>>, args: &[ArrayRef], rows: usize) -> KernelResult;
 }
 
 macro_rules! by_type {
@@ -42,15 +42,36 @@ macro_rules! by_type {
                 type $T = f64;
                 $body
             }
+            other @ (ValueType::Boolean | ValueType::Utf8 | ValueType::Binary) => {
+                return Err(NonNumeric::non_numeric(other))
+            }
         }
     };
+}
+
+/// The error for a non-numeric type reaching a core-module kernel (never
+/// happens: exports are classified numeric at load), in either error shape.
+trait NonNumeric {
+    fn non_numeric(ty: ValueType) -> Self;
+}
+
+impl NonNumeric for wasmtime::Error {
+    fn non_numeric(ty: ValueType) -> Self {
+        wasmtime::Error::msg(format!("core modules take numeric types only, not {ty}"))
+    }
+}
+
+impl NonNumeric for (usize, wasmtime::Error) {
+    fn non_numeric(ty: ValueType) -> Self {
+        (0, wasmtime::Error::non_numeric(ty))
+    }
 }
 
 /// Build the kernel for `func` with `signature` on `store`.
 pub(crate) fn make(
     func: Func,
     signature: &Signature,
-    store: &mut Store<StoreState>,
+    store: &mut Store<StoreState<()>>,
 ) -> wasmtime::Result<Box<dyn Kernel>> {
     let r = signature.result;
     Ok(match signature.params.as_slice() {
@@ -76,7 +97,7 @@ fn finish<R: NativeValue>(values: Vec<R>, nulls: Option<NullBuffer>) -> ArrayRef
 struct K1<A: WasmTy, R: WasmTy>(TypedFunc<A, R>);
 
 impl<A: WasmTy + NativeValue, R: WasmTy + NativeValue> Kernel for K1<A, R> {
-    fn run(&self, store: &mut Store<StoreState>, args: &[ArrayRef], rows: usize) -> KernelResult {
+    fn run(&self, store: &mut Store<StoreState<()>>, args: &[ArrayRef], rows: usize) -> KernelResult {
         let a = prim::<A>(&args[0])?;
         let nulls = a.nulls().cloned();
         let xs = &a.values()[..rows];
@@ -104,7 +125,7 @@ impl<A: WasmTy + NativeValue, R: WasmTy + NativeValue> Kernel for K1<A, R> {
 struct K2<A: WasmTy, B: WasmTy, R: WasmTy>(TypedFunc<(A, B), R>);
 
 impl<A: WasmTy + NativeValue, B: WasmTy + NativeValue, R: WasmTy + NativeValue> Kernel for K2<A, B, R> {
-    fn run(&self, store: &mut Store<StoreState>, args: &[ArrayRef], rows: usize) -> KernelResult {
+    fn run(&self, store: &mut Store<StoreState<()>>, args: &[ArrayRef], rows: usize) -> KernelResult {
         let a = prim::<A>(&args[0])?;
         let b = prim::<B>(&args[1])?;
         let nulls = NullBuffer::union(a.nulls(), b.nulls());
@@ -131,11 +152,14 @@ fn val_at(a: &ArrayRef, ty: ValueType, i: usize) -> Result<Val, (usize, wasmtime
         ValueType::Int64 => Val::I64(prim::<i64>(a)?.value(i)),
         ValueType::Float32 => Val::F32(prim::<f32>(a)?.value(i).to_bits()),
         ValueType::Float64 => Val::F64(prim::<f64>(a)?.value(i).to_bits()),
+        other @ (ValueType::Boolean | ValueType::Utf8 | ValueType::Binary) => {
+            return Err((i, wasmtime::Error::non_numeric(other)))
+        }
     })
 }
 
 impl Kernel for Dyn {
-    fn run(&self, store: &mut Store<StoreState>, args: &[ArrayRef], rows: usize) -> KernelResult {
+    fn run(&self, store: &mut Store<StoreState<()>>, args: &[ArrayRef], rows: usize) -> KernelResult {
         let mut nulls: Option<NullBuffer> = None;
         for a in args {
             nulls = NullBuffer::union(nulls.as_ref(), a.nulls());

@@ -1,17 +1,93 @@
 //! WebAssembly scalar-function plugins for `cutover`, on wasmtime:
 //! hot-reloadable, sandboxed, and fast.
 //!
-//! # The plugin format
+//! A plugin is a WebAssembly **component** written in any language that
+//! targets the component model (Rust: `wit-bindgen`, see `plugins/README.md`
+//! in the repository) and called once per batch with whole Arrow columns, or
+//! a **core module** (text `.wat` or binary `.wasm`) with numeric exports
+//! called once per row. Both are served by the same [`WasmPlugin`] type,
+//! through the same [`ScalarPluginFn`] handles and the same reload
+//! transaction. Loaded from a file ([`WasmSource::from_file`]), the plugin
+//! id is the file stem; which format a file holds is read from its binary
+//! header (the *layer* field: 0 module, 1 component; text is parsed first),
+//! never from its name.
 //!
-//! - A plugin is one WebAssembly module, in text (`.wat`) or binary
-//!   (`.wasm`) form; loaded from a file ([`WasmSource::from_file`]) its id is
-//!   the file stem.
+//! # Components
+//!
+//! A component is of world `cutover:plugin/scalar-plugin`, the WIT package
+//! `cutover:plugin@0.1.0` shipped as `wit/cutover-plugin.wit`:
+//!
+//! ```text
+//! interface scalar {
+//!     use types.{column, signature};
+//!     functions: func() -> list<signature>;
+//!     init: func(config: string) -> result<_, string>;
+//!     call: func(name: string, args: list<column>, rows: u32) -> result<column, string>;
+//! }
+//! world scalar-plugin {
+//!     import host;      // log: func(level: level, message: string)
+//!     export scalar;
+//! }
+//! ```
+//!
+//! - **`functions`** is called once per generation, at link. Each
+//!   `signature { name, params, returns, deterministic }` becomes a function
+//!   `<id>.<name>` with a [`Signature`]; a name that is empty, repeated or
+//!   contains `.` fails the load ([`LoadError::FunctionName`]), and so does
+//!   an empty list, a trap or running past [`WasmLimits::init_timeout`]
+//!   ([`LoadError::Functions`]).
+//! - **`init(config)`** runs on every new instance before any call, with the
+//!   source's configuration text ([`WasmSource::with_config`], empty by
+//!   default). `err(msg)` fails the load ([`LoadError::InitRefused`]); the old
+//!   generation keeps serving.
+//! - **`call(name, args, rows)`** gets one column per parameter, each of
+//!   `rows` rows and the declared type, and returns one column. The plugin
+//!   sees nulls through each column's validity and decides its own nulls.
+//!   `err(msg)` fails the call ([`CallError::Plugin`]). The host checks the
+//!   result: the declared type, `rows` rows, a validity bitmap of at least
+//!   `⌈rows / 8⌉` bytes, offsets with `rows + 1` entries that start at 0,
+//!   never decrease and stay within the data, and UTF-8 in `utf8` columns
+//!   (Arrow's rule: every row is UTF-8). Anything else is
+//!   [`CallError::BadResult`], naming the plugin, the function and the fault.
+//!
+//! The type mapping ([`ValueType`]), both directions, one call per batch:
+//!
+//! | WIT `data-type` | `column` case | Arrow array | [`ValueType`] | core module |
+//! |---|---|---|---|---|
+//! | `boolean` | `boolean(boolean-column)` | `BooleanArray` | `Boolean` | — |
+//! | `int32` | `int32(int32-column)` | `Int32Array` | `Int32` | `i32` |
+//! | `int64` | `int64(int64-column)` | `Int64Array` | `Int64` | `i64` |
+//! | `float32` | `float32(float32-column)` | `Float32Array` | `Float32` | `f32` |
+//! | `float64` | `float64(float64-column)` | `Float64Array` | `Float64` | `f64` |
+//! | `utf8` | `utf8(varlen-column)` | `StringArray` | `Utf8` | — |
+//! | `binary` | `binary(varlen-column)` | `BinaryArray` | `Binary` | — |
+//!
+//! Validity is Arrow's bitmap (row `i` is valid when bit `i % 8` of byte
+//! `i / 8` is set), `none` when no row is null. Arguments are lowered
+//! straight from the Arrow buffers into the guest's memory (one copy each);
+//! only `boolean` values (bits → bytes), the offsets of a sliced varlen array
+//! (rebased to 0) and a validity bitmap not starting on a byte boundary are
+//! materialized first. Results are copied once out of the guest's memory and
+//! become Arrow buffers without another copy.
+//!
+//! **Sandbox.** A component may import `cutover:plugin/host@0.1.0` (`log`
+//! goes to `tracing`, target `cutover_wasm::plugin`, with a `plugin` field)
+//! and WASI preview 2 (`wasmtime-wasi`), because Rust's `wasm32-wasip2`
+//! target imports it: with no preopened directories, no environment, no
+//! arguments, no network (TCP, UDP and name lookup refused), stdin closed,
+//! and stdout/stderr going to the log line by line (info and warn). A trap
+//! error quotes the plugin's last stderr lines (a Rust panic's message).
+//! Importing anything else fails the load ([`LoadError::ImportNotProvided`]),
+//! as does a component of another world ([`LoadError::WrongWorld`]).
+//!
+//! # Core modules
+//!
 //! - Every export whose parameters and result are `i32`/`i64`/`f32`/`f64`,
 //!   with exactly one result (other than `init`), is a scalar function named
 //!   `<id>.<export>`, applied row by row over equally long argument columns
 //!   (Arrow `Int32Array`/`Int64Array`/`Float32Array`/`Float64Array`). If any
 //!   argument is null at a row, the result is null there (the function is
-//!   not called for that row).
+//!   not called for that row). Their signatures are deterministic.
 //! - An optional export `init: () -> i32` runs when a generation
 //!   initializes; a non-zero result, a trap, or running past
 //!   [`WasmLimits::init_timeout`] fails the load and the old generation keeps
@@ -19,6 +95,7 @@
 //!   starts from the same state; the load fails if any prewarmed instance's
 //!   `init` fails.)
 //! - Exports of any other shape are ignored with a `tracing` warning.
+//! - Imports must be granted host functions ([`WasmSource::grant`]).
 //!
 //! # Lifecycle
 //!
@@ -26,13 +103,17 @@
 //! [`WasmPlugin`] implements `cutover::plugin::Plugin`, so a reload
 //! transaction drives a generation through:
 //!
-//! 1. **load** — read, parse text, validate, compile (Cranelift) and
-//!    classify exports. This is the expensive step and runs on the reloading
-//!    thread, before any cutover; callers never compile.
-//! 2. **link** — check every import against the granted [`HostFn`]s, build
-//!    an `InstancePre`, register `<id>.<export>` in the `LinkContext`.
+//! 1. **load** — read, parse text, tell module from component, validate,
+//!    compile (Cranelift); classify a module's exports, check that a
+//!    component exports the `scalar` interface. This is the expensive step
+//!    and runs on the reloading thread, before any cutover; callers never
+//!    compile.
+//! 2. **link** — a module: check every import against the granted
+//!    [`HostFn`]s; a component: link it against `host` and WASI, type-check
+//!    its exports, instantiate it once and ask `functions`. Build an
+//!    `InstancePre`; register `<id>.<name>` in the `LinkContext`.
 //! 3. **init** — create [`WasmLimits::prewarm_instances`] instances, running
-//!    `init` on each.
+//!    `init` (a component: `init(config)`) on each.
 //! 4. **cutover** — the slot points at the new generation; new calls use it.
 //! 5. **drain**, then **shutdown** frees the old generation's instances; its
 //!    module is freed when the last `Arc` (slot, leases, handles) drops.
@@ -47,7 +128,7 @@
 //!
 //! A wasmtime `Store` is single-threaded, so each generation keeps a pool of
 //! instances, each with its own `Store` (own linear memory and globals) and
-//! cached `TypedFunc`s. A call checks one out, runs without holding any
+//! cached typed functions. A call checks one out, runs without holding any
 //! lock, and checks it back in; the free list is sharded per core so
 //! concurrent calls do not serialize (see the `pool` module docs).
 //!
@@ -75,16 +156,76 @@
 //!   [`CallError::Timeout`];
 //! - a linear-memory limit per instance (default 64 MiB): a larger initial
 //!   memory fails the load ([`LoadError::MemoryTooLarge`]), `memory.grow`
-//!   past it returns -1;
-//! - no host imports unless granted ([`WasmSource::grant`]); a module
-//!   importing anything else fails to link ([`LoadError::ImportNotGranted`]).
+//!   past it returns -1 (a component whose allocation then fails traps:
+//!   [`CallError::OutOfMemory`]);
+//! - a module gets no host imports unless granted ([`WasmSource::grant`]);
+//!   importing anything else fails to link ([`LoadError::ImportNotGranted`]);
+//!   a component gets `host` and the WASI sandbox above, nothing else.
 //!
-//! A trap (`unreachable`, out-of-bounds, division by zero, stack overflow,
-//! time budget) fails only that call, with a [`CallError`] naming the
-//! function and row; the instance is discarded; the host and other calls
-//! are unaffected. Library code does not panic on plugin input.
+//! A trap (`unreachable` — a Rust panic —, out-of-bounds, division by zero,
+//! stack overflow, time budget, memory) fails only that call, with a
+//! [`CallError`] naming the function (and, for modules, the row); the
+//! instance is discarded; the host and other calls are unaffected. A
+//! component's `err` or invalid result fails the call but keeps the
+//! instance. Library code does not panic on plugin input.
 //!
-//! # Example
+//! # Errors
+//!
+//! Loading returns a [`LoadError`] (the reload transaction reports the step:
+//! load, link or init; the old generation keeps serving); a call returns a
+//! [`CallError`]. Both say what happened and what to do.
+//!
+//! # Example: a component written in Rust
+//!
+//! The plugin (a crate of `plugins/`, built with `cargo build --release
+//! --target wasm32-wasip2`; `plugins/README.md` walks through it):
+//!
+//! ```ignore
+//! use cutover_guest::{export_plugin, signature, unknown_function, Args, Column, DataType, Plugin, Signature, View};
+//!
+//! struct Text;
+//!
+//! impl Plugin for Text {
+//!     fn functions() -> Vec<Signature> {
+//!         vec![signature("upper", &[DataType::Utf8], DataType::Utf8)]
+//!     }
+//!     fn call(name: &str, args: Vec<Column>, _rows: usize) -> Result<Column, String> {
+//!         match name {
+//!             "upper" => Ok(args.utf8(0)?.map(|s| s.to_uppercase())), // null in, null out
+//!             _ => Err(unknown_function(name)),
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(Text);
+//! ```
+//!
+//! The host, loading it and hot-reloading it through the reload transaction:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use arrow_array::{ArrayRef, StringArray};
+//! use cutover::{host::{Host, ReloadOptions}, PluginId};
+//! use cutover_wasm::{WasmPlugin, WasmSource};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let host: Host<WasmPlugin> = Host::new();
+//! let source = WasmSource::from_file("plugins/target/wasm32-wasip2/release/text.wasm").with_config("");
+//! host.add(PluginId::new("text"), &source)?; // compile, link, functions(), init(config)
+//!
+//! let names: ArrayRef = Arc::new(StringArray::from(vec![Some("ada"), None]));
+//! let text = host.lease_str("text").unwrap();
+//! let upper = text.call("text.upper", &[names])?; // ["ADA", null], in one call
+//! assert_eq!(text.signature("text.upper").unwrap().to_string(), "(utf8) -> utf8");
+//! drop(text);
+//!
+//! // After rebuilding the plugin: the new version is compiled and
+//! // initialized first; calls in flight finish on the old one.
+//! host.reload(&PluginId::new("text"), &source, &ReloadOptions::default())?;
+//! # let _ = upper; Ok(()) }
+//! ```
+//!
+//! # Example: a core module
 //!
 //! ```
 //! use std::sync::Arc;
@@ -109,21 +250,24 @@
 //! assert_eq!(mul3.invoke(&[col], 3).unwrap().len(), 3);
 //! ```
 
+mod component;
 mod engine;
 mod error;
 mod function;
 mod kernel;
 mod limits;
+mod module;
 mod plugin;
 mod pool;
 mod slot_fn;
 mod source;
+mod store;
 
 pub use engine::{shared_engine, TICK};
 pub use error::{CallError, LoadError};
 pub use function::{NativeFn, NativeValue, ScalarPluginFn, Signature, ValueType};
 pub use limits::WasmLimits;
-pub use plugin::{WasmFunction, WasmPlugin};
+pub use plugin::{PluginFormat, WasmFunction, WasmPlugin};
 pub use slot_fn::SlotFunction;
 pub use source::{HostFn, WasmSource};
 /// The value type of [`HostFn`] arguments and results (re-exported from wasmtime).

@@ -1,89 +1,128 @@
-//! [`WasmPlugin`]: one generation of a WebAssembly plugin — compiled module,
-//! pre-linked `InstancePre`, export table and instance pool — and the
-//! [`ScalarPluginFn`] handles onto its exports.
+//! [`WasmPlugin`]: one generation of a WebAssembly plugin — a core module or
+//! a component, compiled and pre-linked, its function table and its instance
+//! pool — and the [`ScalarPluginFn`] handles onto its functions.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use arrow_array::{Array, ArrayRef};
+use arrow_array::ArrayRef;
 use cutover::plugin::{BoxError, LinkContext, Plugin};
 use cutover::PluginId;
-use wasmtime::{FuncType, InstancePre, Linker, Module, ResourceLimiter, Store, Trap, UpdateDeadline, ValType};
 
-use crate::engine::engine;
+use crate::component::{self, ComponentGen, ComponentInstance};
 use crate::error::{CallError, LoadError};
-use crate::function::{ScalarPluginFn, Signature, ValueType};
-use crate::kernel::{self, Kernel};
+use crate::function::{ScalarPluginFn, Signature};
 use crate::limits::WasmLimits;
+use crate::module::{ModuleGen, ModuleInstance};
 use crate::pool::Pool;
-use crate::source::HostFn;
+use crate::store::Failure;
 
-/// One scalar export.
+/// What a plugin file holds: a core WebAssembly module or a component.
+/// Told apart by the binary header (the *layer* field), not by the file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginFormat {
+    /// A core module (text or binary): its numeric exports are the
+    /// functions, called once per row.
+    Module,
+    /// A component of world `cutover:plugin/scalar-plugin`: its `functions`
+    /// are the functions, called once per batch.
+    Component,
+}
+
+impl PluginFormat {
+    /// `module` or `component`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginFormat::Module => "module",
+            PluginFormat::Component => "component",
+        }
+    }
+}
+
+impl fmt::Display for PluginFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One scalar function of a generation.
 #[derive(Debug, Clone)]
-pub(crate) struct Export {
-    pub(crate) export: String,
+pub(crate) struct Function {
+    /// The name inside the plugin: the export name (modules), the WIT
+    /// signature name (components).
+    pub(crate) bare: String,
+    /// `<id>.<name>`.
     pub(crate) full: String,
     pub(crate) signature: Signature,
 }
 
-/// Why a running call was stopped by the epoch callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    None,
-    Timeout,
-    Interrupted,
-}
-
-/// Per-store data: memory limiter and the call-deadline state read by the
-/// epoch callback.
-pub(crate) struct StoreState {
-    max_memory: usize,
-    memory_denied: Option<usize>,
-    deadline: Instant,
-    stop: Stop,
-    interrupted: Arc<AtomicBool>,
-}
-
-impl fmt::Debug for StoreState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreState").field("max_memory", &self.max_memory).finish_non_exhaustive()
+impl Function {
+    pub(crate) fn new(id: &PluginId, name: &str, signature: Signature) -> Self {
+        Self { bare: name.to_owned(), full: format!("{id}.{name}"), signature }
     }
-}
 
-impl ResourceLimiter for StoreState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.memory_denied = Some(desired);
-            return Ok(false);
+    /// The call error for `failure` (a trap at `row`, for modules).
+    pub(crate) fn call_error(&self, failure: Failure, row: Option<usize>, limits: &WasmLimits) -> CallError {
+        let function = self.full.clone();
+        match failure {
+            Failure::Interrupted => CallError::Interrupted { function },
+            Failure::Timeout => CallError::Timeout { function, budget: limits.call_timeout },
+            Failure::Memory { requested } => {
+                CallError::OutOfMemory { function, requested, limit: limits.max_memory_bytes }
+            }
+            Failure::Trap(message) | Failure::Other(message) => CallError::Trap { function, row, message },
         }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        // Tables cost a pointer per element; hold them to the memory budget too.
-        Ok(desired.saturating_mul(std::mem::size_of::<usize>()) <= self.max_memory)
     }
 }
 
-/// One pooled instance: its store, and a kernel per export.
-struct PooledInstance {
-    store: Store<StoreState>,
-    kernels: Vec<Box<dyn Kernel>>,
+/// Why creating (and initializing) an instance failed.
+#[derive(Debug)]
+pub(crate) enum InstanceError {
+    /// Instantiation or `init` trapped, timed out, was interrupted or ran out of memory.
+    Failure(Failure),
+    /// A module's `init` returned a non-zero code.
+    InitCode(i32),
+    /// A component's `init` returned `err`.
+    InitRefused(String),
+    /// Anything else.
+    Other(String),
 }
 
-impl PooledInstance {
-    /// Arm the deadline for a run; the epoch ticks while the result lives.
-    #[must_use = "the epoch ticks only while the guard lives"]
-    fn begin(&mut self, budget: Duration) -> crate::engine::Running {
-        let running = crate::engine::Running::start();
-        let data = self.store.data_mut();
-        data.deadline = Instant::now() + budget;
-        data.stop = Stop::None;
-        self.store.set_epoch_deadline(1);
-        running
+impl InstanceError {
+    /// As an error of the load (link or init) step.
+    pub(crate) fn into_load_error(self, limits: &WasmLimits) -> LoadError {
+        match self {
+            InstanceError::Failure(Failure::Memory { requested }) => {
+                LoadError::MemoryTooLarge { required: requested, limit: limits.max_memory_bytes }
+            }
+            InstanceError::Failure(Failure::Timeout | Failure::Interrupted) => {
+                LoadError::InitTimeout { budget: limits.init_timeout }
+            }
+            InstanceError::Failure(Failure::Trap(message)) => LoadError::InitTrap { message },
+            InstanceError::Failure(Failure::Other(message)) | InstanceError::Other(message) => {
+                LoadError::Instantiate { message }
+            }
+            InstanceError::InitCode(code) => LoadError::Init { code },
+            InstanceError::InitRefused(message) => LoadError::InitRefused { message },
+        }
+    }
+
+    /// As the error of a call that needed a new instance.
+    fn into_call_error(self, function: &Function, limits: &WasmLimits) -> CallError {
+        let full = function.full.clone();
+        let message = match self {
+            InstanceError::Failure(Failure::Interrupted) => return CallError::Interrupted { function: full },
+            InstanceError::Failure(Failure::Timeout) => "`init` timed out".to_owned(),
+            InstanceError::Failure(Failure::Memory { requested }) => {
+                format!("needs {requested} bytes of memory, over the limit of {}", limits.max_memory_bytes)
+            }
+            InstanceError::Failure(Failure::Trap(m) | Failure::Other(m)) | InstanceError::Other(m) => m,
+            InstanceError::InitCode(code) => format!("`init` returned {code}"),
+            InstanceError::InitRefused(m) => format!("`init` returned an error: {m}"),
+        };
+        CallError::Instantiate { function: full, message }
     }
 }
 
@@ -92,85 +131,90 @@ const LINKED: u8 = 1;
 const READY: u8 = 2;
 const SHUT_DOWN: u8 = 3;
 
-/// Instance-creation failure, before mapping to a load or call error.
-enum InstanceError {
-    Memory { required: u64 },
-    InitCode(i32),
-    Timeout,
-    Interrupted,
-    Trap(String),
-    Other(String),
+enum Kind {
+    Module { module: ModuleGen, pool: Pool<ModuleInstance> },
+    Component { component: ComponentGen, pool: Pool<ComponentInstance> },
 }
 
-/// One generation of a WebAssembly plugin.
+/// One generation of a WebAssembly plugin: a core module or a component.
 ///
 /// Created by [`WasmSource::load_plugin`](crate::WasmSource::load_plugin)
-/// (the load step: compile); [`Plugin::link`] checks imports against the
-/// granted host functions, pre-links (`InstancePre`) and registers the
-/// functions `<id>.<export>`; [`Plugin::init`] creates the
+/// (the load step: compile); [`Plugin::link`] links it (a module's imports
+/// against the granted host functions, a component's against the host's
+/// interfaces, whose `functions` it then asks) and registers the functions
+/// `<id>.<name>`; [`Plugin::init`] creates the
 /// [`prewarm_instances`](WasmLimits::prewarm_instances) instances, running
 /// `init` on each; then the generation serves calls from any thread
 /// ([`call`](Self::call), [`invoke`](Self::invoke), [`function`](Self::function)).
 /// [`Plugin::interrupt`] force-stops its running calls; [`Plugin::shutdown`]
-/// frees its instances (the module is freed when the last `Arc` drops).
+/// frees its instances (the code is freed when the last `Arc` drops).
+///
+/// A module's functions are known after the load step; a component's after
+/// the link step ([`functions`](Self::functions) is empty before).
 pub struct WasmPlugin {
     id: PluginId,
-    module: Module,
     limits: WasmLimits,
-    grants: Arc<[HostFn]>,
-    exports: Vec<Export>,
+    functions: Vec<Function>,
     names: Vec<String>,
     index: HashMap<String, usize>,
-    has_init: bool,
-    pre: Option<InstancePre<StoreState>>,
-    pool: Pool<PooledInstance>,
     interrupted: Arc<AtomicBool>,
     state: AtomicU8,
+    kind: Kind,
 }
 
 impl fmt::Debug for WasmPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WasmPlugin")
             .field("id", &self.id)
+            .field("format", &self.format())
             .field("functions", &self.names)
             .field("limits", &self.limits)
-            .field("idle_instances", &self.pool.idle())
+            .field("idle_instances", &self.idle_instances())
             .field("interrupted", &self.interrupted.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
+fn new_pool<T>(limits: &WasmLimits) -> Pool<T> {
+    let shards = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    Pool::new(shards, limits.max_idle_instances.max(1))
+}
+
 impl WasmPlugin {
-    pub(crate) fn new(
-        id: PluginId,
-        module: Module,
-        exports: Vec<Export>,
-        limits: WasmLimits,
-        grants: Arc<[HostFn]>,
-    ) -> Self {
-        let mut index = HashMap::with_capacity(exports.len() * 2);
-        for (i, e) in exports.iter().enumerate() {
-            index.insert(e.full.clone(), i);
-            index.entry(e.export.clone()).or_insert(i);
-        }
-        let has_init = module.get_export("init").is_some();
-        let names = exports.iter().map(|e| e.full.clone()).collect();
-        let shards = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let pool = Pool::new(shards, limits.max_idle_instances.max(1));
-        Self {
+    pub(crate) fn module(id: PluginId, module: ModuleGen, functions: Vec<Function>, limits: WasmLimits) -> Self {
+        let pool = new_pool(&limits);
+        Self::new(id, functions, limits, Kind::Module { module, pool })
+    }
+
+    pub(crate) fn component(id: PluginId, component: ComponentGen, limits: WasmLimits) -> Self {
+        let pool = new_pool(&limits);
+        Self::new(id, Vec::new(), limits, Kind::Component { component, pool })
+    }
+
+    fn new(id: PluginId, functions: Vec<Function>, limits: WasmLimits, kind: Kind) -> Self {
+        let mut plugin = Self {
             id,
-            module,
             limits,
-            grants,
-            exports,
-            names,
-            index,
-            has_init,
-            pre: None,
-            pool,
+            functions: Vec::new(),
+            names: Vec::new(),
+            index: HashMap::new(),
             interrupted: Arc::new(AtomicBool::new(false)),
             state: AtomicU8::new(LOADED),
+            kind,
+        };
+        plugin.set_functions(functions);
+        plugin
+    }
+
+    fn set_functions(&mut self, functions: Vec<Function>) {
+        let mut index = HashMap::with_capacity(functions.len() * 2);
+        for (i, f) in functions.iter().enumerate() {
+            index.insert(f.full.clone(), i);
+            index.entry(f.bare.clone()).or_insert(i);
         }
+        self.names = functions.iter().map(|f| f.full.clone()).collect();
+        self.index = index;
+        self.functions = functions;
     }
 
     /// The plugin id.
@@ -178,14 +222,28 @@ impl WasmPlugin {
         &self.id
     }
 
-    /// Full names (`<id>.<export>`) of the scalar functions, in export order.
+    /// Whether this generation is a core module or a component.
+    pub fn format(&self) -> PluginFormat {
+        match self.kind {
+            Kind::Module { .. } => PluginFormat::Module,
+            Kind::Component { .. } => PluginFormat::Component,
+        }
+    }
+
+    /// Full names (`<id>.<name>`) of the scalar functions: in export order
+    /// (modules), in the order `functions` returned them (components).
     pub fn functions(&self) -> &[String] {
         &self.names
     }
 
-    /// The signature of `function` (full name or bare export name).
+    /// The signature of `function` (full name or bare name).
     pub fn signature(&self, function: &str) -> Option<&Signature> {
-        self.index.get(function).map(|&i| &self.exports[i].signature)
+        self.index.get(function).map(|&i| &self.functions[i].signature)
+    }
+
+    /// Every function with its signature, in [`functions`](Self::functions) order.
+    pub fn signatures(&self) -> impl ExactSizeIterator<Item = (&str, &Signature)> + '_ {
+        self.functions.iter().map(|f| (f.full.as_str(), &f.signature))
     }
 
     /// The limits this generation runs under.
@@ -195,7 +253,10 @@ impl WasmPlugin {
 
     /// Idle pooled instances right now (diagnostics).
     pub fn idle_instances(&self) -> usize {
-        self.pool.idle()
+        match &self.kind {
+            Kind::Module { pool, .. } => pool.idle(),
+            Kind::Component { pool, .. } => pool.idle(),
+        }
     }
 
     /// Whether [`Plugin::interrupt`] was called on this generation.
@@ -211,12 +272,12 @@ impl WasmPlugin {
 
     /// Handles on every scalar function of this generation.
     pub fn scalar_functions(self: &Arc<Self>) -> Vec<WasmFunction> {
-        (0..self.exports.len()).map(|index| WasmFunction { plugin: Arc::clone(self), index }).collect()
+        (0..self.functions.len()).map(|index| WasmFunction { plugin: Arc::clone(self), index }).collect()
     }
 
-    /// Call `function` (full name `<id>.<export>`, or the bare export name)
-    /// over `args`; the row count is the first column's length (1 for a
-    /// function without arguments).
+    /// Call `function` (full name `<id>.<name>`, or the bare name) over
+    /// `args`; the row count is the first column's length (1 for a function
+    /// without arguments).
     pub fn call(&self, function: &str, args: &[ArrayRef]) -> Result<ArrayRef, CallError> {
         let rows = args.first().map_or(1, |a| a.len());
         self.invoke(function, args, rows)
@@ -236,139 +297,67 @@ impl WasmPlugin {
     }
 
     fn invoke_index(&self, index: usize, args: &[ArrayRef], rows: usize) -> Result<ArrayRef, CallError> {
-        let export = &self.exports[index];
-        export.signature.check_args(&export.full, args, rows)?;
+        let function = &self.functions[index];
+        function.signature.check_args(&function.full, args, rows)?;
         match self.state.load(Ordering::Acquire) {
             READY => {}
             SHUT_DOWN => {
                 return Err(CallError::Unavailable {
-                    function: export.full.clone(),
+                    function: function.full.clone(),
                     reason: "the generation was shut down",
                 })
             }
             _ => {
                 return Err(CallError::Unavailable {
-                    function: export.full.clone(),
+                    function: function.full.clone(),
                     reason: "the generation is not initialized yet",
                 })
             }
         }
         if self.interrupted.load(Ordering::Acquire) {
-            return Err(CallError::Interrupted { function: export.full.clone() });
+            return Err(CallError::Interrupted { function: function.full.clone() });
         }
-        let mut instance = match self.pool.checkout() {
-            Some(instance) => instance,
-            None => {
-                tracing::debug!(plugin = %self.id, "instance pool empty: creating an instance on the caller's path");
-                self.new_instance().map_err(|e| self.call_error_from_instance(export, e))?
-            }
-        };
-        let _running = instance.begin(self.limits.call_timeout);
-        match instance.kernels[index].run(&mut instance.store, args, rows) {
-            Ok(out) => {
-                self.pool.checkin(instance);
+        match &self.kind {
+            Kind::Module { module, pool } => {
+                let mut instance = match pool.checkout() {
+                    Some(instance) => instance,
+                    None => {
+                        tracing::debug!(plugin = %self.id, "instance pool empty: creating an instance on the caller's path");
+                        module
+                            .new_instance(&self.functions, &self.limits, &self.interrupted)
+                            .map_err(|e| e.into_call_error(function, &self.limits))?
+                    }
+                };
+                // Never reuse an instance whose call failed: its state may be broken.
+                let out = instance.call(function, index, args, rows, &self.limits)?;
+                pool.checkin(instance);
                 Ok(out)
             }
-            Err((row, error)) => {
-                // Never reuse an instance whose call failed: its state may be broken.
-                let stop = instance.store.data().stop;
-                drop(instance);
-                Err(match (error.downcast_ref::<Trap>(), stop) {
-                    (Some(Trap::Interrupt), Stop::Interrupted) => {
-                        CallError::Interrupted { function: export.full.clone() }
+            Kind::Component { component, pool } => {
+                let prepared = component::prepare(function, args)?;
+                let mut instance = match pool.checkout() {
+                    Some(instance) => instance,
+                    None => {
+                        tracing::debug!(plugin = %self.id, "instance pool empty: creating an instance on the caller's path");
+                        component
+                            .fresh_instance(&self.limits, &self.interrupted)
+                            .map_err(|e| e.into_call_error(function, &self.limits))?
                     }
-                    (Some(Trap::Interrupt), _) => {
-                        CallError::Timeout { function: export.full.clone(), budget: self.limits.call_timeout }
+                };
+                match instance.call(function, args, &prepared, rows, &self.limits) {
+                    Ok(column) => {
+                        pool.checkin(instance);
+                        component::result(function, column, rows)
                     }
-                    (Some(trap), _) => {
-                        CallError::Trap { function: export.full.clone(), row, message: trap.to_string() }
+                    Err((broken, error)) => {
+                        if !broken {
+                            pool.checkin(instance);
+                        }
+                        Err(error)
                     }
-                    (None, _) => CallError::Trap { function: export.full.clone(), row, message: format!("{error:#}") },
-                })
+                }
             }
         }
-    }
-
-    fn call_error_from_instance(&self, export: &Export, e: InstanceError) -> CallError {
-        let function = export.full.clone();
-        match e {
-            InstanceError::Interrupted => CallError::Interrupted { function },
-            InstanceError::Timeout => CallError::Instantiate { function, message: "`init` timed out".into() },
-            InstanceError::InitCode(code) => {
-                CallError::Instantiate { function, message: format!("`init` returned {code}") }
-            }
-            InstanceError::Memory { required } => CallError::Instantiate {
-                function,
-                message: format!(
-                    "needs {required} bytes of memory, over the limit of {}",
-                    self.limits.max_memory_bytes
-                ),
-            },
-            InstanceError::Trap(m) | InstanceError::Other(m) => CallError::Instantiate { function, message: m },
-        }
-    }
-
-    /// Create one instance: new store with limits and epoch callback,
-    /// instantiate, run `init` (under `init_timeout`), build kernels.
-    fn new_instance(&self) -> Result<PooledInstance, InstanceError> {
-        let pre = self.pre.as_ref().ok_or_else(|| InstanceError::Other("the plugin is not linked".into()))?;
-        let state = StoreState {
-            max_memory: usize::try_from(self.limits.max_memory_bytes).unwrap_or(usize::MAX),
-            memory_denied: None,
-            deadline: Instant::now(),
-            stop: Stop::None,
-            interrupted: Arc::clone(&self.interrupted),
-        };
-        let mut store = Store::new(engine(), state);
-        store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.epoch_deadline_callback(|mut cx| {
-            let data = cx.data_mut();
-            if data.interrupted.load(Ordering::Relaxed) {
-                data.stop = Stop::Interrupted;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            if Instant::now() >= data.deadline {
-                data.stop = Stop::Timeout;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
-        let mut instance = PooledInstance { store, kernels: Vec::new() };
-        let _running = instance.begin(self.limits.init_timeout);
-        let classify = |store: &Store<StoreState>, e: wasmtime::Error| {
-            if let Some(required) = store.data().memory_denied {
-                return InstanceError::Memory { required: required as u64 };
-            }
-            match (e.downcast_ref::<Trap>(), store.data().stop) {
-                (Some(Trap::Interrupt), Stop::Interrupted) => InstanceError::Interrupted,
-                (Some(Trap::Interrupt), _) => InstanceError::Timeout,
-                (Some(trap), _) => InstanceError::Trap(trap.to_string()),
-                (None, _) => InstanceError::Other(format!("{e:#}")),
-            }
-        };
-        let wasm = match pre.instantiate(&mut instance.store) {
-            Ok(i) => i,
-            Err(e) => return Err(classify(&instance.store, e)),
-        };
-        if self.has_init {
-            let init = wasm
-                .get_typed_func::<(), i32>(&mut instance.store, "init")
-                .map_err(|e| InstanceError::Other(format!("{e:#}")))?;
-            match init.call(&mut instance.store, ()) {
-                Ok(0) => {}
-                Ok(code) => return Err(InstanceError::InitCode(code)),
-                Err(e) => return Err(classify(&instance.store, e)),
-            }
-        }
-        for export in &self.exports {
-            let func = wasm
-                .get_func(&mut instance.store, &export.export)
-                .ok_or_else(|| InstanceError::Other(format!("export `{}` vanished", export.export)))?;
-            let k = kernel::make(func, &export.signature, &mut instance.store)
-                .map_err(|e| InstanceError::Other(format!("{e:#}")))?;
-            instance.kernels.push(k);
-        }
-        Ok(instance)
     }
 
     /// The link step with a typed error (what [`Plugin::link`] runs).
@@ -376,32 +365,13 @@ impl WasmPlugin {
         if self.state.load(Ordering::Acquire) != LOADED {
             return Err(LoadError::Lifecycle("link called twice"));
         }
-        let mut linker: Linker<StoreState> = Linker::new(engine());
-        for grant in self.grants.iter() {
-            let ty = FuncType::new(
-                engine(),
-                grant.params.iter().map(|t| val_type(*t)),
-                grant.results.iter().map(|t| val_type(*t)),
-            );
-            let body = Arc::clone(&grant.body);
-            linker
-                .func_new(&grant.module, &grant.name, ty, move |_caller, params, results| {
-                    body(params, results).map_err(|e| wasmtime::Error::msg(e.to_string()))
-                })
-                .map_err(|e| LoadError::Link { message: format!("{e:#}") })?;
-        }
-        for import in self.module.imports() {
-            let granted = self.grants.iter().any(|g| g.module == import.module() && g.name == import.name());
-            if !granted {
-                return Err(LoadError::ImportNotGranted {
-                    module: import.module().to_owned(),
-                    name: import.name().to_owned(),
-                    kind: describe_import(&import.ty()),
-                });
+        match &mut self.kind {
+            Kind::Module { module, .. } => module.link()?,
+            Kind::Component { component, .. } => {
+                let functions = component.link(&self.id, &self.limits, &self.interrupted)?;
+                self.set_functions(functions);
             }
         }
-        let pre = linker.instantiate_pre(&self.module).map_err(|e| LoadError::Link { message: format!("{e:#}") })?;
-        self.pre = Some(pre);
         for name in &self.names {
             cx.register_function(name.clone());
         }
@@ -418,46 +388,34 @@ impl WasmPlugin {
             _ => return Err(LoadError::Lifecycle("init called twice")),
         }
         let n = self.limits.prewarm_instances.max(1);
-        let mut created = Vec::with_capacity(n);
-        for _ in 0..n {
-            let instance = self.new_instance().map_err(|e| match e {
-                InstanceError::Memory { required } => {
-                    LoadError::MemoryTooLarge { required, limit: self.limits.max_memory_bytes }
+        let (limits, interrupted) = (&self.limits, &self.interrupted);
+        match &mut self.kind {
+            Kind::Module { module, pool } => {
+                let created = (0..n)
+                    .map(|_| module.new_instance(&self.functions, limits, interrupted))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.into_load_error(limits))?;
+                for (i, instance) in created.into_iter().enumerate() {
+                    pool.put(i, instance);
                 }
-                InstanceError::InitCode(code) => LoadError::Init { code },
-                InstanceError::Timeout | InstanceError::Interrupted => {
-                    LoadError::InitTimeout { budget: self.limits.init_timeout }
+            }
+            Kind::Component { component, pool } => {
+                let created = (0..n)
+                    .map(|_| component.ready_instance(limits, interrupted))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.into_load_error(limits))?;
+                for (i, instance) in created.into_iter().enumerate() {
+                    pool.put(i, instance);
                 }
-                InstanceError::Trap(message) => LoadError::InitTrap { message },
-                InstanceError::Other(message) => LoadError::Instantiate { message },
-            })?;
-            created.push(instance);
+            }
         }
-        for (i, instance) in created.into_iter().enumerate() {
-            self.pool.put(i, instance);
-        }
-        tracing::debug!(plugin = %self.id, instances = n, shards = self.pool.shards(), "WebAssembly generation initialized");
+        let shards = match &self.kind {
+            Kind::Module { pool, .. } => pool.shards(),
+            Kind::Component { pool, .. } => pool.shards(),
+        };
+        tracing::debug!(plugin = %self.id, format = %self.format(), instances = n, shards, "WebAssembly generation initialized");
         self.state.store(READY, Ordering::Release);
         Ok(())
-    }
-}
-
-fn val_type(t: ValueType) -> ValType {
-    match t {
-        ValueType::Int32 => ValType::I32,
-        ValueType::Int64 => ValType::I64,
-        ValueType::Float32 => ValType::F32,
-        ValueType::Float64 => ValType::F64,
-    }
-}
-
-fn describe_import(ty: &wasmtime::ExternType) -> String {
-    match ty {
-        wasmtime::ExternType::Func(f) => format!("function {f}"),
-        wasmtime::ExternType::Memory(_) => "memory".into(),
-        wasmtime::ExternType::Table(_) => "table".into(),
-        wasmtime::ExternType::Global(_) => "global".into(),
-        wasmtime::ExternType::Tag(_) => "tag".into(),
     }
 }
 
@@ -472,7 +430,10 @@ impl Plugin for WasmPlugin {
 
     fn shutdown(&self) {
         self.state.store(SHUT_DOWN, Ordering::Release);
-        self.pool.close();
+        match &self.kind {
+            Kind::Module { pool, .. } => pool.close(),
+            Kind::Component { pool, .. } => pool.close(),
+        }
     }
 
     fn interrupt(&self) -> bool {
@@ -481,7 +442,7 @@ impl Plugin for WasmPlugin {
     }
 }
 
-/// A [`ScalarPluginFn`] handle on one export of one [`WasmPlugin`]
+/// A [`ScalarPluginFn`] handle on one function of one [`WasmPlugin`]
 /// generation (kept alive by the handle).
 #[derive(Clone)]
 pub struct WasmFunction {
@@ -497,11 +458,11 @@ impl fmt::Debug for WasmFunction {
 
 impl ScalarPluginFn for WasmFunction {
     fn name(&self) -> &str {
-        &self.plugin.exports[self.index].full
+        &self.plugin.functions[self.index].full
     }
 
     fn signature(&self) -> &Signature {
-        &self.plugin.exports[self.index].signature
+        &self.plugin.functions[self.index].signature
     }
 
     fn invoke(&self, args: &[ArrayRef], rows: usize) -> Result<ArrayRef, CallError> {

@@ -1,26 +1,32 @@
-//! Where generations come from: [`WasmSource`] (bytes, text or a file), the
-//! load step (parse → validate → compile → classify exports), and granted
-//! host functions ([`HostFn`]).
+//! Where generations come from: [`WasmSource`] (bytes, text or a file, with
+//! limits, configuration text and granted host functions), the load step
+//! (read → parse text → tell module from component → validate and compile),
+//! and granted host functions ([`HostFn`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cutover::plugin::{BoxError, LinkContext, PluginSource};
 use cutover::PluginId;
-use wasmtime::{ExternType, Module, Val};
+use wasmtime::Val;
 
-use crate::engine::engine;
+use crate::component::{self, ComponentGen};
 use crate::error::LoadError;
-use crate::function::{Signature, ValueType};
+use crate::function::ValueType;
 use crate::limits::WasmLimits;
-use crate::plugin::{Export, WasmPlugin};
+use crate::module::{self, ModuleGen};
+use crate::plugin::{PluginFormat, WasmPlugin};
 
 type HostBody = dyn Fn(&[Val], &mut [Val]) -> Result<(), BoxError> + Send + Sync;
 
-/// A host function granted to plugins loaded from a [`WasmSource`]: the only
-/// way a plugin gets imports. Plugins importing anything not granted fail to
-/// load with [`LoadError::ImportNotGranted`].
+/// A host function granted to core modules loaded from a [`WasmSource`]: the
+/// only way a module gets imports. Modules importing anything not granted
+/// fail to load with [`LoadError::ImportNotGranted`]. Host functions take and
+/// return the numeric types only (`i32`, `i64`, `f32`, `f64`). (Components
+/// import the fixed interfaces of `wit/cutover-plugin.wit` and WASI instead;
+/// grants do not apply to them.)
 #[derive(Clone)]
 pub struct HostFn {
     pub(crate) module: String,
@@ -77,12 +83,14 @@ enum Input {
 /// A file source re-reads its file on every load, so reloading picks up the
 /// file's current contents. Text (`.wat`) and binary (`.wasm`) are both
 /// accepted, whatever the file name: binary is recognised by its `\0asm`
-/// magic.
+/// magic, and a core module is told from a component by the binary header's
+/// *layer* field (0: module, 1: component), for text after parsing.
 #[derive(Debug, Clone)]
 pub struct WasmSource {
     input: Input,
     limits: WasmLimits,
     grants: Arc<[HostFn]>,
+    config: Arc<str>,
 }
 
 impl WasmSource {
@@ -103,7 +111,22 @@ impl WasmSource {
     }
 
     fn new(input: Input) -> Self {
-        Self { input, limits: WasmLimits::default(), grants: Arc::from(Vec::new()) }
+        Self { input, limits: WasmLimits::default(), grants: Arc::from(Vec::new()), config: Arc::from("") }
+    }
+
+    /// Give every generation loaded from this source the configuration text
+    /// `config`: a component's `init(config)` receives it on every new
+    /// instance (the default is the empty string). Core modules have no
+    /// configuration and ignore it.
+    pub fn with_config(mut self, config: impl Into<String>) -> Self {
+        self.config = Arc::from(config.into());
+        self
+    }
+
+    /// The configuration text passed to a component's `init` (empty when
+    /// none was set).
+    pub fn config(&self) -> &str {
+        &self.config
     }
 
     /// Use `limits` for every generation loaded from this source.
@@ -112,7 +135,7 @@ impl WasmSource {
         self
     }
 
-    /// Grant a host function to plugins from this source.
+    /// Grant a host function to core modules from this source.
     pub fn grant(mut self, host_fn: HostFn) -> Self {
         let mut grants = self.grants.to_vec();
         grants.push(host_fn);
@@ -142,20 +165,32 @@ impl WasmSource {
         }
     }
 
-    /// The load step: read, parse, validate, compile and classify exports.
-    /// The result still needs [`Plugin::link`](cutover::plugin::Plugin::link) and [`Plugin::init`](cutover::plugin::Plugin::init) (the
-    /// reload transaction calls them), or use [`load_ready`](Self::load_ready).
+    /// The load step: read, parse text, tell module from component, validate
+    /// and compile; for a module, classify its exports; for a component,
+    /// check that it exports the `scalar` interface. The result still needs
+    /// [`Plugin::link`](cutover::plugin::Plugin::link) and
+    /// [`Plugin::init`](cutover::plugin::Plugin::init) (the reload
+    /// transaction calls them), or use [`load_ready`](Self::load_ready).
     pub fn load_plugin(&self, id: &PluginId) -> Result<WasmPlugin, LoadError> {
-        let bytes: std::borrow::Cow<'_, [u8]> = match &self.input {
-            Input::Bytes(b) => std::borrow::Cow::Borrowed(b),
-            Input::File(path) => std::borrow::Cow::Owned(
+        let bytes: Cow<'_, [u8]> = match &self.input {
+            Input::Bytes(b) => Cow::Borrowed(b),
+            Input::File(path) => Cow::Owned(
                 std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?,
             ),
         };
-        let module = compile(&bytes)?;
-        let exports = classify_exports(id, &module)?;
-        check_memory(&module, &self.limits)?;
-        Ok(WasmPlugin::new(id.clone(), module, exports, self.limits.clone(), self.grants.clone()))
+        let binary = to_binary(&bytes)?;
+        match format_of(&binary) {
+            PluginFormat::Module => {
+                let compiled = module::compile(&binary)?;
+                let (module, functions) = ModuleGen::load(id, compiled, &self.limits, self.grants.clone())?;
+                Ok(WasmPlugin::module(id.clone(), module, functions, self.limits.clone()))
+            }
+            PluginFormat::Component => {
+                let compiled = component::compile(&binary)?;
+                let component = ComponentGen::load(id, compiled, self.config.clone(), &self.limits)?;
+                Ok(WasmPlugin::component(id.clone(), component, self.limits.clone()))
+            }
+        }
     }
 
     /// Load, link (with an empty [`LinkContext`]) and initialize: a
@@ -175,80 +210,34 @@ impl PluginSource<WasmPlugin> for WasmSource {
     }
 }
 
-/// Parse (text), validate and compile on the shared engine.
-fn compile(bytes: &[u8]) -> Result<Module, LoadError> {
-    let binary: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(b"\0asm") {
-        std::borrow::Cow::Borrowed(bytes)
-    } else {
-        match wat::parse_bytes(bytes) {
-            Ok(b) => b,
-            Err(e) => return Err(LoadError::Parse { message: e.to_string() }),
-        }
-    };
-    Module::validate(engine(), &binary).map_err(|e| LoadError::Validate { message: format!("{e:#}") })?;
-    Module::from_binary(engine(), &binary).map_err(|e| LoadError::Compile { message: format!("{e:#}") })
+/// WebAssembly binary as is; text parsed (a module or a component).
+fn to_binary(bytes: &[u8]) -> Result<Cow<'_, [u8]>, LoadError> {
+    if bytes.starts_with(b"\0asm") {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    wat::parse_bytes(bytes).map_err(|e| LoadError::Parse { message: e.to_string() })
 }
 
-fn classify_exports(id: &PluginId, module: &Module) -> Result<Vec<Export>, LoadError> {
-    let mut exports = Vec::new();
-    for export in module.exports() {
-        let name = export.name();
-        let ty = export.ty();
-        if name == "init" {
-            let ok = matches!(&ty, ExternType::Func(f)
-                if f.params().len() == 0 && f.results().len() == 1
-                    && matches!(f.results().next(), Some(wasmtime::ValType::I32)));
-            if !ok {
-                return Err(LoadError::InitSignature { found: describe(&ty) });
-            }
-            continue;
-        }
-        let scalar = match &ty {
-            ExternType::Func(f) => {
-                let params: Option<Vec<ValueType>> = f.params().map(|p| ValueType::from_val_type(&p)).collect();
-                let results: Option<Vec<ValueType>> = f.results().map(|r| ValueType::from_val_type(&r)).collect();
-                match (params, results.as_deref()) {
-                    (Some(params), Some([result])) => Some(Signature::new(params, *result)),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        match scalar {
-            Some(signature) => {
-                exports.push(Export { export: name.to_owned(), full: format!("{id}.{name}"), signature })
-            }
-            None => tracing::warn!(
-                plugin = %id,
-                export = name,
-                ty = %describe(&ty),
-                "ignoring WebAssembly export that is not a scalar function ((i32|i64|f32|f64)* -> one result)"
-            ),
-        }
-    }
-    if exports.is_empty() {
-        return Err(LoadError::NoFunctions);
-    }
-    Ok(exports)
-}
-
-fn describe(ty: &ExternType) -> String {
-    match ty {
-        ExternType::Func(f) => f.to_string(),
-        ExternType::Memory(_) => "memory".into(),
-        ExternType::Table(_) => "table".into(),
-        ExternType::Global(_) => "global".into(),
-        ExternType::Tag(_) => "tag".into(),
+/// The format of a binary, by its header: `\0asm`, a 16-bit version, and a
+/// 16-bit *layer*, 0 for core modules and 1 for components. Anything else is
+/// treated as a module (validation then reports what is wrong).
+pub(crate) fn format_of(binary: &[u8]) -> PluginFormat {
+    match binary.get(6..8) {
+        Some([1, 0]) => PluginFormat::Component,
+        _ => PluginFormat::Module,
     }
 }
 
-fn check_memory(module: &Module, limits: &WasmLimits) -> Result<(), LoadError> {
-    let needs = module.resources_required();
-    if let Some(pages) = needs.max_initial_memory_size {
-        let required = pages.saturating_mul(64 * 1024);
-        if required > limits.max_memory_bytes {
-            return Err(LoadError::MemoryTooLarge { required, limit: limits.max_memory_bytes });
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_is_read_from_the_header() {
+        let module = to_binary(b"(module)").unwrap();
+        let component = to_binary(b"(component)").unwrap();
+        assert_eq!(format_of(&module), PluginFormat::Module);
+        assert_eq!(format_of(&component), PluginFormat::Component);
+        assert_eq!(format_of(b"\0asm"), PluginFormat::Module);
     }
-    Ok(())
 }

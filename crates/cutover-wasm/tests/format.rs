@@ -91,7 +91,7 @@ fn floats_and_three_argument_functions() {
     let b: ArrayRef = Arc::new(Int32Array::from(vec![10, 20, 30]));
     let c: ArrayRef = Arc::new(Int32Array::from(vec![100, 200, 300]));
     let f = plugin.function("math.sum3").unwrap();
-    assert_eq!(f.signature().to_string(), "(i32, i32, i32) -> i32");
+    assert_eq!(f.signature().to_string(), "(int32, int32, int32) -> int32");
     let out = f.invoke(&[a, b, c], 3).unwrap();
     assert_eq!(
         out.as_any().downcast_ref::<Int32Array>().unwrap().iter().collect::<Vec<_>>(),

@@ -5,7 +5,9 @@ mod common;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arrow_array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array};
+use arrow_array::{
+    ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+};
 use common::*;
 use cutover_wasm::{ValueType, WasmLimits, WasmSource};
 use proptest::prelude::*;
@@ -29,6 +31,9 @@ fn column(ty: ValueType) -> ArrayRef {
         ValueType::Int64 => Arc::new(Int64Array::from(vec![Some(0), None, Some(-1), Some(i64::MIN)])),
         ValueType::Float32 => Arc::new(Float32Array::from(vec![Some(0.0), None, Some(-1.5), Some(f32::NAN)])),
         ValueType::Float64 => Arc::new(Float64Array::from(vec![Some(0.0), None, Some(-1.5), Some(f64::INFINITY)])),
+        ValueType::Boolean => Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)])),
+        ValueType::Utf8 => Arc::new(StringArray::from(vec![Some(""), None, Some("é"), Some("x")])),
+        ValueType::Binary => Arc::new(BinaryArray::from(vec![Some(&b""[..]), None, Some(&[0xff][..]), Some(b"x")])),
     }
 }
 

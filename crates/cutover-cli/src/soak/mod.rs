@@ -30,7 +30,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use arrow_array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array};
+use arrow_array::{
+    ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+};
 use cutover::{
     host::{Host, ReloadDiscipline, ReloadOptions},
     PluginId,
@@ -397,6 +399,12 @@ fn arguments(signature: &Signature, rows: usize) -> Vec<ArrayRef> {
                 ValueType::Int64 => Arc::new(Int64Array::from(ints.collect::<Vec<_>>())),
                 ValueType::Float32 => Arc::new(Float32Array::from(floats.map(|v| v as f32).collect::<Vec<_>>())),
                 ValueType::Float64 => Arc::new(Float64Array::from(floats.collect::<Vec<_>>())),
+                ValueType::Boolean => Arc::new(BooleanArray::from(ints.map(|v| v % 2 == 0).collect::<Vec<_>>())),
+                ValueType::Utf8 => Arc::new(StringArray::from(ints.map(|v| format!("s{v}")).collect::<Vec<_>>())),
+                ValueType::Binary => {
+                    let values: Vec<Vec<u8>> = ints.map(|v| v.to_le_bytes().to_vec()).collect();
+                    Arc::new(BinaryArray::from_iter_values(values))
+                }
             }
         })
         .collect()
