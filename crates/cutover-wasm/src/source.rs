@@ -78,9 +78,16 @@ enum Input {
 /// file's current contents. Text (`.wat`) and binary (`.wasm`) are both
 /// accepted, whatever the file name: binary is recognised by its `\0asm`
 /// magic.
+///
+/// Load errors name where the module came from: the file's path for a file
+/// source, or the name given with [`with_name`](Self::with_name) (e.g. the
+/// path a host read the bytes from), so a text parse error points at
+/// `plugins/math.wat:3:5` rather than at an anonymous input.
 #[derive(Debug, Clone)]
 pub struct WasmSource {
     input: Input,
+    /// Shown in load errors; the path for a file source.
+    name: Option<Arc<str>>,
     limits: WasmLimits,
     grants: Arc<[HostFn]>,
 }
@@ -97,13 +104,42 @@ impl WasmSource {
     }
 
     /// A source reading `path` (`.wat` or `.wasm`) on every load. Its
-    /// [`id`](Self::id) is the file stem.
+    /// [`id`](Self::id) is the file stem, and load errors name the path.
     pub fn from_file(path: impl Into<PathBuf>) -> Self {
-        Self::new(Input::File(path.into()))
+        let path = path.into();
+        let name = Arc::from(path.display().to_string());
+        Self { name: Some(name), ..Self::new(Input::File(path)) }
     }
 
     fn new(input: Input) -> Self {
-        Self { input, limits: WasmLimits::default(), grants: Arc::from(Vec::new()) }
+        Self { input, name: None, limits: WasmLimits::default(), grants: Arc::from(Vec::new()) }
+    }
+
+    /// Name this source in load errors (parse errors show it as
+    /// `name:line:column`): typically the path the bytes of
+    /// [`from_bytes`](Self::from_bytes) were read from. It replaces the path
+    /// a file source names by default. Only messages change; the
+    /// [`id`](Self::id) and the file read stay the same.
+    ///
+    /// ```
+    /// use cutover::PluginId;
+    /// use cutover_wasm::WasmSource;
+    ///
+    /// let source = WasmSource::from_wat("(module (func (export \"f\") (result i32)))")
+    ///     .with_name("plugins/broken.wat");
+    /// let err = source.load_plugin(&PluginId::new("broken")).unwrap_err();
+    /// assert!(err.to_string().contains("plugins/broken.wat:1:"), "{err}");
+    /// ```
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// The name load errors use: the one given to
+    /// [`with_name`](Self::with_name), else the path of a file source;
+    /// `None` for unnamed bytes.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// Use `limits` for every generation loaded from this source.
@@ -152,7 +188,7 @@ impl WasmSource {
                 std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?,
             ),
         };
-        let module = compile(&bytes)?;
+        let module = compile(&bytes, self.name())?;
         let exports = classify_exports(id, &module)?;
         check_memory(&module, &self.limits)?;
         Ok(WasmPlugin::new(id.clone(), module, exports, self.limits.clone(), self.grants.clone()))
@@ -175,18 +211,25 @@ impl PluginSource<WasmPlugin> for WasmSource {
     }
 }
 
-/// Parse (text), validate and compile on the shared engine.
-fn compile(bytes: &[u8]) -> Result<Module, LoadError> {
+/// Parse (text), validate and compile on the shared engine. `name` (a path,
+/// usually) is named in the error messages.
+fn compile(bytes: &[u8], name: Option<&str>) -> Result<Module, LoadError> {
     let binary: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(b"\0asm") {
         std::borrow::Cow::Borrowed(bytes)
     } else {
-        match wat::parse_bytes(bytes) {
+        // With a path the parser's message reads `--> path:line:column`
+        // instead of `--> <anon>:line:column`.
+        match wat::Parser::new().parse_bytes(name.map(Path::new), bytes) {
             Ok(b) => b,
             Err(e) => return Err(LoadError::Parse { message: e.to_string() }),
         }
     };
-    Module::validate(engine(), &binary).map_err(|e| LoadError::Validate { message: format!("{e:#}") })?;
-    Module::from_binary(engine(), &binary).map_err(|e| LoadError::Compile { message: format!("{e:#}") })
+    let named = |e: wasmtime::Error| match name {
+        Some(name) => format!("`{name}`: {e:#}"),
+        None => format!("{e:#}"),
+    };
+    Module::validate(engine(), &binary).map_err(|e| LoadError::Validate { message: named(e) })?;
+    Module::from_binary(engine(), &binary).map_err(|e| LoadError::Compile { message: named(e) })
 }
 
 fn classify_exports(id: &PluginId, module: &Module) -> Result<Vec<Export>, LoadError> {
