@@ -91,13 +91,22 @@ fn calls_over(h: &Histogram<u64>, ns: u64) -> u64 {
     h.len().saturating_sub(h.count_between(0, ns))
 }
 
+/// `1 reload`, `2 reloads`.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The reloads, as the header says them: which versions, in what order.
 fn reload_plan(o: &Outcome) -> String {
-    let n = o.reloads.len();
+    let n = plural(o.reloads.len() as u64, "reload");
     match o.versions.as_slice() {
-        [one] => format!("{n} reloads of the same version, {one} (each loads it again)"),
-        [a, b] => format!("{n} reloads alternating {a} / {b}"),
-        all => format!("{n} reloads cycling through {}", all.join(" / ")),
+        [one] => format!("{n} of the same version, {one} (each loads it again)"),
+        [a, b] => format!("{n} alternating {a} / {b}"),
+        all => format!("{n} cycling through {}", all.join(" / ")),
     }
 }
 
@@ -122,11 +131,12 @@ fn slow_call_note(o: &Outcome) -> Option<String> {
         None => "the reloads did not cause it (how busy the machine was is unknown here)".to_owned(),
     };
     Some(format!(
-        "note: the slowest call ({}) took {:.0}× the slowest call during a reload ({}); {slow} calls ({:.4}%) took \
-         over 1 ms; {cause}.",
+        "note: the slowest call ({}) took {:.0}× the slowest call during a reload ({}); {} ({:.4}%) took over 1 ms; \
+         {cause}.",
         human_ns(max),
         max as f64 / window_max.max(1) as f64,
         human_ns(window_max),
+        plural(slow, "call"),
         slow as f64 * 100.0 / s.calls.max(1) as f64,
     ))
 }
@@ -201,7 +211,7 @@ pub(crate) fn table(o: &Outcome) -> String {
     row(
         &mut out,
         "generations",
-        format!("{generations} (the first + {} successful reloads); {served}", n(&j["reloads"])),
+        format!("{generations} (the first + {}); {served}", plural(n(&j["reloads"]), "successful reload")),
     );
     let slow = n(&j["calls_over_1ms"]);
     row(
@@ -258,7 +268,100 @@ pub(crate) fn table(o: &Outcome) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::wrap;
+    use std::{collections::BTreeMap, time::Duration};
+
+    use super::{reload_plan, slow_call_note, table, wrap};
+    use crate::soak::{histogram, Outcome, ReloadRecord, StatsView};
+
+    /// A run of 1,000 calls at 2 µs, one of them `slowest_ns`; calls during
+    /// reloads at most `reload_max_ns`.
+    fn outcome(versions: &[&str], slowest_ns: u64, reload_max_ns: u64, other_cores: Option<f64>) -> Outcome {
+        let mut latency = histogram();
+        latency.record_n(2_000, 999).unwrap();
+        latency.record(slowest_ns).unwrap();
+        let mut reload_window = histogram();
+        reload_window.record_n(2_000, 99).unwrap();
+        reload_window.record(reload_max_ns).unwrap();
+        let reload = ReloadRecord {
+            at: Duration::from_millis(500),
+            generation: Some(2),
+            outcome: "drained".into(),
+            cutover: Some(Duration::from_micros(5)),
+            drain: Some(Duration::from_micros(30)),
+            total: Duration::from_millis(5),
+            error: None,
+        };
+        Outcome {
+            plugin: "math".into(),
+            function: "math.mul3".into(),
+            versions: versions.iter().map(|v| (*v).to_owned()).collect(),
+            threads: 2,
+            rows: 64,
+            duration: Duration::from_secs(1),
+            window: Duration::from_millis(100),
+            stats: StatsView {
+                calls: 1_000,
+                failed: 0,
+                wrong: 0,
+                stale: 0,
+                latency,
+                reload_window,
+                per_generation: BTreeMap::from([(1, 500), (2, 500)]),
+                windows: Vec::new(),
+                errors: Vec::new(),
+            },
+            reloads: vec![reload],
+            cutovers: vec![(Duration::from_millis(505), 2)],
+            drains: vec![(Duration::from_millis(506), 1)],
+            final_generation: 2,
+            other_cores,
+        }
+    }
+
+    #[test]
+    fn the_header_says_how_versions_are_reloaded() {
+        assert_eq!(
+            reload_plan(&outcome(&["a.wat"], 3_000, 3_000, None)),
+            "1 reload of the same version, a.wat (each loads it again)"
+        );
+        assert_eq!(
+            reload_plan(&outcome(&["a.wat", "b.wat"], 3_000, 3_000, None)),
+            "1 reload alternating a.wat / b.wat"
+        );
+        assert_eq!(
+            reload_plan(&outcome(&["a.wat", "b.wat", "c.wat"], 3_000, 3_000, None)),
+            "1 reload cycling through a.wat / b.wat / c.wat"
+        );
+    }
+
+    #[test]
+    fn a_slowest_call_far_above_the_reload_window_gets_a_note() {
+        // 50 ms against 1 ms during reloads, on a busy machine.
+        let busy = slow_call_note(&outcome(&["a", "b"], 50_000_000, 1_000_000, Some(1.2))).expect("a note");
+        assert!(busy.contains("50.0 ms") && busy.contains("1.0 ms"), "{busy}");
+        assert!(busy.contains("1 call (0.1000%) took over 1 ms"), "{busy}");
+        assert!(busy.contains("other processes kept 1.2"), "{busy}");
+        let quiet = slow_call_note(&outcome(&["a", "b"], 50_000_000, 1_000_000, Some(0.01))).expect("a note");
+        assert!(quiet.contains("quiet"), "{quiet}");
+        // Comparable maxima: no note.
+        assert_eq!(slow_call_note(&outcome(&["a", "b"], 2_000_000, 1_000_000, Some(1.2))), None);
+        // The table carries it, wrapped.
+        let t = table(&outcome(&["a", "b"], 50_000_000, 1_000_000, Some(1.2)));
+        assert!(t.contains("  note: the slowest call"), "{t}");
+        assert!(t.lines().all(|l| l.chars().count() <= 100), "{t}");
+    }
+
+    #[test]
+    fn the_table_labels_say_what_was_measured() {
+        let t = table(&outcome(&["a", "b"], 3_000, 3_000, Some(0.1)));
+        assert!(t.contains("cutover (swap + drain start)"), "{t}");
+        assert!(
+            t.contains("generations                  2 (the first + 1 successful reload); each served calls"),
+            "{t}"
+        );
+        assert!(t.contains("calls over 1 ms              0 (0.0000% of calls)"), "{t}");
+        assert!(!t.contains("note:"), "{t}");
+    }
 
     #[test]
     fn notes_wrap_at_the_width_with_indents() {
