@@ -81,3 +81,66 @@ fn soak_rejects_a_missing_directory() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the plugin directory"));
 }
+
+/// `mul3`, except that each instance traps from its second batch of 8 rows
+/// on (a per-instance row counter): the trial call before the soak passes,
+/// and calls during the soak fail as soon as an instance is reused.
+const TRAPS_ON_REUSE: &str = r#"(module
+  (global $rows (mut i32) (i32.const 0))
+  (func (export "mul3") (param $x i64) (result i64)
+    global.get $rows
+    i32.const 1
+    i32.add
+    global.set $rows
+    global.get $rows
+    i32.const 8
+    i32.gt_u
+    if
+      unreachable
+    end
+    local.get $x
+    i64.const 3
+    i64.mul))"#;
+
+#[test]
+fn soak_exits_non_zero_when_calls_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("calc.wat"), TRAPS_ON_REUSE).unwrap();
+    let (status, r, stderr) = soak(&[
+        "--plugins",
+        dir.path().to_str().unwrap(),
+        "--threads",
+        "1",
+        "--duration",
+        "1",
+        "--reloads",
+        "2",
+        "--rows",
+        "8",
+    ]);
+    assert!(!status.success(), "failed calls must fail the run: {r}\n{stderr}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["failed"].as_u64().unwrap() > 0, "{r}");
+    let first = r["errors"][0].as_str().unwrap_or_default();
+    assert!(first.contains("trapped"), "the first error says why: {r}");
+}
+
+#[test]
+fn soak_with_one_version_says_it_reloads_the_same_version() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("calc.wat"), common::math_version(0)).unwrap();
+    let out = Command::new(common::binary())
+        .args(["soak", "--plugins"])
+        .arg(dir.path())
+        .args(["--threads", "1", "--duration", "1", "--reloads", "3"])
+        .output()
+        .expect("run cutover soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 reloads of the same version, calc.wat"), "{stdout}");
+    assert!(!stdout.contains("alternating"), "{stdout}");
+    assert!(stdout.contains("generations                  4 (the first + 3 successful reloads)"), "{stdout}");
+    assert!(stdout.contains("cutover (swap + drain start)"), "{stdout}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+}

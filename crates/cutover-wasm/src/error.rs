@@ -313,3 +313,12 @@ pub enum CallError {
         message: String,
     },
 }
+
+/// A wasmtime error's full message, prefixed with the source's name (a path,
+/// usually) when it has one.
+pub(crate) fn named(name: Option<&str>, e: wasmtime::Error) -> String {
+    match name {
+        Some(name) => format!("`{name}`: {e:#}"),
+        None => format!("{e:#}"),
+    }
+}

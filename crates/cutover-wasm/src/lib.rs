@@ -94,6 +94,29 @@
 //!   serving. (`init` runs once per *instance*, see below, so every instance
 //!   starts from the same state; the load fails if any prewarmed instance's
 //!   `init` fails.)
+//!
+//! ## `init`: its time budget, and how often it runs
+//!
+//! - **Budget**: 5 s per run by default ([`WasmLimits::init_timeout`], set
+//!   with [`WasmLimits::init_timeout`](WasmLimits::init_timeout()) on
+//!   [`WasmSource::with_limits`]). An `init` that runs past it (an infinite
+//!   loop, say) is stopped by epoch interruption and the load fails with
+//!   [`LoadError::InitTimeout`]; the old generation keeps serving.
+//! - **Once per prewarmed instance**: the init step of a (re)load creates
+//!   [`WasmLimits::prewarm_instances`] instances (default: the available
+//!   cores, 2 to 16) one after another, and runs `init` in each. So the init
+//!   phase of a reload takes about `prewarm_instances × (instantiation +
+//!   init)`, and the budget applies to each run, not to their sum: with 16
+//!   instances and an `init` of 1 s, a reload spends 16 s initializing
+//!   before its cutover (the old generation serves meanwhile).
+//! - **And once per instance created later**: when more threads call at
+//!   once than there are idle instances, the extra instance is created on
+//!   the calling thread, which runs `init` too (under the same budget)
+//!   before its call. Keep `init` short (microseconds to milliseconds), or
+//!   raise `prewarm_instances` to the peak number of concurrent callers.
+//! - `init` must be deterministic enough that every instance ends up in an
+//!   equivalent state: instances share nothing, and any instance may serve
+//!   any call.
 //! - Exports of any other shape are ignored with a `tracing` warning.
 //! - Imports must be granted host functions ([`WasmSource::grant`]).
 //!

@@ -19,17 +19,24 @@ pub struct WasmLimits {
     /// granularity of about 1 ms. Exceeding it fails the call with
     /// [`CallError::Timeout`](crate::CallError::Timeout).
     pub call_timeout: Duration,
-    /// Time budget of the `init` export, per instance. Exceeding it fails
-    /// the load with [`LoadError::InitTimeout`](crate::LoadError::InitTimeout).
+    /// Time budget of the `init` export, per run (default 5 s). `init` runs
+    /// once per instance: for each of the
+    /// [`prewarm_instances`](Self::prewarm_instances) at every (re)load, one
+    /// after another, and for each instance created later on a caller's
+    /// path; the budget applies to each run, not to their sum. Exceeding it
+    /// fails the load with [`LoadError::InitTimeout`](crate::LoadError::InitTimeout)
+    /// (or, for an instance created for a call, fails that call).
     pub init_timeout: Duration,
     /// Maximum linear memory per instance, in bytes. A module whose initial
     /// memory is larger fails to load
     /// ([`LoadError::MemoryTooLarge`](crate::LoadError::MemoryTooLarge));
     /// `memory.grow` past it returns -1 to the plugin.
     pub max_memory_bytes: u64,
-    /// Instances created (and `init`ialized) when a generation initializes,
+    /// Instances created (and `init`ialized, one after another, each within
+    /// [`init_timeout`](Self::init_timeout)) when a generation initializes,
     /// before its cutover, so callers never instantiate on their path in the
-    /// steady state.
+    /// steady state. A reload's init phase takes about this many times one
+    /// instantiation plus one `init`.
     pub prewarm_instances: usize,
     /// Maximum idle instances kept per generation; beyond it, instances
     /// returned after a call are dropped.

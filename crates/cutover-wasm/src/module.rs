@@ -35,10 +35,11 @@ pub(crate) struct ModuleGen {
 }
 
 /// Validate and compile a core module binary on the shared engine.
-pub(crate) fn compile(binary: &[u8]) -> Result<Module, LoadError> {
+pub(crate) fn compile(binary: &[u8], name: Option<&str>) -> Result<Module, LoadError> {
     let format = PluginFormat::Module;
-    Module::validate(engine(), binary).map_err(|e| LoadError::Validate { format, message: format!("{e:#}") })?;
-    Module::from_binary(engine(), binary).map_err(|e| LoadError::Compile { format, message: format!("{e:#}") })
+    let message = |e: wasmtime::Error| crate::error::named(name, e);
+    Module::validate(engine(), binary).map_err(|e| LoadError::Validate { format, message: message(e) })?;
+    Module::from_binary(engine(), binary).map_err(|e| LoadError::Compile { format, message: message(e) })
 }
 
 impl ModuleGen {

@@ -85,9 +85,16 @@ enum Input {
 /// accepted, whatever the file name: binary is recognised by its `\0asm`
 /// magic, and a core module is told from a component by the binary header's
 /// *layer* field (0: module, 1: component), for text after parsing.
+///
+/// Load errors name where the module came from: the file's path for a file
+/// source, or the name given with [`with_name`](Self::with_name) (e.g. the
+/// path a host read the bytes from), so a text parse error points at
+/// `plugins/math.wat:3:5` rather than at an anonymous input.
 #[derive(Debug, Clone)]
 pub struct WasmSource {
     input: Input,
+    /// Shown in load errors; the path for a file source.
+    name: Option<Arc<str>>,
     limits: WasmLimits,
     grants: Arc<[HostFn]>,
     config: Arc<str>,
@@ -105,13 +112,15 @@ impl WasmSource {
     }
 
     /// A source reading `path` (`.wat` or `.wasm`) on every load. Its
-    /// [`id`](Self::id) is the file stem.
+    /// [`id`](Self::id) is the file stem, and load errors name the path.
     pub fn from_file(path: impl Into<PathBuf>) -> Self {
-        Self::new(Input::File(path.into()))
+        let path = path.into();
+        let name = Arc::from(path.display().to_string());
+        Self { name: Some(name), ..Self::new(Input::File(path)) }
     }
 
     fn new(input: Input) -> Self {
-        Self { input, limits: WasmLimits::default(), grants: Arc::from(Vec::new()), config: Arc::from("") }
+        Self { input, name: None, limits: WasmLimits::default(), grants: Arc::from(Vec::new()), config: Arc::from("") }
     }
 
     /// Give every generation loaded from this source the configuration text
@@ -127,6 +136,34 @@ impl WasmSource {
     /// none was set).
     pub fn config(&self) -> &str {
         &self.config
+    }
+
+
+    /// Name this source in load errors (parse errors show it as
+    /// `name:line:column`): typically the path the bytes of
+    /// [`from_bytes`](Self::from_bytes) were read from. It replaces the path
+    /// a file source names by default. Only messages change; the
+    /// [`id`](Self::id) and the file read stay the same.
+    ///
+    /// ```
+    /// use cutover::PluginId;
+    /// use cutover_wasm::WasmSource;
+    ///
+    /// let source = WasmSource::from_wat("(module (func (export \"f\") (result i32)))")
+    ///     .with_name("plugins/broken.wat");
+    /// let err = source.load_plugin(&PluginId::new("broken")).unwrap_err();
+    /// assert!(err.to_string().contains("plugins/broken.wat:1:"), "{err}");
+    /// ```
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// The name load errors use: the one given to
+    /// [`with_name`](Self::with_name), else the path of a file source;
+    /// `None` for unnamed bytes.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// Use `limits` for every generation loaded from this source.
@@ -178,15 +215,15 @@ impl WasmSource {
                 std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?,
             ),
         };
-        let binary = to_binary(&bytes)?;
+        let binary = to_binary(&bytes, self.name())?;
         match format_of(&binary) {
             PluginFormat::Module => {
-                let compiled = module::compile(&binary)?;
+                let compiled = module::compile(&binary, self.name())?;
                 let (module, functions) = ModuleGen::load(id, compiled, &self.limits, self.grants.clone())?;
                 Ok(WasmPlugin::module(id.clone(), module, functions, self.limits.clone()))
             }
             PluginFormat::Component => {
-                let compiled = component::compile(&binary)?;
+                let compiled = component::compile(&binary, self.name())?;
                 let component = ComponentGen::load(id, compiled, self.config.clone(), &self.limits)?;
                 Ok(WasmPlugin::component(id.clone(), component, self.limits.clone()))
             }
@@ -210,12 +247,14 @@ impl PluginSource<WasmPlugin> for WasmSource {
     }
 }
 
-/// WebAssembly binary as is; text parsed (a module or a component).
-fn to_binary(bytes: &[u8]) -> Result<Cow<'_, [u8]>, LoadError> {
+/// WebAssembly binary as is; text parsed (a module or a component). `name`
+/// (a path, usually) is named in parse errors: `--> path:line:column`
+/// instead of `--> <anon>:line:column`.
+fn to_binary<'a>(bytes: &'a [u8], name: Option<&str>) -> Result<Cow<'a, [u8]>, LoadError> {
     if bytes.starts_with(b"\0asm") {
         return Ok(Cow::Borrowed(bytes));
     }
-    wat::parse_bytes(bytes).map_err(|e| LoadError::Parse { message: e.to_string() })
+    wat::Parser::new().parse_bytes(name.map(Path::new), bytes).map_err(|e| LoadError::Parse { message: e.to_string() })
 }
 
 /// The format of a binary, by its header: `\0asm`, a 16-bit version, and a
@@ -234,8 +273,8 @@ mod tests {
 
     #[test]
     fn format_is_read_from_the_header() {
-        let module = to_binary(b"(module)").unwrap();
-        let component = to_binary(b"(component)").unwrap();
+        let module = to_binary(b"(module)", None).unwrap();
+        let component = to_binary(b"(component)", None).unwrap();
         assert_eq!(format_of(&module), PluginFormat::Module);
         assert_eq!(format_of(&component), PluginFormat::Component);
         assert_eq!(format_of(b"\0asm"), PluginFormat::Module);

@@ -1,8 +1,9 @@
 //! `cutover soak`: calls under continuous reload, measured.
 //!
 //! N threads call one plugin function as fast as they can for the duration,
-//! while K reloads, spread evenly over it, alternate the plugin between its
-//! versions through the host's reload transaction. Every call is timed and
+//! while K reloads, spread evenly over it, cycle the plugin through its
+//! versions (with a single version, each reload loads that version again)
+//! through the host's reload transaction. Every call is timed and
 //! checked:
 //!
 //! * **failed**: the call returned an error, found no plugin, or returned a
@@ -14,6 +15,7 @@
 //!
 //! Both must be 0; the command exits non-zero otherwise.
 
+mod machine;
 mod plot;
 mod report;
 
@@ -59,7 +61,8 @@ pub struct SoakArgs {
     /// How long to call, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_duration)]
     pub duration: f64,
-    /// Reloads, spread evenly over the duration, alternating versions.
+    /// Reloads, spread evenly over the duration, cycling through the
+    /// versions (with one version, each reload loads it again).
     #[arg(long, value_name = "K", default_value_t = 20)]
     pub reloads: u32,
     /// Rows per call (each call applies the function to a batch).
@@ -252,6 +255,8 @@ pub(crate) struct Outcome {
     pub(crate) cutovers: Vec<(Duration, u64)>,
     pub(crate) drains: Vec<(Duration, u64)>,
     pub(crate) final_generation: u64,
+    /// Cores other processes kept busy on average during the run, if known.
+    pub(crate) other_cores: Option<f64>,
 }
 
 /// The merged measurements.
@@ -435,6 +440,7 @@ fn soak(
     let expected: Arc<Vec<ArrayRef>> = Arc::new(versions.iter().map(|v| Arc::clone(&v.expected)).collect());
 
     let progress = progress_bar(duration, args.json);
+    let cpu = machine::CpuProbe::start();
     let (stats, reloads) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..args.threads)
             .map(|_| {
@@ -478,6 +484,7 @@ fn soak(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    let other_cores = cpu.other_cores();
     let final_generation = host.lease(id).map_or(0, |l| l.generation());
     let cutovers = lock(&timeline.cutovers).clone();
     let drains = lock(&timeline.drains).clone();
@@ -504,6 +511,7 @@ fn soak(
         cutovers,
         drains,
         final_generation,
+        other_cores,
     })
 }
 
@@ -582,7 +590,7 @@ fn caller(
 }
 
 /// The reloading thread: `reloads` reloads spread over `duration`,
-/// alternating versions; generation g runs version (g - 1) mod n.
+/// cycling through the versions; generation g runs version (g - 1) mod n.
 fn reloader(
     host: &Host<WasmPlugin>,
     id: &PluginId,

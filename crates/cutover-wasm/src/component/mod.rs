@@ -59,9 +59,9 @@ pub(crate) struct ComponentGen {
 }
 
 /// Validate and compile a component binary on the shared engine.
-pub(crate) fn compile(binary: &[u8]) -> Result<Component, LoadError> {
+pub(crate) fn compile(binary: &[u8], name: Option<&str>) -> Result<Component, LoadError> {
     Component::from_binary(engine(), binary)
-        .map_err(|e| LoadError::Validate { format: PluginFormat::Component, message: format!("{e:#}") })
+        .map_err(|e| LoadError::Validate { format: PluginFormat::Component, message: crate::error::named(name, e) })
 }
 
 fn exports_of(component: &Component) -> String {
