@@ -13,7 +13,7 @@ use std::{
     collections::BTreeMap,
     ffi::OsStr,
     path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use cutover::{
@@ -113,7 +113,7 @@ pub struct DrainingInfo {
 
 /// The plugins of one directory, served by a [`Host`].
 pub struct PluginSet {
-    host: Host<WasmPlugin>,
+    host: Arc<Host<WasmPlugin>>,
     dir: PathBuf,
     limits: WasmLimits,
     options: ReloadOptions,
@@ -145,12 +145,24 @@ impl PluginSet {
     /// A set for the plugins in `dir`, each generation loaded with `limits`,
     /// reloads and removals draining with `options`. Loads nothing yet.
     pub fn new(dir: PathBuf, limits: WasmLimits, options: ReloadOptions) -> Self {
-        Self { host: Host::new(), dir, limits, options, files: Mutex::new(BTreeMap::new()), ops: Mutex::new(()) }
+        Self {
+            host: Arc::new(Host::new()),
+            dir,
+            limits,
+            options,
+            files: Mutex::new(BTreeMap::new()),
+            ops: Mutex::new(()),
+        }
     }
 
     /// The host serving the plugins.
     pub fn host(&self) -> &Host<WasmPlugin> {
         &self.host
+    }
+
+    /// The host, shared (for the SQL engine).
+    pub fn shared_host(&self) -> Arc<Host<WasmPlugin>> {
+        Arc::clone(&self.host)
     }
 
     /// Sync every plugin file in the directory, and remove plugins whose file

@@ -5,6 +5,7 @@
 //! | `POST /v1/call/{id}.{fn}` | 200 `{"result": [...], "generation": N}` | 404 unknown plugin/function, 400 bad body, 500 trap/time-out |
 //! | `GET /v1/plugins` | 200 `[{"id", "generation", "state", "in_flight", "functions", "last_error", ...}]` | |
 //! | `POST /v1/plugins/{id}/reload` | 200 `{"generation": N}` | 404 unknown plugin, 422 load failed |
+//! | `POST /v1/sql` | 200 `{"columns", "rows", "generations"}` | 400, 413, 500, 504 (see `serve::sql`) |
 //! | `GET /metrics` | 200 Prometheus text | |
 //!
 //! Every error is `{"error": "..."}`. Bodies are parsed here, not by an
@@ -37,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/call/{target}", post(call))
         .route("/v1/plugins", get(list))
         .route("/v1/plugins/{id}/reload", post(reload))
+        .route("/v1/sql", post(super::sql::handler))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -52,7 +54,7 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such route; the API is POST /v1/call/{plugin}.{function}, GET /v1/plugins, \
-         POST /v1/plugins/{id}/reload, GET /metrics",
+         POST /v1/plugins/{id}/reload, POST /v1/sql, GET /metrics",
     )
 }
 
@@ -155,7 +157,7 @@ async fn call(State(state): State<Arc<AppState>>, Path(target): Path<String>, bo
 }
 
 async fn list(State(state): State<Arc<AppState>>) -> Response {
-    Json(state.plugins.list()).into_response()
+    Json(state.sql.annotate_plugins(state.plugins.list())).into_response()
 }
 
 async fn reload(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {

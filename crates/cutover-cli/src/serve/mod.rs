@@ -7,6 +7,7 @@
 
 mod http;
 mod metrics;
+mod sql;
 mod watch;
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
@@ -41,6 +42,9 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long to let calls in flight finish, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// `POST /v1/sql`: `--data`, `--sql-max-rows`, `--sql-timeout-ms`.
+    #[command(flatten)]
+    pub sql: sql::SqlArgs,
 }
 
 /// What the HTTP handlers and the watcher share.
@@ -51,6 +55,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Serializes plugin changes (watcher and reload endpoint).
     pub changes: tokio::sync::Mutex<()>,
+    /// The SQL engine behind `POST /v1/sql`.
+    pub sql: sql::SqlEngine,
 }
 
 /// Run `cutover serve` until SIGINT/SIGTERM.
@@ -68,11 +74,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let limits = WasmLimits::default().call_timeout(Duration::from_millis(args.call_timeout_ms));
     let options = ReloadOptions::default().deadline(Duration::from_millis(args.drain_deadline_ms));
-    let state = Arc::new(AppState {
-        plugins: PluginSet::new(dir.clone(), limits, options),
-        metrics: metrics::Metrics::default(),
-        changes: tokio::sync::Mutex::new(()),
-    });
+    let plugins = PluginSet::new(dir.clone(), limits, options);
+    let sql = sql::SqlEngine::new(&args.sql, plugins.shared_host())?;
+    let state =
+        Arc::new(AppState { plugins, metrics: metrics::Metrics::default(), changes: tokio::sync::Mutex::new(()), sql });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
