@@ -73,7 +73,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let dir = dir.canonicalize().with_context(|| format!("cannot resolve `{}`", dir.display()))?;
 
     let limits = WasmLimits::default().call_timeout(Duration::from_millis(args.call_timeout_ms));
-    let options = ReloadOptions::default().deadline(Duration::from_millis(args.drain_deadline_ms));
+    let deadline = args.sql.drain_deadline(Duration::from_millis(args.drain_deadline_ms));
+    let options = ReloadOptions::default().deadline(deadline);
     let plugins = PluginSet::new(dir.clone(), limits, options);
     let sql = sql::SqlEngine::new(&args.sql, plugins.shared_host())?;
     let state =

@@ -71,6 +71,16 @@ pub struct SqlArgs {
     pub sql_timeout_ms: u64,
 }
 
+impl SqlArgs {
+    /// The drain deadline of reloads and removals: at least the SQL time
+    /// budget, so that a query always finishes on the generation it was
+    /// planned on (it cannot run longer than `--sql-timeout-ms`) instead of
+    /// being cancelled by a reload's escalation ladder.
+    pub fn drain_deadline(&self, configured: Duration) -> Duration {
+        configured.max(Duration::from_millis(self.sql_timeout_ms))
+    }
+}
+
 /// The SQL engine: a DataFusion session over the host's functions and the
 /// data tables, and the runtime queries run on.
 pub struct SqlEngine {
@@ -104,7 +114,8 @@ enum Failure {
     TooManyRows(usize),
 }
 
-/// A query's answer.
+/// A query's answer (fields in the order the API documents them).
+#[derive(serde::Serialize)]
 struct Answer {
     columns: Vec<String>,
     rows: Vec<Vec<Value>>,
@@ -183,11 +194,7 @@ impl SqlEngine {
         // times out: aborting drops its stream and plan, releasing its pins.
         let _cancel = AbortOnDrop(task.abort_handle());
         match tokio::time::timeout(self.timeout, task).await {
-            Ok(Ok(Ok(answer))) => (
-                StatusCode::OK,
-                Json(json!({"columns": answer.columns, "rows": answer.rows, "generations": answer.generations})),
-            )
-                .into_response(),
+            Ok(Ok(Ok(answer))) => (StatusCode::OK, Json(answer)).into_response(),
             Ok(Ok(Err(failure))) => failure.into_response(self.max_rows),
             Ok(Err(join)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the query failed: {join}")),
             Err(_) => error(
@@ -245,9 +252,14 @@ impl Failure {
     }
 }
 
-/// A DataFusion error as one line.
+/// A DataFusion error as one line; a plugin's error (DataFusion's
+/// "External error") as the plugin's own message.
 fn describe(e: &DataFusionError) -> String {
-    e.to_string().trim().replace('\n', " ")
+    let text = match e.find_root() {
+        DataFusionError::External(inner) => inner.to_string(),
+        _ => e.to_string(),
+    };
+    text.trim().replace('\n', " ")
 }
 
 /// The SQL text of a `{"sql": "..."}` body.
