@@ -29,8 +29,10 @@
 //!   `Removed`.
 //! * **A query holds what it really holds.** The pin is a lease owned by
 //!   the pinned functions in the query's plans: the analyzed logical plan,
-//!   the physical plan and the streams executing it. Dropping them releases
-//!   it, at once, on the dropping thread. No timers, no polling.
+//!   the physical plan and the streams executing it. Dropping the last of
+//!   them releases it, on the spot (parts of a plan that DataFusion runs on
+//!   tasks of their own let go when those tasks are cancelled). No timers,
+//!   no polling.
 //!   [`HostFunctions::queries_in_flight`] counts them per generation.
 //! * **Signatures.** If a reload changes a function's signature, queries
 //!   planned before keep the old one; new queries are planned against the

@@ -388,3 +388,31 @@ async fn a_cancelled_drain_fails_the_query_with_a_clear_error() {
     assert_eq!(within("the reload", reload).await.unwrap().unwrap().outcome, DrainOutcome::Cancelled);
     drop(feed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_function_evaluated_outside_a_query_runs_each_batch_on_the_current_generation() {
+    use datafusion::{
+        arrow::{
+            array::{Int64Array, RecordBatch},
+            datatypes::{DataType, Field, Schema},
+        },
+        common::DFSchema,
+        execution::FunctionRegistry as _,
+        prelude::col,
+    };
+    let (host, functions, ctx) = setup();
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+    let udf = ctx.udf("math_mul3").unwrap();
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+    // No analyzer here: the expression is not pinned.
+    let expr = ctx.create_physical_expr(udf.call(vec![col("x")]), &df_schema).unwrap();
+    let eval = |expr: &Arc<dyn datafusion::physical_plan::PhysicalExpr>| {
+        let out = expr.evaluate(&batch).unwrap().into_array(2).unwrap();
+        out.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+    };
+    assert_eq!(eval(&expr), [1_000_003, 1_000_006]);
+    assert!(functions.all_queries_in_flight().is_empty(), "nothing held between batches");
+    host.reload(&math_id(), &math(2, None, None), &ReloadOptions::default().deadline(DEADLINE)).unwrap();
+    assert_eq!(eval(&expr), [2_000_003, 2_000_006]);
+}
