@@ -416,3 +416,17 @@ async fn a_live_function_evaluated_outside_a_query_runs_each_batch_on_the_curren
     host.reload(&math_id(), &math(2, None, None), &ReloadOptions::default().deadline(DEADLINE)).unwrap();
     assert_eq!(eval(&expr), [2_000_003, 2_000_006]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binding_lives_as_long_as_its_sessions_and_no_longer() {
+    let (host, functions, ctx) = setup();
+    assert_eq!(host.subscriber_count(), 1);
+    drop(functions); // the session keeps the binding, and it keeps following the host
+    host.reload(&math_id(), &math(2, None, None), &ReloadOptions::default().deadline(DEADLINE)).unwrap();
+    let out =
+        ctx.sql("SELECT value, math_mul3(value) FROM generate_series(1, 2)").await.unwrap().collect().await.unwrap();
+    assert_eq!(versions(&out), [2].into());
+    assert_eq!(host.subscriber_count(), 1);
+    drop(ctx); // nothing else holds the session: the binding goes, and unsubscribes
+    assert_eq!(host.subscriber_count(), 0);
+}
