@@ -321,7 +321,7 @@ impl PluginSource<WasmPlugin> for Tracked<'_> {
 
 /// The plugins of one directory, served by a [`Host`].
 pub struct PluginSet {
-    host: Host<WasmPlugin>,
+    host: Arc<Host<WasmPlugin>>,
     dir: PathBuf,
     config: LoadConfig,
     entries: Mutex<BTreeMap<PluginId, Arc<Entry>>>,
@@ -368,7 +368,7 @@ impl PluginSet {
     /// A set for the plugins in `dir` (canonical), loading with `config`.
     /// Loads nothing yet.
     pub fn new(dir: PathBuf, config: LoadConfig) -> Self {
-        Self { host: Host::new(), dir, config, entries: Mutex::new(BTreeMap::new()), reads: AtomicU64::new(0) }
+        Self { host: Arc::new(Host::new()), dir, config, entries: Mutex::new(BTreeMap::new()), reads: AtomicU64::new(0) }
     }
 
     /// The host serving the plugins.
@@ -422,6 +422,11 @@ impl PluginSet {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// The host, shared (for the SQL engine).
+    pub fn shared_host(&self) -> Arc<Host<WasmPlugin>> {
+        Arc::clone(&self.host)
     }
 
     /// Sync every plugin of the directory (see [`sync`](Self::sync)).

@@ -5,6 +5,7 @@
 //! | `POST /v1/call/{id}.{fn}` | 200 `{"result": [...], "generation": N}` | 404 unknown plugin/function, 400 bad body, 408 body too slow, 413 body or rows over the limit, 500 trap/time-out, 503 plugin busy / shutting down |
 //! | `GET /v1/plugins` | 200 `[{"id", "generation", "state", "in_flight", "functions", "last_error", "reloading", ...}]` | 401, 403 |
 //! | `POST /v1/plugins/{id}/reload[?if_generation=N]` | 200 `{"generation": N}` | 404 unknown plugin, 409 in progress or generation moved on, 422 load failed, 401, 403 |
+//! | `POST /v1/sql` | 200 `{"columns", "rows", "generations"}` | 400, 408, 413, 500, 504 (see `serve::sql`) |
 //! | `GET /metrics` | 200 Prometheus text | 401, 403 |
 //!
 //! Every error is `{"error": "..."}`. Bodies are read and parsed here, not
@@ -54,7 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/plugins/{id}/reload", post(reload).options(guard::preflight))
         .route("/metrics", get(metrics).options(guard::preflight))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), guard::control));
-    let data = Router::new().route("/v1/call/{target}", post(call));
+    let data = Router::new().route("/v1/call/{target}", post(call)).route("/v1/sql", post(super::sql::handler));
     Router::new()
         .merge(control)
         .merge(data)
@@ -72,7 +73,7 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such route; the API is POST /v1/call/{plugin}.{function}, GET /v1/plugins, \
-         POST /v1/plugins/{id}/reload, GET /metrics",
+         POST /v1/plugins/{id}/reload, POST /v1/sql, GET /metrics",
     )
 }
 
@@ -291,7 +292,7 @@ async fn call(
 }
 
 async fn list(State(state): State<Arc<AppState>>) -> Response {
-    Json(state.plugins.list()).into_response()
+    Json(state.sql.annotate_plugins(state.plugins.list())).into_response()
 }
 
 /// The query of a reload.

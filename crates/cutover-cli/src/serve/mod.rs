@@ -22,6 +22,7 @@ mod guard;
 mod http;
 mod metrics;
 mod server;
+mod sql;
 mod watch;
 
 use std::{
@@ -132,6 +133,9 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long to let calls in flight finish, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// `POST /v1/sql`: `--data`, `--sql-max-rows`, `--sql-timeout-ms`.
+    #[command(flatten)]
+    pub sql: sql::SqlArgs,
 }
 
 /// Limits the handlers apply.
@@ -161,6 +165,8 @@ pub struct AppState {
     pub config: HttpConfig,
     /// Set once the shutdown grace has passed: calls answer 503.
     pub shutting_down: AtomicBool,
+    /// The SQL engine behind `POST /v1/sql`.
+    pub sql: sql::SqlEngine,
 }
 
 fn usize_of(n: u64) -> usize {
@@ -202,7 +208,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let idle = limits.max_idle_instances.max(n);
         limits = limits.prewarm_instances(n).max_idle_instances(idle);
     }
-    let options = ReloadOptions::default().deadline(Duration::from_millis(args.drain_deadline_ms));
+    let deadline = args.sql.drain_deadline(Duration::from_millis(args.drain_deadline_ms));
+    let options = ReloadOptions::default().deadline(deadline);
     let config = HttpConfig {
         max_body_bytes: usize_of(args.max_body_bytes),
         body_timeout: Duration::from_millis(args.body_timeout_ms),
@@ -214,15 +221,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             loopback_only: args.listen.ip().is_loopback(),
         },
     };
+    let plugins = PluginSet::new(
+        dir.clone(),
+        LoadConfig { limits, options, allow_outside_symlinks: args.allow_outside_symlinks },
+    );
+    let sql = sql::SqlEngine::new(&args.sql, plugins.shared_host())?;
     let state = Arc::new(AppState {
-        plugins: PluginSet::new(
-            dir.clone(),
-            LoadConfig { limits, options, allow_outside_symlinks: args.allow_outside_symlinks },
-        ),
+        plugins,
         metrics: Arc::new(metrics::Metrics::default()),
         calls: guard::CallSlots::default(),
         config,
         shutting_down: AtomicBool::new(false),
+        sql,
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

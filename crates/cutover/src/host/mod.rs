@@ -45,10 +45,18 @@
 //! stragglers). Every phase runs in a `tracing` span (`cutover.reload`,
 //! with children `load`, `link`, `init`, `prepare`, `cutover`, `drain`,
 //! `shutdown`), and outcomes are logged as events.
+//!
+//! # Change notifications
+//!
+//! [`Host::subscribe`] registers a callback told about every committed
+//! change (add, reload or rollback cutover, removal) as a [`HostChange`],
+//! after the change is visible and before the transaction returns (the
+//! guarantees are stated on [`HostChange`]).
 
 mod deps;
 mod discipline;
 mod error;
+mod events;
 mod options;
 mod report;
 mod transaction;
@@ -57,6 +65,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc};
 
 pub use discipline::{NoDiscipline, ReloadDiscipline};
 pub use error::{ReloadError, Step};
+pub use events::{HostChange, Subscription};
 pub use options::ReloadOptions;
 pub use report::{
     DrainOutcome, DrainingGeneration, Escalation, PhaseTimings, PluginSnapshot, ReloadKind, ReloadReport, Rung,
@@ -114,6 +123,7 @@ pub struct Host<P: Plugin> {
     entries: Mutex<BTreeMap<PluginId, Arc<Entry<P>>>>,
     capabilities: Vec<String>,
     tracking: std::sync::atomic::AtomicBool,
+    subscribers: Arc<events::Subscribers>,
 }
 
 impl<P: Plugin> Default for Host<P> {
@@ -139,6 +149,7 @@ impl<P: Plugin> Host<P> {
             entries: Mutex::new(BTreeMap::new()),
             capabilities: capabilities.into_iter().map(Into::into).collect(),
             tracking: std::sync::atomic::AtomicBool::new(false),
+            subscribers: Arc::default(),
         }
     }
 
@@ -298,6 +309,63 @@ impl<P: Plugin> Host<P> {
     /// [`ReloadError::DependedOn`] if other plugins depend on it.
     pub fn remove(&self, id: &PluginId, options: &ReloadOptions) -> Result<ReloadReport, ReloadError> {
         transaction::remove(self, id, options)
+    }
+
+    /// Call `callback` with every change committed from now on: each add,
+    /// each reload's and rollback's cutover, each removal, as a
+    /// [`HostChange`]. Until the returned [`Subscription`] is dropped.
+    ///
+    /// The callback runs on the thread of the transaction, after the change
+    /// is visible to [`lease`](Self::lease) and before the transaction
+    /// returns (a reload, rollback or removal calls it right after its
+    /// cutover, before it waits for the drain), never under a host lock.
+    /// Overlapping transactions may deliver concurrently and out of order:
+    /// read the current state from the host in the callback if you mirror
+    /// it. A panic in the callback is caught and logged.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cutover::host::{Host, HostChange, ReloadKind, ReloadOptions};
+    /// use cutover::plugin::{BoxError, Plugin};
+    /// use cutover::PluginId;
+    ///
+    /// struct P;
+    /// impl Plugin for P {}
+    /// let source = |_: &PluginId| -> Result<P, BoxError> { Ok(P) };
+    ///
+    /// let host: Host<P> = Host::new();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// let subscription = host.subscribe(move |change: &HostChange| {
+    ///     log.lock().unwrap().push((change.kind, change.generation));
+    /// });
+    /// let id = PluginId::new("p");
+    /// host.add(id.clone(), &source)?;
+    /// host.reload(&id, &source, &ReloadOptions::default())?;
+    /// host.remove(&id, &ReloadOptions::default())?;
+    /// assert_eq!(*seen.lock().unwrap(), [
+    ///     (ReloadKind::Add, Some(1)),
+    ///     (ReloadKind::Reload, Some(2)),
+    ///     (ReloadKind::Remove, None),
+    /// ]);
+    /// drop(subscription); // no more deliveries
+    /// # Ok::<(), cutover::host::ReloadError>(())
+    /// ```
+    pub fn subscribe<F>(&self, callback: F) -> Subscription
+    where
+        F: Fn(&HostChange) + Send + Sync + 'static,
+    {
+        self.subscribers.subscribe(Arc::new(callback))
+    }
+
+    /// How many subscriptions are live.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// Tell the subscribers about a committed change (no host lock held).
+    fn notify(&self, plugin: &PluginId, kind: ReloadKind, previous: Option<u64>, generation: Option<u64>) {
+        self.subscribers.notify(&HostChange { plugin: plugin.clone(), kind, previous, generation });
     }
 
     fn entry(&self, id: &PluginId) -> Result<Arc<Entry<P>>, ReloadError> {

@@ -361,6 +361,9 @@ pub(super) fn add_all<P: Plugin>(
         lock(&entry.state).last_reload = Some(report.clone());
         info!(target: "cutover::host", plugin = %entry.id, generation = 1, "added");
     }
+    for entry in &entries {
+        host.notify(&entry.id, ReloadKind::Add, None, Some(1));
+    }
     Ok(reports)
 }
 
@@ -500,6 +503,7 @@ fn cut_over<P: Plugin>(
     drop(busy);
     run_hook(id, "at_cutover", || discipline.at_cutover(&old.value, &new.value));
     drop(new);
+    host.notify(id, kind, Some(old.generation), Some(generation));
 
     let (outcome, stragglers, escalations) =
         drain_and_retire(entry, &drain, old.generation, &*old.value, options, options.keep_warm, &mut phases);
@@ -655,6 +659,7 @@ pub(super) fn remove<P: Plugin>(
     state.retired.push(Retired { gen: old.clone(), drain: drain.clone(), warm: false });
     drop(state);
     drop(busy);
+    host.notify(id, ReloadKind::Remove, Some(old.generation), None);
     // Warm generations of a removed plugin go too.
     retire_warm(&entry, &mut lock(&entry.state));
     let (outcome, stragglers, escalations) =
