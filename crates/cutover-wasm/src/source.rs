@@ -149,7 +149,8 @@ impl WasmSource {
     /// use cutover::PluginId;
     /// use cutover_wasm::WasmSource;
     ///
-    /// let source = WasmSource::from_wat("(module (func (export \"f\") (result i32)))")
+    /// // A parse error: `i32.const` needs its operand.
+    /// let source = WasmSource::from_wat("(module (func (export \"f\") (result i32) i32.const))")
     ///     .with_name("plugins/broken.wat");
     /// let err = source.load_plugin(&PluginId::new("broken")).unwrap_err();
     /// assert!(err.to_string().contains("plugins/broken.wat:1:"), "{err}");
