@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the plugins in a directory over HTTP, reloading them as files change.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Call a plugin from several threads while reloading it, and report.
     Soak(soak::SoakArgs),
 }
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             init_tracing("info,cutover::slot=warn,cranelift=warn,wasmtime=warn");
-            serve::run(args)
+            serve::run(*args)
         }
         Command::Soak(args) => {
             init_tracing("warn,cranelift=warn,wasmtime=warn");

@@ -368,7 +368,13 @@ impl PluginSet {
     /// A set for the plugins in `dir` (canonical), loading with `config`.
     /// Loads nothing yet.
     pub fn new(dir: PathBuf, config: LoadConfig) -> Self {
-        Self { host: Arc::new(Host::new()), dir, config, entries: Mutex::new(BTreeMap::new()), reads: AtomicU64::new(0) }
+        Self {
+            host: Arc::new(Host::new()),
+            dir,
+            config,
+            entries: Mutex::new(BTreeMap::new()),
+            reads: AtomicU64::new(0),
+        }
     }
 
     /// The host serving the plugins.

@@ -109,10 +109,9 @@ fn mul3(c: &mut Criterion) {
     let f = interleaved(
         200,
         200,
-        &mut [
-            &mut || drop(black_box(call(&component, &id, "math.mul3", &one))),
-            &mut || drop(black_box(call(&module, &id, "math.mul3", &one))),
-        ],
+        &mut [&mut || drop(black_box(call(&component, &id, "math.mul3", &one))), &mut || {
+            drop(black_box(call(&module, &id, "math.mul3", &one)))
+        }],
     );
     println!(
         "\nRESULT mul3 8192xInt64: native loop {:.2} us, component (host lease + invoke) {:.2} us, \
@@ -140,12 +139,19 @@ fn upper(c: &mut Criterion) {
     assert_eq!(call(&text, &id, "text.upper", &column).as_ref(), expected.as_ref());
     assert_eq!(native_upper_ascii(&input).as_ref(), expected.as_ref());
     // The same strings with one non-ASCII row: the guest maps every row.
-    let mixed: ArrayRef =
-        Arc::new(input.iter().enumerate().map(|(i, s)| s.map(|s| if i == 0 { "é".to_owned() } else { s.to_owned() })).collect::<StringArray>());
+    let mixed: ArrayRef = Arc::new(
+        input
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.map(|s| if i == 0 { "é".to_owned() } else { s.to_owned() }))
+            .collect::<StringArray>(),
+    );
 
     let mut group = c.benchmark_group("upper_8192_ascii");
     group.bench_function("native_to_uppercase", |b| b.iter(|| native_upper(black_box(&input))));
-    group.bench_function("component_host_lease_invoke", |b| b.iter(|| call(&text, &id, "text.upper", black_box(&column))));
+    group.bench_function("component_host_lease_invoke", |b| {
+        b.iter(|| call(&text, &id, "text.upper", black_box(&column)))
+    });
     group.finish();
 
     let t = interleaved(

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array};
-use criterion::{criterion_group, criterion_main, Criterion};
 use common::{median, reload_round, report_reload_rounds, wanted};
+use criterion::{criterion_group, criterion_main, Criterion};
 use cutover::host::Host;
 use cutover::{PluginId, Slot};
 use cutover_wasm::{shared_engine, ScalarPluginFn, SlotFunction, WasmLimits, WasmPlugin, WasmSource};

@@ -138,7 +138,6 @@ impl WasmSource {
         &self.config
     }
 
-
     /// Name this source in load errors (parse errors show it as
     /// `name:line:column`): typically the path the bytes of
     /// [`from_bytes`](Self::from_bytes) were read from. It replaces the path

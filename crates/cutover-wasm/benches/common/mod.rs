@@ -65,7 +65,14 @@ pub struct ReloadRound {
     pub build_time: Duration,
 }
 
-pub fn reload_round(id: &str, function: &str, first: &WasmSource, sources: [&WasmSource; 2], rows: usize, reloads: usize) -> ReloadRound {
+pub fn reload_round(
+    id: &str,
+    function: &str,
+    first: &WasmSource,
+    sources: [&WasmSource; 2],
+    rows: usize,
+    reloads: usize,
+) -> ReloadRound {
     let id = PluginId::new(id);
     let host: Arc<Host<WasmPlugin>> = Arc::new(Host::new());
     host.add(id.clone(), first).unwrap();
@@ -134,7 +141,13 @@ pub fn reload_round(id: &str, function: &str, first: &WasmSource, sources: [&Was
 }
 
 /// Run `rounds` reload rounds and print each and the verdict line.
-pub fn report_reload_rounds(what: &str, rounds: usize, mut round: impl FnMut() -> ReloadRound, reloads: usize, rows: usize) {
+pub fn report_reload_rounds(
+    what: &str,
+    rounds: usize,
+    mut round: impl FnMut() -> ReloadRound,
+    reloads: usize,
+    rows: usize,
+) {
     let mut ratios = Vec::new();
     let mut failed = 0;
     for n in 1..=rounds {
