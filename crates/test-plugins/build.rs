@@ -103,8 +103,23 @@ fn check_target_installed() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let installed = sysroot.is_some_and(|s| s.join("lib/rustlib").join(TARGET).join("lib").is_dir());
-    if !installed {
+    let installed = |sysroot: &Option<PathBuf>| {
+        sysroot.as_ref().is_some_and(|s| s.join("lib/rustlib").join(TARGET).join("lib").is_dir())
+    };
+    if !installed(&sysroot) {
+        // A fresh machine: install it the way the README says, once, so
+        // that `cargo test --workspace` is all a newcomer runs.
+        println!("cargo:warning=installing the Rust target {TARGET} (rustup target add {TARGET})");
+        let added = Command::new("rustup")
+            .args(["target", "add", TARGET])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if added && installed(&sysroot) {
+            return;
+        }
+    }
+    if !installed(&sysroot) {
         fail(&format!(
             "the Rust target {TARGET} is not installed, and the tests need the guest plugins under plugins/ built \
              for it. Install it with:\n\n    rustup target add {TARGET}\n"

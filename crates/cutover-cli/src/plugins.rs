@@ -144,6 +144,14 @@ pub enum Synced {
     /// The file changed while it was being loaded (still being written):
     /// nothing was recorded; sync again after the debounce.
     Retry,
+    /// A conditional reload ([`PluginSet::reload_now`] with
+    /// `if_generation`) found another generation current: nothing changed.
+    Moved {
+        /// The generation the caller expected.
+        expected: u64,
+        /// The generation that is current.
+        current: u64,
+    },
 }
 
 /// Why [`PluginSet::reload_now`] did not reload.
@@ -472,7 +480,7 @@ impl PluginSet {
         }
         match present.as_slice() {
             [] => self.remove(&entry, &guard, id),
-            [path] => self.load(&entry, &guard, id, path, false, trust_stamp),
+            [path] => self.load(&entry, &guard, id, path, false, trust_stamp, None),
             _ => {
                 let error = format!(
                     "two files provide plugin `{id}`: `{}` and `{}`; remove one of them \
@@ -530,11 +538,16 @@ impl PluginSet {
         let guard = entry.try_begin().map_err(ReloadNowError::InProgress)?;
         let path = lock(&entry.record).path.clone().ok_or_else(not_found)?;
         if let Some(expected) = if_generation {
+            // A cheap early answer (no file read); `Host::reload_if` below
+            // makes the check atomic with the cutover.
             let current = self.host.snapshot(&id).map_or(0, |s| s.generation);
             check_generation(&id, expected, current)?;
         }
-        match self.load(&entry, &guard, &id, &path, true, false) {
+        match self.load(&entry, &guard, &id, &path, true, false, if_generation) {
             Synced::Done(_, report) => Ok(*report),
+            Synced::Moved { expected, current } => {
+                Err(ReloadNowError::GenerationMismatch { plugin: id, expected, current })
+            }
             Synced::Failed(_, _, error) => Err(ReloadNowError::Failed(error)),
             Synced::Retry => Err(ReloadNowError::Failed(format!(
                 "`{}` changed while it was being loaded (it is still being written); try again",
@@ -546,6 +559,9 @@ impl PluginSet {
 
     /// Read `path` and add or reload plugin `id` from its bytes (unless the
     /// hash is unchanged and `force` is off). Called under `id`'s exclusion.
+    /// With `expected`, the reload happens only if `id` is still at that
+    /// generation ([`Host::reload_if`]).
+    #[allow(clippy::too_many_arguments)]
     fn load(
         &self,
         entry: &Arc<Entry>,
@@ -554,6 +570,7 @@ impl PluginSet {
         path: &Path,
         force: bool,
         trust_stamp: bool,
+        expected: Option<u64>,
     ) -> Synced {
         guard.phase(Phase::Read);
         let file = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
@@ -620,7 +637,9 @@ impl PluginSet {
         let exists = self.host.contains(id);
         let op = if exists { Op::Reload } else { Op::Add };
         let source = Tracked { source: WasmSource::from_bytes(bytes).with_limits(self.config.limits.clone()), entry };
-        let result = if exists {
+        let result = if let Some(expected) = expected.filter(|_| exists) {
+            self.host.reload_if(id, expected, &source, &self.config.options)
+        } else if exists {
             self.host.reload(id, &source, &self.config.options)
         } else {
             self.host.add(id.clone(), &source)
@@ -644,6 +663,7 @@ impl PluginSet {
                 Synced::Done(op, Box::new(report))
             }
             Err(ReloadError::InProgress { .. }) => Synced::Busy,
+            Err(ReloadError::GenerationMismatch { expected, current, .. }) => Synced::Moved { expected, current },
             Err(e) => {
                 let still_writing = std::fs::metadata(&resolved).map(|m| stamp(&m)).ok() != Some(before);
                 if still_writing && !force {
@@ -736,12 +756,10 @@ impl PluginSet {
     }
 }
 
-/// The `if_generation` check of a conditional reload, made under the
-/// plugin's exclusion (so the generation cannot move before the reload).
-///
-/// This is the one place to switch to `Host::reload_if(id, expected,
-/// source, options)` (which returns `ReloadError::GenerationMismatch {
-/// plugin, expected, current }`) once the core has it.
+/// The early `if_generation` check of a conditional reload, before the
+/// file is read. The reload itself is a [`Host::reload_if`], which checks
+/// again atomically with the cutover (a rollback or a reload by another
+/// user of the same host cannot slip in between).
 fn check_generation(id: &PluginId, expected: u64, current: u64) -> Result<(), ReloadNowError> {
     if expected == current {
         Ok(())

@@ -275,7 +275,7 @@ async fn sync_task(state: Arc<AppState>, id: PluginId, trust_stamp: bool, tx: mp
 /// Log a sync result and count it in the metrics.
 pub fn report(state: &AppState, synced: Synced) {
     match synced {
-        Synced::Busy | Synced::Retry => {}
+        Synced::Busy | Synced::Retry | Synced::Moved { .. } => {}
         Synced::Unchanged(id) => tracing::debug!(plugin = %id, "content unchanged; not reloaded"),
         Synced::Done(op, report) => {
             let outcome = if op == Op::Add { "added" } else { report.outcome.as_str() };
