@@ -6,11 +6,11 @@
 //! `CUTOVER_BENCH_QUICK=1` for a ~5 s smoke run). The table is printed and
 //! written as markdown to `target/migration-bench.md`.
 //!
-//! On the asymmetric-fence path (the default on 64-bit Linux) a lease is a
+//! On the opt-in asymmetric-fence path (rows marked so) a lease is a
 //! plain increment of a counter the taking thread owns; a lease dropped on
 //! another thread cannot touch that counter, so its drop is one atomic
 //! increment of a per-generation "remote releases" counter shared by all
-//! such drops. On the atomic path (`LeasePath::Atomic`, rows marked so) a
+//! such drops. On the default atomic path (`LeasePath::Atomic`) a
 //! lease increments a counter ("stripe") private to the thread that takes
 //! it, and its drop decrements that same stripe wherever it runs, writing a
 //! cache line the taking thread owns. Either way the line moves between
@@ -350,7 +350,8 @@ fn main() {
     let began = Instant::now();
 
     let lease = Arc::new(Lease(Slot::new(PluginId::new("bench"), plugin(1))));
-    let atomic = Arc::new(Lease(Slot::with_lease_path(PluginId::new("bench"), plugin(1), 8, LeasePath::Atomic)));
+    let asymmetric =
+        Arc::new(Lease(Slot::with_lease_path(PluginId::new("bench"), plugin(1), 8, LeasePath::AsymmetricFence)));
     let load_full = Arc::new(LoadFull(ArcSwap::new(plugin(1))));
     let guard = ArcSwap::new(plugin(1));
 
@@ -363,8 +364,8 @@ fn main() {
         Row { label: "pipeline only (numbers, no pointer)", values: Vec::new() },
         Row { label: "for scale: cutover lease, one at a time (take, drop)", values: Vec::new() },
         Row { label: "for scale: arc-swap load(), one at a time (take, drop)", values: Vec::new() },
-        Row { label: "cutover lease (atomic path), same thread", values: Vec::new() },
-        Row { label: "cutover lease (atomic path), dropped on another thread", values: Vec::new() },
+        Row { label: "cutover lease (asymmetric-fence path), same thread", values: Vec::new() },
+        Row { label: "cutover lease (asymmetric-fence path), dropped on another thread", values: Vec::new() },
     ];
     // Warm-up round, discarded.
     same_thread(&*lease, config.run / 4);
@@ -378,8 +379,8 @@ fn main() {
         rows[5].values.push(pipeline_only(config.run));
         rows[6].values.push(one_at_a_time(|| black_box(&*lease.take()).id, config.run));
         rows[7].values.push(one_at_a_time(|| black_box(&**guard.load()).id, config.run));
-        rows[8].values.push(same_thread(&*atomic, config.run));
-        rows[9].values.push(migrated(&atomic, config.run));
+        rows[8].values.push(same_thread(&*asymmetric, config.run));
+        rows[9].values.push(migrated(&asymmetric, config.run));
     }
 
     let runtime =
@@ -448,7 +449,7 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "\nMigration cost per lease (migrated − same thread): cutover {:+.1} ns (atomic path {:+.1} ns), \
+        "\nMigration cost per lease (migrated − same thread): cutover {:+.1} ns (asymmetric-fence path {:+.1} ns), \
          arc-swap load_full() {:+.1} ns; the pipeline alone costs {:.1} ns.\n",
         medians[1] - medians[0],
         medians[9] - medians[8],

@@ -115,8 +115,8 @@
 //!   that `lease()` never completes a drain). The models run the atomic
 //!   lease path ([`LeasePath::Atomic`]): loom cannot model the `membarrier`
 //!   system call of the asymmetric-fence path.
-//! * The asymmetric-fence path ([`LeasePath::AsymmetricFence`], the default
-//!   on 64-bit Linux) is argued correct in the `record` module docs and
+//! * The opt-in asymmetric-fence path ([`LeasePath::AsymmetricFence`],
+//!   64-bit Linux) is argued correct in the `record` module docs and
 //!   checked by the stress tests of `tests/lease_paths.rs`, run on both
 //!   paths (cross-thread drops, thread churn, 100k replaces with pinned
 //!   generations), including a litmus test that fails when the barrier is

@@ -101,6 +101,10 @@ fn paths() -> [LeasePath; 2] {
 fn the_lease_path_is_the_one_asked_for_or_the_fallback() {
     let table = Table::new(1);
     assert_eq!(slot(LeasePath::Atomic, &table).lease_path(), LeasePath::Atomic);
+    if std::env::var("CUTOVER_LEASE_PATH").as_deref() != Ok("asymmetric") {
+        // The asymmetric-fence path is opt-in.
+        assert_eq!(Slot::new(PluginId::new("default"), table.value(1)).lease_path(), LeasePath::Atomic);
+    }
     let table = Table::new(1);
     let fast = slot(LeasePath::AsymmetricFence, &table);
     if cfg!(all(target_os = "linux", target_pointer_width = "64", not(miri)))

@@ -10,12 +10,17 @@
 //! scheme of Linux's `percpu_ref` and of liburcu's membarrier flavour. The
 //! correctness argument is in the `record` module docs.
 //!
-//! The barrier is used when `MEMBARRIER_CMD_QUERY` lists the private
-//! expedited command and registering for it (once per process, at the first
-//! slot made) succeeds. Otherwise, on other platforms, under Miri and loom
-//! (which cannot model a system call), or with the environment variable
-//! `CUTOVER_LEASE_PATH=atomic` set when the first slot is made, every lease
-//! uses the atomic path (one `fetch_add` per lease).
+//! The path is available when `MEMBARRIER_CMD_QUERY` lists the private
+//! expedited command and registering for it (once per process, at first
+//! use) succeeds; not on other platforms, under Miri and loom (which cannot
+//! model a system call), or with the environment variable
+//! `CUTOVER_LEASE_PATH=atomic`. It is **opt-in** ([`default_on`]): a slot
+//! uses it when made with `Slot::with_lease_path(.., LeasePath::AsymmetricFence)`,
+//! or every slot when `CUTOVER_LEASE_PATH=asymmetric` is set. The default
+//! is the atomic path (one `fetch_add` per lease), because the cutover of
+//! this path waits for owner threads that are preempted in the middle of a
+//! lease update, which on an oversubscribed machine costs milliseconds (see
+//! BENCHMARKS.md).
 
 use std::sync::{atomic::AtomicUsize, OnceLock};
 
@@ -75,6 +80,13 @@ fn register() -> bool {
 #[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
 fn register() -> bool {
     false
+}
+
+/// Whether slots made without an explicit lease path use this one: only
+/// with `CUTOVER_LEASE_PATH=asymmetric` (read once) and if [`available`].
+pub(crate) fn default_on() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CUTOVER_LEASE_PATH").is_ok_and(|v| v == "asymmetric") && available())
 }
 
 /// Make every running thread of the process execute a full memory barrier.

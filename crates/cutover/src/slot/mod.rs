@@ -14,14 +14,14 @@
 //! 3. **Told, not polled.** [`Drain`] wakes blocked waiters, futures and
 //!    callbacks when its generation drains. Any number of generations may be
 //!    draining at once, each with its own `Drain`.
-//! 4. **Cheap per call.** On 64-bit Linux (the asymmetric-fence path,
-//!    [`LeasePath::AsymmetricFence`]), a lease is a plain load and store of
-//!    a counter owned by the calling thread, with no atomic
+//! 4. **Cheap per call.** By default ([`LeasePath::Atomic`]) a lease is one
+//!    uncontended atomic increment on a counter private to the calling
+//!    thread (plus two loads of the shared pointer), and its drop one
+//!    decrement. On the opt-in asymmetric-fence path
+//!    ([`LeasePath::AsymmetricFence`], 64-bit Linux) it is a plain load and
+//!    store of a counter owned by the calling thread, with no atomic
 //!    read-modify-write and no fence, and so is its drop; each cutover pays
-//!    instead with one process-wide `membarrier`. Elsewhere
-//!    ([`LeasePath::Atomic`]), a lease is one uncontended atomic increment
-//!    on a counter private to the calling thread (plus two loads of the
-//!    shared pointer), and its drop one decrement. Either way no cache line
+//!    instead with one process-wide `membarrier`. Either way no cache line
 //!    is shared between callers, so the cost stays flat as threads are
 //!    added. [`Slot::lease_path`] says which one a slot uses.
 //!
@@ -82,15 +82,19 @@ pub use lease::Lease;
 pub enum LeasePath {
     /// The thread's own counter, updated with plain loads and stores (no
     /// atomic read-modify-write, no fence); the cutover pays with one
-    /// process-wide barrier (Linux `membarrier`). Used on 64-bit Linux when
-    /// the kernel supports `MEMBARRIER_CMD_PRIVATE_EXPEDITED`, for the first
-    /// 64 threads (by stripe index) of a slot; other threads of the same
-    /// slot take the atomic path.
+    /// process-wide barrier (Linux `membarrier`) and waits for owner threads
+    /// in the middle of a lease update. Opt-in ([`Slot::with_lease_path`],
+    /// or `CUTOVER_LEASE_PATH=asymmetric` for every slot); available on
+    /// 64-bit Linux when the kernel supports
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`, for the first 64 threads (by
+    /// stripe index) of a slot; other threads of the same slot take the
+    /// atomic path. Experimental: a thread preempted inside a lease update
+    /// delays cutovers by up to a scheduler time slice (see BENCHMARKS.md).
     AsymmetricFence,
     /// One atomic increment (`fetch_add`) per lease on a counter private to
-    /// the thread's stripe, validated against the current pointer: every
-    /// other platform, Miri, loom, or `CUTOVER_LEASE_PATH=atomic` set in the
-    /// environment when the first slot is made.
+    /// the thread's stripe, validated against the current pointer. The
+    /// default, and the only path on other platforms, under Miri and loom,
+    /// or with `CUTOVER_LEASE_PATH=atomic` set in the environment.
     Atomic,
 }
 pub(crate) use record::fresh_lifecycle;
@@ -170,7 +174,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
 
     fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, false, fence::available()) }
+        Self { shared: Shared::new(id, value, lifecycle, stripes, false, fence::default_on()) }
     }
 
     /// Which protocol this slot's leases use.
@@ -189,7 +193,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// map); nobody may wait on such a slot's drains.
     pub(crate) fn with_deferred_completion(id: PluginId, value: Arc<T>) -> Self {
         let lifecycle = fresh_lifecycle(&id);
-        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::available()) }
+        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::default_on()) }
     }
 
     /// Complete the drains deferred by lease drops (see

@@ -34,7 +34,7 @@
 //!
 //! Where the platform offers a process-wide memory barrier (Linux
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, see [`super::fence`]),
-//! a slot counts the leases of its first threads differently: the thread
+//! a slot made for it (opt-in; the default is the atomic path) counts the leases of its first threads differently: the thread
 //! holding index `i` (below `owners`, at most 64 and at most the stripe
 //! count; indices are exclusive among live threads, see
 //! [`super::stripe`]) *owns* the `owned` counter of stripe `i` of every
