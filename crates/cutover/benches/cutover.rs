@@ -6,6 +6,15 @@
 //! The table is printed and also written as markdown to
 //! `target/cutover-bench.md`.
 //!
+//! `CUTOVER_BENCH_ONLY=per-call` (or `latency`, or both, comma-separated)
+//! runs only those sections and prints each figure as a machine-readable
+//! `RESULT <section>|<row>|<condition>|<value>` line (no tables):
+//! `scripts/bench-before-after` runs this file against two commits of the
+//! library that way, alternating the two builds. `CUTOVER_BENCH_ROUNDS=N`
+//! overrides the number of per-call rounds, `CUTOVER_BENCH_ATTEMPTS=N` the
+//! number of times a measurement is made while other processes are busy
+//! (default 8 for per-call figures, 4 for latencies).
+//!
 //! What is measured:
 //!
 //! * per-call cost (ns/op) of obtain + deref + drop, with 1 and 2 threads,
@@ -58,7 +67,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> Self {
-        if std::env::var_os("CUTOVER_BENCH_QUICK").is_some() {
+        let cfg = if std::env::var_os("CUTOVER_BENCH_QUICK").is_some() {
             Self {
                 run: Duration::from_millis(40),
                 rounds: 3,
@@ -76,8 +85,23 @@ impl Config {
                 poll_100us_samples: 1000,
                 replace_samples: 5000,
             }
-        }
+        };
+        cfg.with_rounds_from_env()
     }
+
+    /// `CUTOVER_BENCH_ROUNDS`, if set, replaces the number of rounds.
+    fn with_rounds_from_env(mut self) -> Self {
+        if let Some(rounds) = std::env::var("CUTOVER_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()) {
+            self.rounds = rounds;
+        }
+        self
+    }
+}
+
+/// The sections `CUTOVER_BENCH_ONLY` asks for (`None`: the full run).
+fn only_sections() -> Option<Vec<String>> {
+    let only = std::env::var("CUTOVER_BENCH_ONLY").ok()?;
+    Some(only.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 const WRITE_PERIOD: Duration = Duration::from_millis(1);
@@ -119,6 +143,17 @@ impl Candidate for CutoverLease {
     fn write(&self, generation: u64) {
         drop(self.0.replace(plugin(generation)));
     }
+}
+
+/// The floor: an `Arc` held for good, dereferenced (no obtain, no release).
+struct DirectCall(Arc<Plugin>);
+
+impl Candidate for DirectCall {
+    #[inline]
+    fn op(&self, _: &mut usize) -> u64 {
+        black_box(&*self.0).id
+    }
+    fn write(&self, _: u64) {}
 }
 
 struct ArcSwapLoad(ArcSwap<Plugin>);
@@ -423,13 +458,20 @@ fn per_op<C: Candidate>(pool: &Pool, candidate: &Arc<C>, threads: usize, writer:
         if !probe.noisy() {
             return ns;
         }
-        if attempt == 8 {
+        if attempt >= max_attempts(8) {
             NOISY.fetch_add(1, Ordering::Relaxed);
             return ns;
         }
         RETRIED.fetch_add(1, Ordering::Relaxed);
         thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// How many times a noisy measurement is made in all: `default`, or
+/// `CUTOVER_BENCH_ATTEMPTS` (1: never repeat, for a machine that is never
+/// quiet; the ratios of candidates measured side by side still hold).
+fn max_attempts(default: usize) -> usize {
+    std::env::var("CUTOVER_BENCH_ATTEMPTS").ok().and_then(|a| a.parse().ok()).map_or(default, |a: usize| a.max(1))
 }
 
 static RETRIED: AtomicUsize = AtomicUsize::new(0);
@@ -597,7 +639,7 @@ impl Dist {
 /// process took more than 15% of a core; keep the quietest.
 fn quiet_dist(f: impl Fn() -> Dist) -> Dist {
     let mut best: Option<Dist> = None;
-    for _ in 0..4 {
+    for _ in 0..max_attempts(4) {
         let probe = Interference::start();
         let mut d = f();
         d.others = probe.others();
@@ -838,12 +880,57 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// The sections named in `CUTOVER_BENCH_ONLY`, as `RESULT` lines.
+fn run_only(pool: &Pool, cfg: &Config, only: &[String]) {
+    let result = |section: &str, row: &str, condition: &str, value: f64| {
+        println!("RESULT {section}|{row}|{condition}|{value:.3}");
+    };
+    if only.iter().any(|s| s == "per-call") {
+        eprintln!("per-call cost (ns/op; 1t, 2t, 1t+writer, 2t+writer):");
+        let names = ["cutover Slot::lease + deref + drop", "arc-swap load() + deref + drop", "direct call (floor)"];
+        let measures: Vec<Measure<'_>> = vec![
+            measure(pool, CutoverLease(Slot::new(PluginId::new("bench"), plugin(0))), cfg.run),
+            measure(pool, ArcSwapLoad(ArcSwap::new(plugin(0))), cfg.run),
+            measure(pool, DirectCall(plugin(0)), cfg.run),
+        ];
+        let per_call = run_interleaved(&names, &measures, &CONDITIONS, cfg.rounds);
+        for (name, row) in names.iter().zip(&per_call) {
+            for (&condition, &ns) in CONDITIONS.iter().zip(row) {
+                result("per-call", name, &condition_name(condition), ns);
+            }
+        }
+    }
+    if only.iter().any(|s| s == "latency") {
+        eprintln!("drain notification, replace latency...");
+        let rows = [
+            ("drain: last lease drop → wait_timeout returns", quiet_dist(|| drain_notification(cfg.drain_samples))),
+            ("drain: Mutex<bool> + Condvar (baseline)", quiet_dist(|| condvar_notification(cfg.drain_samples))),
+            ("write: replace, 2 threads leasing", quiet_dist(|| replace_latency(pool, 2, cfg.replace_samples))),
+            (
+                "write: arc-swap store, 2 threads load() (baseline)",
+                quiet_dist(|| store_latency(pool, 2, cfg.replace_samples)),
+            ),
+            ("write: replace, no readers", quiet_dist(|| replace_latency(pool, 0, cfg.replace_samples / 5))),
+        ];
+        for (name, d) in rows {
+            result("latency", name, "p50", d.p50);
+            result("latency", name, "p99", d.p99);
+            result("latency", name, "max", d.max);
+        }
+    }
+}
+
 fn main() {
     let cfg = Config::from_env();
     let started = Instant::now();
     let pool = Pool::new(2);
     let mut r = Report { md: String::new() };
     let cpus = thread::available_parallelism().map_or(0, usize::from);
+    if let Some(only) = only_sections() {
+        run_only(&pool, &cfg, &only);
+        pool.shutdown();
+        return;
+    }
 
     // --- Per-call cost -----------------------------------------------------
     eprintln!("per-call cost (ns/op; 1t, 2t, 1t+writer, 2t+writer):");
@@ -852,12 +939,14 @@ fn main() {
         "arc-swap load() + deref + drop",
         "arc-swap load_full() + deref + drop",
         "RwLock<Arc<T>> read + clone (seed)",
+        "direct call: deref of a held Arc (floor)",
     ];
     let measures: Vec<Measure<'_>> = vec![
         measure(&pool, CutoverLease(Slot::new(PluginId::new("bench"), plugin(0))), cfg.run),
         measure(&pool, ArcSwapLoad(ArcSwap::new(plugin(0))), cfg.run),
         measure(&pool, ArcSwapLoadFull(ArcSwap::new(plugin(0))), cfg.run),
         measure(&pool, RwLockClone(RwLock::new(plugin(0))), cfg.run),
+        measure(&pool, DirectCall(plugin(0)), cfg.run),
     ];
     let per_call = run_interleaved(&names, &measures, &CONDITIONS, cfg.rounds);
     drop(measures);

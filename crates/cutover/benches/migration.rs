@@ -6,14 +6,17 @@
 //! `CUTOVER_BENCH_QUICK=1` for a ~5 s smoke run). The table is printed and
 //! written as markdown to `target/migration-bench.md`.
 //!
-//! A lease increments a counter ("stripe") private to the thread that takes
-//! it, and remembers which; its drop decrements that same stripe, wherever
-//! it runs. So a lease dropped on another thread is counted correctly, but
-//! that decrement writes a cache line the taking thread owns: the line moves
-//! between cores, as an `Arc`'s shared reference count does on every clone
-//! and drop. This harness measures how much that costs, against the same
-//! lease taken and dropped on one thread, and against arc-swap in the same
-//! run:
+//! On the opt-in asymmetric-fence path (rows marked so) a lease is a
+//! plain increment of a counter the taking thread owns; a lease dropped on
+//! another thread cannot touch that counter, so its drop is one atomic
+//! increment of a per-generation "remote releases" counter shared by all
+//! such drops. On the default atomic path (`LeasePath::Atomic`) a
+//! lease increments a counter ("stripe") private to the thread that takes
+//! it, and its drop decrements that same stripe wherever it runs, writing a
+//! cache line the taking thread owns. Either way the line moves between
+//! cores, as an `Arc`'s shared reference count does on every clone and
+//! drop. This harness measures how much that costs, against the same lease
+//! taken and dropped on one thread, and against arc-swap in the same run:
 //!
 //! * **Threads**: thread A takes `BATCH` leases into a vector; either A drops
 //!   them itself (*same thread*), or it sends the vector over a bounded
@@ -47,7 +50,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use cutover::{PluginId, Slot};
+use cutover::{LeasePath, PluginId, Slot};
 
 /// Leases per vector handed from thread A to thread B.
 const BATCH: usize = 1024;
@@ -347,6 +350,8 @@ fn main() {
     let began = Instant::now();
 
     let lease = Arc::new(Lease(Slot::new(PluginId::new("bench"), plugin(1))));
+    let asymmetric =
+        Arc::new(Lease(Slot::with_lease_path(PluginId::new("bench"), plugin(1), 8, LeasePath::AsymmetricFence)));
     let load_full = Arc::new(LoadFull(ArcSwap::new(plugin(1))));
     let guard = ArcSwap::new(plugin(1));
 
@@ -359,6 +364,8 @@ fn main() {
         Row { label: "pipeline only (numbers, no pointer)", values: Vec::new() },
         Row { label: "for scale: cutover lease, one at a time (take, drop)", values: Vec::new() },
         Row { label: "for scale: arc-swap load(), one at a time (take, drop)", values: Vec::new() },
+        Row { label: "cutover lease (asymmetric-fence path), same thread", values: Vec::new() },
+        Row { label: "cutover lease (asymmetric-fence path), dropped on another thread", values: Vec::new() },
     ];
     // Warm-up round, discarded.
     same_thread(&*lease, config.run / 4);
@@ -372,6 +379,8 @@ fn main() {
         rows[5].values.push(pipeline_only(config.run));
         rows[6].values.push(one_at_a_time(|| black_box(&*lease.take()).id, config.run));
         rows[7].values.push(one_at_a_time(|| black_box(&**guard.load()).id, config.run));
+        rows[8].values.push(same_thread(&*asymmetric, config.run));
+        rows[9].values.push(migrated(&asymmetric, config.run));
     }
 
     let runtime =
@@ -431,6 +440,8 @@ fn main() {
         None,
         Some(medians[7]),
         None,
+        Some(medians[2]),
+        Some(medians[3]),
     ];
     for (i, row) in rows.iter().enumerate() {
         let against = vs_arcswap[i].map_or("—".to_owned(), |b| format!("{:.2}×", medians[i] / b));
@@ -438,9 +449,10 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "\nMigration cost per lease (migrated − same thread): cutover {:+.1} ns, arc-swap load_full() {:+.1} ns; \
-         the pipeline alone costs {:.1} ns.\n",
+        "\nMigration cost per lease (migrated − same thread): cutover {:+.1} ns (asymmetric-fence path {:+.1} ns), \
+         arc-swap load_full() {:+.1} ns; the pipeline alone costs {:.1} ns.\n",
         medians[1] - medians[0],
+        medians[9] - medians[8],
         medians[3] - medians[2],
         medians[5]
     );

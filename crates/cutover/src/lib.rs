@@ -112,12 +112,21 @@
 //!   (12 models: racing lifecycle transitions, a lease racing a cutover, stray
 //!   increments across record reuse, a release racing a two-stripe sweep,
 //!   `in_flight` on a reused record, registry lookups racing removal, and
-//!   that `lease()` never completes a drain).
+//!   that `lease()` never completes a drain). The models run the atomic
+//!   lease path ([`LeasePath::Atomic`]): loom cannot model the `membarrier`
+//!   system call of the asymmetric-fence path.
+//! * The opt-in asymmetric-fence path ([`LeasePath::AsymmetricFence`],
+//!   64-bit Linux) is argued correct in the `record` module docs and
+//!   checked by the stress tests of `tests/lease_paths.rs`, run on both
+//!   paths (cross-thread drops, thread churn, 100k replaces with pinned
+//!   generations), including a litmus test that fails when the barrier is
+//!   compiled out (`RUSTFLAGS="--cfg cutover_unsound_no_barrier"`).
 //! * Under Miri (`cargo +nightly miri test -p cutover --lib --test slot
 //!   --test lifecycle --test seed --test registry --test registry_lookup
 //!   --test host`), the crate's unit tests and those integration tests run,
-//!   with smaller iteration counts; `.ci/run` runs exactly that. Not under
-//!   Miri: the loom models (`--cfg loom`), the examples and doc tests, and
+//!   with smaller iteration counts, on the atomic path (Miri cannot run
+//!   system calls); `.ci/run` runs exactly that. Not under Miri:
+//!   `tests/lease_paths.rs` (too long under the interpreter), the loom models (`--cfg loom`), the examples and doc tests, and
 //!   the benchmarks.
 //!
 //! Every `unsafe` block carries a `SAFETY:` comment.
@@ -136,4 +145,4 @@ mod unwind;
 pub use id::{PluginId, PluginIdError, MAX_PLUGIN_ID_LEN};
 pub use lifecycle::{DrainError, EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle};
 pub use registry::{Registry, RegistryError};
-pub use slot::{Drain, Drained, Finalize, Lease, Slot, Straggler};
+pub use slot::{Drain, Drained, Finalize, Lease, LeasePath, Slot, Straggler};

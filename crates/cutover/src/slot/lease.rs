@@ -12,8 +12,10 @@ use super::record::{end_lease, leased_cancelled, Acquired, Record};
 /// Dropping the lease ends the operation, on any thread, also during a panic
 /// unwind.
 ///
-/// A lease costs one uncontended atomic increment and one decrement, on a
-/// counter no other thread uses; it may be held for as long as the operation
+/// A lease costs a plain increment and decrement of a counter its thread
+/// owns (the asymmetric-fence path), or one uncontended atomic increment and
+/// one decrement on a counter no other thread uses (the atomic path; see
+/// [`LeasePath`](super::LeasePath)); it may be held for as long as the operation
 /// takes (seconds, or across `.await`) without slowing other callers or
 /// writers. (An `arc-swap` `Guard` held for long makes later loads on the
 /// thread fall back to a slower path.)

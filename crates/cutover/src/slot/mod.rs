@@ -14,16 +14,25 @@
 //! 3. **Told, not polled.** [`Drain`] wakes blocked waiters, futures and
 //!    callbacks when its generation drains. Any number of generations may be
 //!    draining at once, each with its own `Drain`.
-//! 4. **Cheap per call.** A lease is one uncontended atomic increment on a
-//!    counter private to the calling thread (plus two loads of the shared
-//!    pointer); its drop is one decrement. No cache line is shared between
-//!    callers, so the cost stays flat as threads are added.
+//! 4. **Cheap per call.** By default ([`LeasePath::Atomic`]) a lease is one
+//!    uncontended atomic increment on a counter private to the calling
+//!    thread (plus two loads of the shared pointer), and its drop one
+//!    decrement. On the opt-in asymmetric-fence path
+//!    ([`LeasePath::AsymmetricFence`], 64-bit Linux) it is a plain load and
+//!    store of a counter owned by the calling thread, with no atomic
+//!    read-modify-write and no fence, and so is its drop; each cutover pays
+//!    instead with one process-wide `membarrier`. Either way no cache line
+//!    is shared between callers, so the cost stays flat as threads are
+//!    added. [`Slot::lease_path`] says which one a slot uses.
 //!
 //! How the counting works, and why it is safe, is written up in the
 //! `record` module's source, and model-checked with `loom`.
 //!
 //! # Limits
 //!
+//! * A lease dropped on another thread than the one that took it is counted
+//!   exactly on both paths; on the asymmetric-fence path its drop is one
+//!   atomic increment of a per-generation counter shared by such drops.
 //! * Leases are counted per *thread stripe*: a slot with more threads than
 //!   stripes (default: twice the cores, 4 to 64) has some threads share a
 //!   counter. That is still correct, only slower under contention; see
@@ -39,9 +48,12 @@
 //!   drain is announced regardless.
 //! * A thread may hold at most 2^39 leases of one generation at once (on
 //!   64-bit targets; 524,288 on 32-bit ones), counting the leases of the
-//!   threads that share its counter; [`Slot::lease`] panics beyond that.
+//!   threads that share its counter; [`Slot::lease`] panics beyond that. On
+//!   the asymmetric-fence path the limit is 2^54 leases taken by the thread
+//!   in one generation and not dropped on that same thread.
 
 mod drain;
+mod fence;
 mod lease;
 mod record;
 mod signal;
@@ -63,6 +75,28 @@ pub enum Finalize {
     Manual,
 }
 pub use lease::Lease;
+
+/// Which protocol a slot counts its leases with (see the crate docs,
+/// *How a lease is counted*). Chosen when the slot is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasePath {
+    /// The thread's own counter, updated with plain loads and stores (no
+    /// atomic read-modify-write, no fence); the cutover pays with one
+    /// process-wide barrier (Linux `membarrier`) and waits for owner threads
+    /// in the middle of a lease update. Opt-in ([`Slot::with_lease_path`],
+    /// or `CUTOVER_LEASE_PATH=asymmetric` for every slot); available on
+    /// 64-bit Linux when the kernel supports
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`, for the first 64 threads (by
+    /// stripe index) of a slot; other threads of the same slot take the
+    /// atomic path. Experimental: a thread preempted inside a lease update
+    /// delays cutovers by up to a scheduler time slice (see BENCHMARKS.md).
+    AsymmetricFence,
+    /// One atomic increment (`fetch_add`) per lease on a counter private to
+    /// the thread's stripe, validated against the current pointer. The
+    /// default, and the only path on other platforms, under Miri and loom,
+    /// or with `CUTOVER_LEASE_PATH=atomic` set in the environment.
+    Atomic,
+}
 pub(crate) use record::fresh_lifecycle;
 use record::Shared;
 pub use tracking::Straggler;
@@ -124,9 +158,32 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         Self::build(id, value, lifecycle, stripes)
     }
 
+    /// Like [`Slot::with_stripes`], with the lease path chosen:
+    /// [`LeasePath::Atomic`] forces the atomic path;
+    /// [`LeasePath::AsymmetricFence`] is used where it is available (see
+    /// [`Slot::lease_path`] for what the slot got). Both are correct with
+    /// leases dropped on any thread; the atomic path's cutover needs no
+    /// process-wide barrier, and a lease dropped on another thread costs the
+    /// same there as on its own.
+    pub fn with_lease_path(id: PluginId, value: Arc<T>, stripes: usize, path: LeasePath) -> Self {
+        let lifecycle = fresh_lifecycle(&id);
+        let asymmetric = path == LeasePath::AsymmetricFence && fence::available();
+        tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
+        Self { shared: Shared::new(id, value, lifecycle, stripes, false, asymmetric) }
+    }
+
     fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, false) }
+        Self { shared: Shared::new(id, value, lifecycle, stripes, false, fence::default_on()) }
+    }
+
+    /// Which protocol this slot's leases use.
+    pub fn lease_path(&self) -> LeasePath {
+        if self.shared.owners() > 0 {
+            LeasePath::AsymmetricFence
+        } else {
+            LeasePath::Atomic
+        }
     }
 
     /// A slot whose lease drops never complete a drain: completions they
@@ -136,7 +193,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// map); nobody may wait on such a slot's drains.
     pub(crate) fn with_deferred_completion(id: PluginId, value: Arc<T>) -> Self {
         let lifecycle = fresh_lifecycle(&id);
-        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true) }
+        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::default_on()) }
     }
 
     /// Complete the drains deferred by lease drops (see
@@ -153,9 +210,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
 
     /// Capture the current generation for one in-flight operation.
     ///
-    /// Never blocks. Lock-free: one atomic increment and two loads of the
-    /// current pointer; a retry only if a cutover lands between its load and
-    /// its increment and the old generation did not count it. It never
+    /// Never blocks. Lock-free: on the asymmetric-fence path, a plain
+    /// increment of this thread's counter after one load of the current
+    /// pointer, retried only if that generation was already retired; on the
+    /// atomic path, one atomic increment and two loads of the current
+    /// pointer, retried only if a cutover lands between its load and its
+    /// increment and the old generation did not count it. It never
     /// completes another generation's drain: it runs no plugin value's
     /// `Drop`, no [`Drain::on_drained`] callback and no waker, and takes no
     /// lock (with straggler tracking off). A lease taken while a cutover is
@@ -166,7 +226,8 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// # Panics
     /// If the leases already held on this thread's lease counter reach the
     /// limit: 2^39 on 64-bit targets, 524,288 (2^19) on 32-bit ones, per
-    /// generation. Threads share a counter only when there are more threads
+    /// generation (on the asymmetric-fence path: 2^54 taken on this thread
+    /// and not dropped on it). Threads share a counter only when there are more threads
     /// than counters ([`Slot::with_stripes`]). Only leaking leases (e.g.
     /// `mem::forget`) gets there; the panic is what keeps the count from
     /// overflowing into a use-after-free.
@@ -316,7 +377,7 @@ impl<T: ?Sized + Send + Sync + 'static> RawSlot<T> {
     pub(crate) unsafe fn try_lease(&self) -> Option<Lease<T>> {
         // SAFETY: the caller keeps the slot, and so its shared state, alive.
         let shared = unsafe { self.shared.as_ref() };
-        Some(Lease::new(shared.acquire(stripe::thread_stripe())?))
+        Some(Lease::new(shared.acquire()?))
     }
 }
 
@@ -343,7 +404,7 @@ mod tests {
         },
     };
 
-    use super::{stripe::COUNT_LIMIT, Slot};
+    use super::{stripe::COUNT_LIMIT, LeasePath, Slot};
     use crate::PluginId;
 
     struct Counted(Arc<AtomicUsize>);
@@ -361,7 +422,8 @@ mod tests {
     #[test]
     fn a_lease_at_the_count_limit_is_refused_and_undone() {
         let drops = Arc::new(AtomicUsize::new(0));
-        let slot = Slot::with_stripes(PluginId::new("p"), Arc::new(Counted(Arc::clone(&drops))), 1);
+        let slot =
+            Slot::with_lease_path(PluginId::new("p"), Arc::new(Counted(Arc::clone(&drops))), 1, LeasePath::Atomic);
         let held = slot.lease();
         // `held` plus COUNT_LIMIT - 1 leaked leases.
         assert_eq!(slot.shared.add_to_current_stripe(0, COUNT_LIMIT - 1), COUNT_LIMIT);
@@ -384,10 +446,42 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
+    /// The asymmetric-fence path refuses a lease at its counter's limit,
+    /// and leaves the thread's busy word even: a cutover afterwards does
+    /// not wait forever for an update that panicked.
+    #[test]
+    fn an_owned_lease_at_the_limit_is_refused_and_cutovers_go_on() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Slot::with_lease_path(
+            PluginId::new("p"),
+            Arc::new(Counted(Arc::clone(&drops))),
+            64, // so that this test thread's index owns a counter
+            LeasePath::AsymmetricFence,
+        );
+        if slot.lease_path() != LeasePath::AsymmetricFence {
+            return; // not available here: covered by the atomic-path tests
+        }
+        let held = slot.lease();
+        let limit = super::record::Shared::<Counted>::OWNED_LIMIT;
+        assert_eq!(slot.shared.set_current_owned(limit), 1);
+        let refused = catch_unwind(AssertUnwindSafe(|| slot.lease()));
+        let message = match refused {
+            Ok(lease) => panic!("a lease beyond the limit was granted (generation {})", lease.generation()),
+            Err(payload) => crate::unwind::message(&*payload),
+        };
+        assert!(message.contains("leases are held at once") && message.contains("`p`"), "{message}");
+        assert_eq!(slot.shared.set_current_owned(1), limit, "the refused lease changed the counter");
+        let drain = slot.replace(Arc::new(Counted(Arc::clone(&drops))));
+        assert_eq!(drain.in_flight(), 1);
+        drop(held);
+        assert!(drain.is_drained());
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
     /// Below the limit, leases are granted (the limit is not off by one).
     #[test]
     fn a_lease_just_below_the_count_limit_is_granted() {
-        let slot = Slot::with_stripes(PluginId::new("p"), Arc::new(1u8), 1);
+        let slot = Slot::with_lease_path(PluginId::new("p"), Arc::new(1u8), 1, LeasePath::Atomic);
         slot.shared.add_to_current_stripe(0, COUNT_LIMIT - 1);
         let lease = slot.lease();
         assert_eq!(slot.shared.add_to_current_stripe(0, 0), COUNT_LIMIT);

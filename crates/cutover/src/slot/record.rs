@@ -30,6 +30,90 @@
 //! whichever operation brings it to zero (the last lease's drop, or the
 //! sweep if nothing was in flight) completes the drain, exactly once.
 //!
+//! # The asymmetric-fence path
+//!
+//! Where the platform offers a process-wide memory barrier (Linux
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, see [`super::fence`]),
+//! a slot made for it (opt-in; the default is the atomic path) counts the leases of its first threads differently: the thread
+//! holding index `i` (below `owners`, at most 64 and at most the stripe
+//! count; indices are exclusive among live threads, see
+//! [`super::stripe`]) *owns* the `owned` counter of stripe `i` of every
+//! record, and takes and drops its leases with a plain load and store of
+//! that counter: no read-modify-write, no fence. The price is paid by the
+//! cutover, as in Linux's `percpu_ref` and liburcu's membarrier flavour.
+//! Threads without an owned counter use the atomic path described above
+//! (both paths count into the same record; the sweep adds both).
+//!
+//! *The busy word.* Each owner index has a cache-padded *busy* sequence
+//! word, written only by its owner: odd from before the owner loads
+//! `current` until after it stored its counter, even otherwise. The odd
+//! store is followed by a compiler fence only.
+//!
+//! *Owner acquire:* busy odd; load `current`; if that record is
+//! `draining`, busy even and retry (or `None` if the slot is closed);
+//! otherwise `owned += 1` (plain) and busy even (release). No validation of
+//! `current` is needed: a lease that loaded a record just before the swap is
+//! counted on it, as if it had started a moment earlier. *Owner release:*
+//! busy odd; if the record is not `draining`, `owned -= 1` (plain), busy
+//! even; else busy even and decrement `central`, as any release of a
+//! draining generation. *Release on another thread* (a lease that moved, or
+//! whose owner gave its index back): `remote.fetch_add(1)` (release); if
+//! that word was frozen, decrement `central`.
+//!
+//! *The sweep* (in `retire`, after the swap or the close): set `draining`;
+//! issue the barrier; freeze `remote` with a `fetch_or` of
+//! [`DRAINING_BIT`] (acquire), reading its count `r`; for each owner index,
+//! wait until its busy word is even or has changed (acquire); sum the owned
+//! counters; then freeze the atomic stripes as above. The generation's
+//! count is `Σ owned − r + Σ frozen stripes`, moved into `central` with the
+//! bias as before.
+//!
+//! *Why the sum is exact.* Model the barrier as a `SeqCst` fence executed
+//! by every thread of the process at some instant `F` during the system
+//! call, between two `SeqCst` fences of the writer. Take any owner update
+//! of this record (acquire or release; in both, the busy store precedes the
+//! loads of `current`/`draining` in program order, kept there by the
+//! compiler fence and by `F`):
+//!
+//! * it ended (busy even) before the owner's `F`: its counter store is
+//!   visible to the sum, which reads after the barrier;
+//! * it straddles `F` (busy odd before `F`, even after): the writer, reading
+//!   after the barrier, sees busy odd (or a later value) and waits for it
+//!   to change; the release store that ends the update synchronizes with
+//!   the writer's acquire load, so the counter store is visible to the sum;
+//! * it started after `F`: its loads follow the writer's `draining` store
+//!   and swap (both before the barrier), so it sees `draining` and does
+//!   not touch the owned counter: an acquire retries on the new `current`
+//!   (or returns `None`), a release goes to `central`.
+//!
+//! So every owned increment of a lease is in the sum, and so is every owned
+//! decrement; later releases go to `central`. A remote release counted in
+//! `r` follows (release/acquire on `remote`) the owner's increment of that
+//! lease, which the sum therefore also sees, because the owned counters
+//! are read after `remote` was frozen; a remote release after the freeze
+//! goes to `central`. The subtraction and the bias use wrapping arithmetic,
+//! so an owned counter that only goes up (its leases dropped elsewhere)
+//! still sums exactly. After the sweep, no owner update of the record is in
+//! progress and none can start while it is unpublished, so a drained
+//! record's counters can be reset (in `prepare`) and republished by the
+//! swap, as for the atomic path.
+//!
+//! *Bounds.* An owned counter is refused at 2^54 (acquisitions minus the
+//! owner's releases), so 64 owned counters and the atomic stripes together
+//! stay below half the bias. The path is used on 64-bit targets only.
+//!
+//! *What the writer waits for.* Only updates in progress on an owner thread
+//! at the barrier: a few instructions, unless that thread is preempted
+//! inside one (then the writer spins briefly and yields). The per-call path
+//! stays wait-free apart from the retry after a cutover.
+//!
+//! *How it is checked.* Loom cannot model `membarrier`; under `--cfg loom`
+//! (and Miri) every slot uses the atomic path, which the loom models cover.
+//! The barrier path is covered by the stress tests in `tests/lease_paths.rs`
+//! (cross-thread drops, thread churn, 100k replaces with pinned
+//! generations and record reuse) and a litmus test that fails when the
+//! barrier is compiled out (`--cfg cutover_unsound_no_barrier`).
+//!
 //! # Taking a lease never completes a drain
 //!
 //! An increment that does not become a validated lease has to be given
@@ -141,8 +225,9 @@ use std::{
 };
 
 use super::{
+    fence,
     signal::DrainSignal,
-    stripe::{COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
+    stripe::{owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
     tracking::{Straggler, Tracker},
     Finalize,
 };
@@ -159,6 +244,39 @@ const BIAS: usize = 1 << (usize::BITS - 2);
 // Every stripe at its limit, plus a stray per thread, stays far below the bias.
 const _: () = assert!(MAX_STRIPES.checked_mul(COUNT_LIMIT).is_some() && MAX_STRIPES * COUNT_LIMIT <= BIAS / 4);
 
+/// Set in a lease's stripe number when it was counted on an owned counter
+/// (the asymmetric-fence path).
+pub(crate) const OWNED: usize = 1 << (usize::BITS - 1);
+
+/// The most an owned counter may reach (acquisitions minus the owner's own
+/// releases): 2^54. With at most [`fence::MAX_OWNERS`] (64) owned counters
+/// that keeps their sum at 2^60, and with the atomic stripes' at most 2^60,
+/// below half the bias. Releases on other threads do not lower an owned
+/// counter, so it also bounds the leases one thread may take in one
+/// generation if all of them are dropped elsewhere: 2^54, about 570 years
+/// at one lease per microsecond. (Only used on 64-bit targets.)
+const OWNED_LIMIT: usize = (1u64 << 54) as usize;
+
+/// The counters of one stripe: the atomic word threads without a counter of
+/// their own increment (count, epoch and [`DRAINING_BIT`]), and the counter
+/// the thread owning this index updates with plain stores (asymmetric-fence
+/// path only). One cache-padded block, written by one thread at a time in
+/// the common case.
+#[derive(Default)]
+struct Stripe {
+    shared: AtomicUsize,
+    owned: AtomicUsize,
+}
+
+/// The part of a record written by releases on the draining (`central`)
+/// and cross-thread (`remote`) paths, away from the lines every lease reads.
+struct Tail {
+    central: AtomicUsize,
+    /// Releases of owned-counter leases made on other threads than the
+    /// owner (count), and [`DRAINING_BIT`] once the sweep froze it.
+    remote: AtomicUsize,
+}
+
 /// What a live generation holds. Written only while its record is not
 /// reachable by any lease (before publication, or after the drain).
 pub(crate) struct Incarnation<T: ?Sized + 'static> {
@@ -172,13 +290,16 @@ pub(crate) struct Incarnation<T: ?Sized + 'static> {
 
 /// One generation's counters and value. See the module docs.
 pub(crate) struct Record<T: ?Sized + 'static> {
-    stripes: Box<[CachePadded<AtomicUsize>]>,
-    central: AtomicUsize,
+    stripes: Box<[CachePadded<Stripe>]>,
+    /// Set by the cutover (after the swap, before the barrier): owners stop
+    /// updating their counters with plain stores.
+    draining: AtomicBool,
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
     /// Leases taken with straggler tracking on (empty when it is off).
     pub(crate) tracker: Tracker,
     /// The next record on the slot's `deferred` list.
     next_deferred: AtomicPtr<Record<T>>,
+    tail: CachePadded<Tail>,
 }
 
 struct Writer<T: ?Sized + 'static> {
@@ -194,6 +315,9 @@ pub(crate) struct Shared<T: ?Sized + 'static> {
     pub(crate) id: PluginId,
     current: AtomicPtr<Record<T>>,
     mask: usize,
+    /// Thread indices below this own a counter of each record and lease on
+    /// the asymmetric-fence path; 0 on the atomic path (see the module docs).
+    owners: usize,
     /// Set once by [`Shared::close`]: the slot has no current generation.
     closed: AtomicBool,
     /// Straggler tracking on (see `tracking`).
@@ -260,12 +384,15 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         lifecycle: SharedLifecycle,
         stripes: usize,
         defer: bool,
+        asymmetric: bool,
     ) -> Arc<Self> {
         let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
+        let owners = if asymmetric && usize::BITS >= 64 { stripes.min(fence::MAX_OWNERS) } else { 0 };
         let shared = Arc::new(Self {
             id,
             current: AtomicPtr::new(std::ptr::null_mut()),
             mask: stripes - 1,
+            owners,
             closed: AtomicBool::new(false),
             tracking: AtomicBool::new(false),
             defer,
@@ -278,6 +405,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             shared.current.store(record.as_ptr(), Ordering::SeqCst);
         }
         shared
+    }
+
+    /// Thread indices that own a counter (0: the atomic path).
+    pub(crate) fn owners(&self) -> usize {
+        self.owners
     }
 
     /// Take a record (reused or new) and fill it with the next generation.
@@ -293,13 +425,14 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let record = match writer.free.pop() {
             Some(record) => record,
             None => {
-                let stripes = (0..=self.mask).map(|_| CachePadded(AtomicUsize::new(0))).collect();
+                let stripes = (0..=self.mask).map(|_| CachePadded(Stripe::default())).collect();
                 let record = Box::new(Record {
                     stripes,
-                    central: AtomicUsize::new(BIAS),
+                    draining: AtomicBool::new(false),
                     incarnation: UnsafeCell::new(None),
                     tracker: Tracker::default(),
                     next_deferred: AtomicPtr::new(std::ptr::null_mut()),
+                    tail: CachePadded(Tail { central: AtomicUsize::new(BIAS), remote: AtomicUsize::new(0) }),
                 });
                 // SAFETY: `Box::into_raw` never returns null.
                 let record = unsafe { NonNull::new_unchecked(Box::into_raw(record)) };
@@ -313,6 +446,10 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // thread may be between a stray increment of a frozen stripe and its
         // undo. Unfreeze and bump the epoch, keeping such counts.
         for stripe in rec.stripes.iter() {
+            // No owner touches a retired record after its sweep (see the
+            // module docs): plain resets, published by the swap.
+            stripe.owned.store(0, Ordering::Relaxed);
+            let stripe = &stripe.shared;
             let mut word = stripe.load(Ordering::Acquire);
             loop {
                 let epoch = (word & EPOCH_MASK).wrapping_add(1 << EPOCH_SHIFT) & EPOCH_MASK;
@@ -327,7 +464,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 }
             }
         }
-        rec.central.store(BIAS, Ordering::Release);
+        rec.draining.store(false, Ordering::Relaxed);
+        rec.tail.remote.store(0, Ordering::Relaxed);
+        rec.tail.central.store(BIAS, Ordering::Release);
         if lifecycle.state() != LifecycleState::Active {
             lifecycle.set(LifecycleState::Active);
         }
@@ -348,7 +487,85 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// If the stripe already counts [`COUNT_LIMIT`] leases (leaked ones,
     /// typically); the increment is undone first.
     #[inline]
-    pub(crate) fn acquire(&self, stripe: usize) -> Option<Acquired<T>> {
+    pub(crate) fn acquire(&self) -> Option<Acquired<T>> {
+        match owner_index() {
+            Some(index) if index < self.owners => self.acquire_owned(index),
+            Some(index) => self.acquire_atomic(index),
+            None => self.acquire_first(),
+        }
+    }
+
+    /// [`acquire`](Self::acquire) on a thread that has no index yet (its
+    /// first lease) or no longer has one (thread teardown).
+    #[cold]
+    #[inline(never)]
+    fn acquire_first(&self) -> Option<Acquired<T>> {
+        let stripe = thread_stripe();
+        match owner_index() {
+            Some(index) if index < self.owners => self.acquire_owned(index),
+            _ => self.acquire_atomic(stripe),
+        }
+    }
+
+    /// The asymmetric-fence path: a plain increment of the counter this
+    /// thread owns (see the module docs).
+    #[inline]
+    fn acquire_owned(&self, index: usize) -> Option<Acquired<T>> {
+        // SAFETY: `index < owners <= MAX_OWNERS`.
+        let busy = unsafe { fence::BUSY.get_unchecked(index) };
+        loop {
+            // Only this thread writes its busy word and its owned counters.
+            let seq = busy.load(Ordering::Relaxed);
+            busy.store(seq.wrapping_add(1), Ordering::Relaxed);
+            // The store above must not sink below the loads that follow in
+            // program order: the barrier (or the writer's wait) orders them.
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            let ptr = self.current.load(Ordering::Acquire);
+            // SAFETY: `current` always points at a record in `all`, which stays
+            // allocated while `self` lives, and the caller borrows `self`.
+            let rec = unsafe { &*ptr };
+            // Acquire: having seen the flag, the retry's load of `current`
+            // sees the swap (or `closed`) that came before it.
+            if rec.draining.load(Ordering::Acquire) {
+                busy.store(seq.wrapping_add(2), Ordering::Release);
+                if self.closed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                continue;
+            }
+            // SAFETY: `index < owners <= mask + 1`.
+            let counter = &unsafe { rec.stripes.get_unchecked(index) }.owned;
+            let count = counter.load(Ordering::Relaxed);
+            if count >= OWNED_LIMIT {
+                busy.store(seq.wrapping_add(2), Ordering::Release);
+                self.refuse(OWNED_LIMIT);
+            }
+            counter.store(count + 1, Ordering::Relaxed);
+            // Release: a writer that waits for this word to change sees the
+            // count above.
+            busy.store(seq.wrapping_add(2), Ordering::Release);
+            // SAFETY: the increment is counted by the generation's sweep (it
+            // happened before the barrier, or inside an update the sweep
+            // waits for), so the generation cannot complete until we release;
+            // its incarnation was written before the record was published.
+            return Some(unsafe { self.leased(ptr, index | OWNED) });
+        }
+    }
+
+    /// Refuse a lease at a counter's limit.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, limit: usize) -> ! {
+        panic!(
+            "cutover: plugin `{}`: {limit} leases are held at once on one lease counter, the most it can count; \
+             leases are being leaked (e.g. with mem::forget) or accumulated without bound",
+            self.id
+        );
+    }
+
+    /// The atomic path: one `fetch_add` on the stripe `stripe` selects.
+    #[inline]
+    fn acquire_atomic(&self, stripe: usize) -> Option<Acquired<T>> {
         let stripe = stripe & self.mask;
         loop {
             let ptr = self.current.load(Ordering::Acquire);
@@ -356,7 +573,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // allocated while `self` lives, and the caller borrows `self`.
             let rec = unsafe { &*ptr };
             // SAFETY: `stripe <= mask`, and every record has `mask + 1` stripes.
-            let counter = unsafe { rec.stripes.get_unchecked(stripe) };
+            let counter = &unsafe { rec.stripes.get_unchecked(stripe) }.shared;
             // SeqCst, as it pairs with the drain's freeze and the swap; its
             // acquire half also means that having seen a frozen stripe, the
             // next read of `current` sees the record that replaced this one.
@@ -395,7 +612,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     #[inline(never)]
     unsafe fn acquire_cold(&self, ptr: *mut Record<T>, stripe: usize, before: usize) -> Cold<T> {
         // SAFETY: the caller borrows `self`, so the record is allocated.
-        let counter = unsafe { (&*ptr).stripes.get_unchecked(stripe) };
+        let counter = &unsafe { (&*ptr).stripes.get_unchecked(stripe) }.shared;
         if before & DRAINING_BIT != 0 {
             // A stray increment of a frozen stripe: that freeze did not count
             // it, a freeze of a later epoch would have.
@@ -418,11 +635,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // SAFETY: a freeze counted our increment.
             return Cold::Leased(unsafe { self.leased(ptr, stripe) });
         }
-        panic!(
-            "cutover: plugin `{}`: {COUNT_LIMIT} leases are held at once on one lease counter, the most it can count; \
-             leases are being leaked (e.g. with mem::forget) or accumulated without bound",
-            self.id
-        );
+        self.refuse(COUNT_LIMIT)
     }
 
     /// Build the acquisition of a lease on `ptr`'s current incarnation.
@@ -501,20 +714,42 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         if let Err(e) = signal.fence.begin_drain() {
             tracing::warn!(target: "cutover::slot", plugin = %self.id, generation = signal.generation, error = %e, "old generation was not Active at cutover");
         }
+        let owned = self.sweep_owned(rec);
         let frozen: usize = rec
             .stripes
             .iter()
-            .map(|stripe| stripe.fetch_or(DRAINING_BIT, Ordering::SeqCst) & COUNT_MASK)
-            .fold(0usize, usize::wrapping_add);
+            .map(|stripe| stripe.shared.fetch_or(DRAINING_BIT, Ordering::SeqCst) & COUNT_MASK)
+            .fold(owned, usize::wrapping_add);
         // Releases that raced the sweep have already decremented `central`;
         // remove the bias, keeping the frozen count.
         let adjust = BIAS.wrapping_sub(frozen);
-        if rec.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
+        if rec.tail.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
             // SAFETY: the central count reached zero by our hand, on the
             // writer side: we complete.
             unsafe { complete(record) };
         }
         signal
+    }
+
+    /// The asymmetric-fence half of the sweep: stop the owners' plain
+    /// updates of `rec`, issue the process-wide barrier, freeze the remote
+    /// releases and sum the owned counters (minus the remote releases). 0 on
+    /// the atomic path. See the module docs for why the sum is exact.
+    fn sweep_owned(&self, rec: &Record<T>) -> usize {
+        if self.owners == 0 {
+            return 0;
+        }
+        rec.draining.store(true, Ordering::Release);
+        fence::barrier();
+        // Acquire: a remote release we count here follows the owner's
+        // increment of the lease it ends, which the sum below must then see.
+        let remote = rec.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
+        let mut sum = 0usize;
+        for (index, stripe) in rec.stripes.iter().enumerate().take(self.owners) {
+            fence::wait_quiescent(index);
+            sum = sum.wrapping_add(stripe.owned.load(Ordering::Relaxed));
+        }
+        sum.wrapping_sub(remote)
     }
 
     /// Complete the drains that lease drops deferred (see the module docs).
@@ -544,7 +779,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             return 0;
         }
         // SAFETY: records stay allocated while `self` lives.
-        let central = unsafe { record.as_ref() }.central.load(Ordering::Acquire);
+        let central = unsafe { record.as_ref() }.tail.central.load(Ordering::Acquire);
         // A reused record's counter is reset (with release ordering) only
         // after its previous generation was announced done, so a counter that
         // belongs to a later generation is caught by this second look.
@@ -575,7 +810,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// Read the current generation's incarnation under a short lease
     /// (lock-free). `None` once the slot is closed.
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Incarnation<T>) -> R) -> Option<R> {
-        let acquired = self.acquire(super::stripe::thread_stripe())?;
+        let acquired = self.acquire()?;
         // SAFETY: the lease we hold keeps the incarnation in place.
         let out = unsafe { acquired.record.as_ref() }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f));
         // SAFETY: we give back the count (and ticket) `acquire` took.
@@ -587,7 +822,20 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     pub(crate) fn current_in_flight(&self) -> usize {
         // SAFETY: records stay allocated while `self` lives; only atomics are read.
         let rec = unsafe { &*self.current.load(Ordering::Acquire) };
-        rec.stripes.iter().map(|s| s.load(Ordering::Relaxed) & COUNT_MASK).fold(0, usize::wrapping_add)
+        let remote = rec.tail.remote.load(Ordering::Relaxed) & !DRAINING_BIT;
+        let count = rec
+            .stripes
+            .iter()
+            .map(|s| (s.shared.load(Ordering::Relaxed) & COUNT_MASK).wrapping_add(s.owned.load(Ordering::Relaxed)))
+            .fold(0, usize::wrapping_add)
+            .wrapping_sub(remote);
+        // A racy snapshot may be momentarily off (a remote release seen
+        // before the increment it ends); never report a negative count.
+        if count >= BIAS {
+            0
+        } else {
+            count
+        }
     }
 
     /// The current record, for retiring it when the slot handle goes away.
@@ -596,6 +844,21 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         unsafe { NonNull::new_unchecked(self.current.load(Ordering::Acquire)) }
     }
 
+    /// Set this thread's owned counter of the current record (asymmetric
+    /// path) to `count`, returning the previous value: lets unit tests reach
+    /// the owned limit.
+    #[cfg(test)]
+    pub(crate) fn set_current_owned(&self, count: usize) -> usize {
+        let index = owner_index().expect("this thread holds an index");
+        // SAFETY: records stay allocated while `self` lives.
+        let rec = unsafe { &*self.current.load(Ordering::Acquire) };
+        rec.stripes[index].owned.swap(count, Ordering::SeqCst)
+    }
+
+    /// The owned-counter limit (for unit tests).
+    #[cfg(test)]
+    pub(crate) const OWNED_LIMIT: usize = OWNED_LIMIT;
+
     /// Add `delta` (two's complement) to the count of `stripe` of the
     /// current record, as if that many leases had been taken (or dropped)
     /// there: lets unit tests reach the count limit without 2^39 leases.
@@ -603,7 +866,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     pub(crate) fn add_to_current_stripe(&self, stripe: usize, delta: usize) -> usize {
         // SAFETY: records stay allocated while `self` lives.
         let rec = unsafe { &*self.current.load(Ordering::Acquire) };
-        rec.stripes[stripe & self.mask].fetch_add(delta, Ordering::SeqCst).wrapping_add(delta) & COUNT_MASK
+        rec.stripes[stripe & self.mask].shared.fetch_add(delta, Ordering::SeqCst).wrapping_add(delta) & COUNT_MASK
     }
 }
 
@@ -644,11 +907,68 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
     // only if the stripe was frozen, in which case our count is still part
     // of the central counter until we decrement that.
     let rec = unsafe { record.as_ref() };
+    if stripe & OWNED != 0 {
+        let index = stripe & !OWNED;
+        if owner_index() == Some(index) {
+            // SAFETY: forwarded from the caller; this thread owns `index`.
+            return unsafe { release_owned(record, index) };
+        }
+        // SAFETY: forwarded from the caller.
+        return unsafe { release_remote(record) };
+    }
     // SAFETY: `stripe` was masked when the lease was taken.
-    let before = unsafe { rec.stripes.get_unchecked(stripe) }.fetch_sub(1, Ordering::Release);
+    let before = unsafe { rec.stripes.get_unchecked(stripe) }.shared.fetch_sub(1, Ordering::Release);
     if before & DRAINING_BIT != 0 {
         // SAFETY: forwarded from the caller.
         unsafe { release_draining(record) };
+    }
+}
+
+/// Release an owned-counter lease on the thread owning `index`: a plain
+/// decrement, unless the generation is draining (then `central`).
+///
+/// # Safety
+/// As for [`release`]; the lease was counted on `index`'s owned counter,
+/// and this thread holds `index`.
+#[inline]
+unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, index: usize) {
+    // SAFETY: our count keeps the record live (see `release`).
+    let rec = unsafe { record.as_ref() };
+    // SAFETY: owned leases are taken only with `index < MAX_OWNERS`.
+    let busy = unsafe { fence::BUSY.get_unchecked(index) };
+    let seq = busy.load(Ordering::Relaxed);
+    busy.store(seq.wrapping_add(1), Ordering::Relaxed);
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    if !rec.draining.load(Ordering::Relaxed) {
+        // SAFETY: `index` is below the record's stripe count.
+        let counter = &unsafe { rec.stripes.get_unchecked(index) }.owned;
+        counter.store(counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+        busy.store(seq.wrapping_add(2), Ordering::Release);
+        return;
+    }
+    busy.store(seq.wrapping_add(2), Ordering::Release);
+    // The sweep counted our increment: our count is in `central`.
+    // SAFETY: forwarded from the caller.
+    unsafe { release_draining(record) }
+}
+
+/// Release an owned-counter lease on another thread than its owner's: one
+/// atomic increment of the record's remote-release count, or of `central`
+/// once the sweep froze it.
+///
+/// # Safety
+/// As for [`release`].
+#[inline(never)]
+unsafe fn release_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
+    // SAFETY: our count keeps the record live (see `release`).
+    let rec = unsafe { record.as_ref() };
+    // Release: our use of the value, and the owner's increment that counted
+    // this lease, happen before a sweep that reads this.
+    let before = rec.tail.remote.fetch_add(1, Ordering::Release);
+    if before & DRAINING_BIT != 0 {
+        // SAFETY: forwarded from the caller: the sweep counted our
+        // increment, and our count is in `central`.
+        unsafe { release_draining(record) }
     }
 }
 
@@ -657,7 +977,7 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
 unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: see `release`: our count is in `central`, so the record is live.
     let rec = unsafe { record.as_ref() };
-    if rec.central.fetch_sub(1, Ordering::AcqRel) != 1 {
+    if rec.tail.central.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
     // We brought the central count to zero: the incarnation is ours.

@@ -54,7 +54,26 @@ pub(crate) fn default_stripes() -> usize {
 #[cfg(not(loom))]
 #[inline(always)]
 pub(crate) fn thread_stripe() -> usize {
+    match owner_index() {
+        Some(index) => index,
+        None => index::slow(),
+    }
+}
+
+/// The index this thread holds, if it has taken one and not yet given it
+/// back (thread teardown): while it returns `Some(i)`, no other live thread
+/// gets `Some(i)`. One thread-local load (no lazy initialization).
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn owner_index() -> Option<usize> {
+    let index = index::OWNER.with(std::cell::Cell::get);
+    (index != usize::MAX).then_some(index)
+}
+
+#[cfg(not(loom))]
+mod index {
     use std::{
+        cell::Cell,
         cmp::Reverse,
         collections::BinaryHeap,
         sync::{
@@ -69,21 +88,34 @@ pub(crate) fn thread_stripe() -> usize {
     impl Index {
         fn take() -> Self {
             let reused = FREE.lock().ok().and_then(|mut free| free.pop());
-            Index(reused.map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(i)| i))
+            let index = reused.map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(i)| i);
+            OWNER.with(|owner| owner.set(index));
+            Index(index)
         }
     }
     impl Drop for Index {
         fn drop(&mut self) {
+            // Stop using the index before anyone else can take it (the
+            // mutex orders our last use of it before theirs).
+            OWNER.with(|owner| owner.set(usize::MAX));
             if let Ok(mut free) = FREE.lock() {
                 free.push(Reverse(self.0));
             }
         }
     }
     thread_local! {
+        /// The index held, `usize::MAX` if none: a copy of `INDEX` that
+        /// needs no lazy initialization to read.
+        pub(super) static OWNER: Cell<usize> = const { Cell::new(usize::MAX) };
         static INDEX: Index = Index::take();
     }
-    // During thread teardown the index may be gone: any stripe is correct.
-    INDEX.try_with(|i| i.0).unwrap_or(0)
+
+    /// Take this thread's index (first use). During thread teardown the
+    /// index may be gone: any stripe is correct for the atomic path.
+    #[cold]
+    pub(super) fn slow() -> usize {
+        INDEX.try_with(|i| i.0).unwrap_or(0)
+    }
 }
 
 /// Under loom every model thread gets the stripe of its loom thread number,
@@ -92,4 +124,10 @@ pub(crate) fn thread_stripe() -> usize {
 pub(crate) fn thread_stripe() -> usize {
     let id = format!("{:?}", loom::thread::current().id());
     id.trim_start_matches("ThreadId(").trim_end_matches(')').parse().unwrap_or(0)
+}
+
+/// Loom models run the atomic path only: no thread owns a counter.
+#[cfg(loom)]
+pub(crate) fn owner_index() -> Option<usize> {
+    None
 }

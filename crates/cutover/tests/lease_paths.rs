@@ -1,0 +1,356 @@
+//! Stress tests of both lease paths (the asymmetric-fence path, where the
+//! platform offers it, and the atomic path): cross-thread drops, thread
+//! churn, record-reuse storms, 100k replaces with pinned generations, and a
+//! litmus test of the barrier.
+//!
+//! Every test checks the one property a wrong count would break: a
+//! generation's value is never dropped while a lease on it is held, and
+//! every generation drains exactly once when its last lease is gone. Values
+//! carry their generation's entry in a table of "alive" flags that their
+//! `Drop` clears; a lease holder checks its generation's flag (through the
+//! lease's own generation number, never through the value) before it lets
+//! go.
+//!
+//! The litmus test (`plain_updates_are_fenced_by_the_barrier`) is the
+//! check of the barrier path that loom cannot make: built with
+//! `RUSTFLAGS="--cfg cutover_unsound_no_barrier"` (the barrier replaced by
+//! nothing), it fails; see BENCHMARKS.md ("Checking the barrier").
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc, Arc, Barrier,
+    },
+    thread,
+    time::Duration,
+};
+
+use cutover::{Drain, Lease, LeasePath, PluginId, Slot};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Alive flags by generation, and a count of drops.
+struct Table {
+    alive: Vec<AtomicBool>,
+    drops: AtomicUsize,
+    /// Leases that found their generation's value dropped.
+    violations: AtomicUsize,
+}
+
+impl Table {
+    fn new(generations: usize) -> Arc<Self> {
+        Arc::new(Self {
+            alive: (0..=generations + 1).map(|_| AtomicBool::new(false)).collect(),
+            drops: AtomicUsize::new(0),
+            violations: AtomicUsize::new(0),
+        })
+    }
+
+    fn value(self: &Arc<Self>, generation: u64) -> Arc<Value> {
+        self.alive[generation as usize].store(true, Ordering::SeqCst);
+        Arc::new(Value { generation, table: Arc::clone(self) })
+    }
+
+    /// Check that `lease`'s value is alive, then drop it.
+    fn check_and_drop(&self, lease: Lease<Value>) {
+        if !self.alive[lease.generation() as usize].load(Ordering::SeqCst) {
+            self.violations.fetch_add(1, Ordering::SeqCst);
+        }
+        drop(lease);
+    }
+
+    fn assert_sound(&self) {
+        assert_eq!(
+            self.violations.load(Ordering::SeqCst),
+            0,
+            "a generation's value was dropped while a lease on it was held"
+        );
+    }
+}
+
+struct Value {
+    generation: u64,
+    table: Arc<Table>,
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        let was = self.table.alive[self.generation as usize].swap(false, Ordering::SeqCst);
+        assert!(was, "generation {} dropped twice", self.generation);
+        self.table.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn slot(path: LeasePath, table: &Arc<Table>) -> Slot<Value> {
+    Slot::with_lease_path(PluginId::new("stress"), table.value(1), 8, path)
+}
+
+fn wait_all(drains: Vec<Drain>) {
+    for drain in drains {
+        if let Err(e) = drain.wait_timeout(DEADLINE) {
+            panic!("a drain did not complete within {DEADLINE:?} after its last lease was dropped: {e}");
+        }
+    }
+}
+
+fn paths() -> [LeasePath; 2] {
+    [LeasePath::AsymmetricFence, LeasePath::Atomic]
+}
+
+#[test]
+fn the_lease_path_is_the_one_asked_for_or_the_fallback() {
+    let table = Table::new(1);
+    assert_eq!(slot(LeasePath::Atomic, &table).lease_path(), LeasePath::Atomic);
+    if std::env::var("CUTOVER_LEASE_PATH").as_deref() != Ok("asymmetric") {
+        // The asymmetric-fence path is opt-in.
+        assert_eq!(Slot::new(PluginId::new("default"), table.value(1)).lease_path(), LeasePath::Atomic);
+    }
+    let table = Table::new(1);
+    let fast = slot(LeasePath::AsymmetricFence, &table);
+    if cfg!(all(target_os = "linux", target_pointer_width = "64", not(miri)))
+        && std::env::var("CUTOVER_LEASE_PATH").as_deref() != Ok("atomic")
+    {
+        // Every kernel since 4.14 has the private expedited command.
+        assert_eq!(fast.lease_path(), LeasePath::AsymmetricFence);
+    }
+    let lease = fast.lease();
+    let drain = fast.replace(table.value(2));
+    assert_eq!(drain.in_flight(), 1);
+    assert!(!drain.is_drained());
+    table.check_and_drop(lease);
+    assert!(drain.is_drained());
+    table.assert_sound();
+}
+
+/// Leases taken on two threads and dropped on two others (and some on
+/// their own thread) while the main thread replaces: every drain completes,
+/// none early.
+#[test]
+fn cross_thread_drops_are_counted_exactly() {
+    for path in paths() {
+        const REPLACES: usize = 2_000;
+        let table = Table::new(REPLACES + 1);
+        let slot = Arc::new(slot(path, &table));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for t in 0..2 {
+            let (tx, rx) = mpsc::sync_channel::<Vec<Lease<Value>>>(4);
+            let (slot, stop, table2) = (Arc::clone(&slot), Arc::clone(&stop), Arc::clone(&table));
+            handles.push(thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<_> = (0..16).map(|_| slot.lease()).collect();
+                    i += 1;
+                    if (i + t) % 3 == 0 {
+                        // Some dropped here, by the owner.
+                        batch.into_iter().for_each(|l| table2.check_and_drop(l));
+                    } else if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            }));
+            let table = Arc::clone(&table);
+            handles.push(thread::spawn(move || {
+                for batch in rx {
+                    batch.into_iter().for_each(|l| table.check_and_drop(l));
+                }
+            }));
+        }
+        let mut drains = Vec::with_capacity(REPLACES);
+        for g in 2..=REPLACES as u64 + 1 {
+            drains.push(slot.replace(table.value(g)));
+            if g % 64 == 0 {
+                thread::yield_now();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join().expect("stress thread");
+        }
+        wait_all(drains);
+        table.assert_sound();
+        assert_eq!(table.drops.load(Ordering::SeqCst), REPLACES, "{path:?}: every retired generation dropped once");
+        assert_eq!(slot.in_flight(), 0, "{path:?}");
+    }
+}
+
+/// Many short-lived threads (thread indices are given back and reused),
+/// each leasing, some handing their leases to a long-lived thread that
+/// drops them after the taker exited; replaces meanwhile.
+#[test]
+fn thread_churn_with_leases_outliving_their_thread() {
+    for path in paths() {
+        const THREADS: usize = 200;
+        let table = Table::new(THREADS + 2);
+        let slot = Arc::new(slot(path, &table));
+        let (keep_tx, keep_rx) = mpsc::channel::<Vec<Lease<Value>>>();
+        let table2 = Arc::clone(&table);
+        let keeper = thread::spawn(move || {
+            let mut kept = Vec::new();
+            for batch in keep_rx {
+                kept.push(batch);
+                if kept.len() > 8 {
+                    kept.remove(0).into_iter().for_each(|l| table2.check_and_drop(l));
+                }
+            }
+            kept.into_iter().flatten().for_each(|l| table2.check_and_drop(l));
+        });
+        let mut drains = Vec::new();
+        for t in 0..THREADS {
+            let (slot2, keep_tx, table2) = (Arc::clone(&slot), keep_tx.clone(), Arc::clone(&table));
+            let churner = thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..50 {
+                    let lease = slot2.lease();
+                    if i % 2 == 0 {
+                        mine.push(lease);
+                    } else {
+                        table2.check_and_drop(lease);
+                    }
+                }
+                if t % 2 == 0 {
+                    keep_tx.send(mine).expect("keeper alive");
+                } else {
+                    mine.into_iter().for_each(|l| table2.check_and_drop(l));
+                }
+            });
+            if t % 2 == 1 {
+                drains.push(slot.replace(table.value(t as u64 / 2 + 2)));
+            }
+            churner.join().expect("churner");
+        }
+        drop(keep_tx);
+        keeper.join().expect("keeper");
+        wait_all(drains);
+        table.assert_sound();
+        assert_eq!(table.drops.load(Ordering::SeqCst), THREADS / 2, "{path:?}");
+    }
+}
+
+/// 100k replaces: every 1,000th generation is pinned by a lease held to the
+/// end (so its record cannot be reused), the others drain at once and their
+/// records are reused, while another thread leases continuously.
+#[test]
+fn a_hundred_thousand_replaces_with_pinned_generations() {
+    for path in paths() {
+        const REPLACES: u64 = 100_000;
+        let table = Table::new(REPLACES as usize + 1);
+        let slot = Arc::new(slot(path, &table));
+        let stop = Arc::new(AtomicBool::new(false));
+        let leases = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (slot, stop, table, leases) =
+                (Arc::clone(&slot), Arc::clone(&stop), Arc::clone(&table), Arc::clone(&leases));
+            thread::spawn(move || {
+                let mut last = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let lease = slot.lease();
+                    assert!(lease.generation() >= last, "generations went backwards on one thread");
+                    last = lease.generation();
+                    table.check_and_drop(lease);
+                    leases.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let mut pinned = Vec::new();
+        let mut pinned_drains = Vec::new();
+        for g in 2..=REPLACES + 1 {
+            let pin = (g % 1_000 == 0).then(|| slot.lease());
+            let drain = slot.replace(table.value(g));
+            if let Some(pin) = pin {
+                assert!(!drain.is_drained(), "{path:?}: a pinned generation drained");
+                pinned.push(pin);
+                pinned_drains.push(drain);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        reader.join().expect("reader");
+        table.assert_sound();
+        assert!(pinned_drains.iter().all(|d| !d.is_drained() && d.in_flight() == 1), "{path:?}");
+        pinned.into_iter().for_each(|l| table.check_and_drop(l));
+        wait_all(pinned_drains);
+        assert_eq!(table.drops.load(Ordering::SeqCst), REPLACES as usize, "{path:?}");
+        assert!(leases.load(Ordering::Relaxed) > 0);
+    }
+}
+
+/// The litmus test of the barrier: one thread takes leases in a loop while
+/// another replaces as fast as it can, so that the leaser's plain updates
+/// race the sweep. Before each lease the leaser makes stores that miss the
+/// caches: they fill its core's store buffer, so the lease's own stores
+/// (busy word, counter) reach memory late (stores commit in order) while
+/// its loads run ahead. Without the barrier (`--cfg
+/// cutover_unsound_no_barrier`) the sweep can then read the busy word and
+/// the counter before the lease's stores land: it misses the lease, the
+/// generation is dropped under it (or its record is reused under it, which
+/// corrupts the next generation's counter), and this test fails. With the
+/// barrier the leaser's core drains its store buffer before the sweep
+/// reads.
+///
+/// `CUTOVER_LITMUS_ITERATIONS` sets the leaser's iterations (default
+/// 100,000), `CUTOVER_LITMUS_MISSES` the cache-missing stores per
+/// iteration (default 200).
+#[test]
+fn plain_updates_are_fenced_by_the_barrier() {
+    /// 8 MiB of scratch (2,048 pages), replaced by fresh pages every
+    /// `FRESH_EVERY` iterations.
+    const SCRATCH_WORDS: usize = 1 << 20;
+    const FRESH_EVERY: u64 = 32;
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let iterations = env("CUTOVER_LITMUS_ITERATIONS", 20_000);
+    let misses = env("CUTOVER_LITMUS_MISSES", 32);
+    // Room for 16M generations (the writer stops there, if ever).
+    let table = Table::new(16 << 20);
+    let slot = Arc::new(slot(LeasePath::AsymmetricFence, &table));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(2));
+    // One leaser and one writer: on 2 cores, both run at once.
+    let leaser = {
+        let (slot, table, start, done) = (Arc::clone(&slot), Arc::clone(&table), Arc::clone(&start), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut scratch: Vec<u64> = Vec::new();
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut scribble = |scratch: &mut Vec<u64>| {
+                for _ in 0..misses {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let line = (rng as usize % (SCRATCH_WORDS / 8)) * 8;
+                    // SAFETY: a volatile store through a valid `&mut`
+                    // (volatile, so that it is neither merged nor elided).
+                    unsafe { std::ptr::write_volatile(&mut scratch[line], rng) };
+                }
+            };
+            start.wait();
+            for i in 1..=iterations {
+                if i % FRESH_EVERY == 1 {
+                    // Fresh zero pages (a large zeroed allocation is mapped
+                    // lazily): the stores below take page faults, and the
+                    // kernel's page clearing fills the store buffer.
+                    scratch = vec![0u64; SCRATCH_WORDS];
+                }
+                scribble(&mut scratch);
+                let lease = slot.lease();
+                // Hold the lease across a cutover or two before checking.
+                scribble(&mut scratch);
+                table.check_and_drop(lease);
+                done.store(i, Ordering::Relaxed);
+                if table.violations.load(Ordering::Relaxed) > 0 {
+                    break;
+                }
+            }
+            done.store(u64::MAX, Ordering::Relaxed);
+            std::hint::black_box(&scratch);
+        })
+    };
+    start.wait();
+    let mut generation = 1;
+    while done.load(Ordering::Relaxed) != u64::MAX && generation + 2 < (16 << 20) {
+        generation += 1;
+        drop(slot.replace(table.value(generation)));
+    }
+    let leaser = leaser.join();
+    eprintln!("litmus: {} replaces, {} violations", generation - 1, table.violations.load(Ordering::Relaxed));
+    assert!(leaser.is_ok(), "the leaser panicked (a corrupted count: see above)");
+    table.assert_sound();
+}
