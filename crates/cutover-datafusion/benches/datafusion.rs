@@ -5,8 +5,10 @@
 //!    the end: a native Rust function through cutover-datafusion (a
 //!    `NativePlugin` in a `Host`, pinned per query) against the same
 //!    `NativeFn` registered directly as a plain DataFusion UDF (target:
-//!    ≤ 1.05×); the WebAssembly module plugin (same function, `mul3`)
-//!    against the native one; and the query without a function, for scale.
+//!    ≤ 1.05×); the WebAssembly plugins against the native one, with the
+//!    same function `mul3(x) = 3x`: a core module (called per row) and a
+//!    component (the Rust guest `plugins/math-v1`, called per batch with
+//!    whole columns); and the query without a function, for scale.
 //!    Rounds interleave the variants (order rotated each round); the figure
 //!    is the median over the rounds.
 //! 2. Drain after the last query: a query's physical plan pins generation
@@ -119,6 +121,7 @@ async fn query_cost(quick: bool) {
     HostFunctions::new(Arc::clone(&native)).register(&ctx);
     let wasm: Arc<Host<WasmPlugin>> = Arc::new(Host::new());
     wasm.add(PluginId::new("math"), &WasmSource::from_wat(WAT)).unwrap();
+    wasm.add(PluginId::new("comp"), &WasmSource::from_file(test_plugins::MATH_V1)).unwrap();
     HostFunctions::new(Arc::clone(&wasm)).register(&ctx);
 
     let variants = [
@@ -126,11 +129,13 @@ async fn query_cost(quick: bool) {
         ("plain DataFusion UDF (baseline)", format!("SELECT plain_mul3(value) FROM generate_series(1, {ROWS})")),
         ("cutover-datafusion, native", format!("SELECT bench_mul3(value) FROM generate_series(1, {ROWS})")),
         ("cutover-datafusion, wasm module", format!("SELECT math_mul3(value) FROM generate_series(1, {ROWS})")),
+        ("cutover-datafusion, wasm component", format!("SELECT comp_mul3(value) FROM generate_series(1, {ROWS})")),
     ];
     let rounds = if quick { 3 } else { 11 };
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut native_ratios = Vec::new();
     let mut wasm_ratios = Vec::new();
+    let mut component_ratios = Vec::new();
     for round in 0..=rounds {
         let mut this = vec![0.0; variants.len()];
         for i in 0..variants.len() {
@@ -142,6 +147,7 @@ async fn query_cost(quick: bool) {
         }
         native_ratios.push(this[2] / this[1]);
         wasm_ratios.push(this[3] / this[2]);
+        component_ratios.push(this[4] / this[2]);
         for (t, x) in times.iter_mut().zip(this) {
             t.push(x);
         }
@@ -160,6 +166,10 @@ async fn query_cost(quick: bool) {
         median(&mut times[2].clone()) / median(&mut times[1].clone())
     );
     println!("* wasm module / cutover native: **{:.2}×** (median of per-round ratios)", median(&mut wasm_ratios));
+    println!(
+        "* wasm component / cutover native: **{:.2}×** (median of per-round ratios)",
+        median(&mut component_ratios)
+    );
     println!();
 }
 

@@ -7,9 +7,9 @@ use datafusion::error::DataFusionError;
 
 /// Why a query on plugin functions could not be planned or run.
 ///
-/// Planning errors (the first four) reach DataFusion as
-/// [`DataFusionError::Plan`]; execution errors ([`Error::Call`],
-/// [`Error::Cancelled`]) as [`DataFusionError::External`] holding this
+/// Planning errors (all but [`Error::Unavailable`], [`Error::Call`] and
+/// [`Error::Cancelled`]) reach DataFusion as [`DataFusionError::Plan`];
+/// execution errors (those three) as [`DataFusionError::External`] holding this
 /// error, so callers can downcast to it (and from [`Error::Call`] to the
 /// plugin's [`CallError`]).
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,33 @@ pub enum Error {
         now: String,
         /// The current generation.
         generation: u64,
+    },
+    /// A call passes a different number of arguments than the function
+    /// takes.
+    #[error("function `{function}` takes {signature}: the call passes {given} argument(s)")]
+    ArgumentCount {
+        /// The SQL function.
+        function: String,
+        /// Its signature, e.g. `(int64, int64) -> int64`.
+        signature: String,
+        /// The number of arguments of the call.
+        given: usize,
+    },
+    /// An argument's type does not convert implicitly to the function's
+    /// parameter type (the crate docs list the conversions SQL makes).
+    #[error(
+        "function `{function}` takes {signature}: argument {position} is {given}, which does not convert \
+         implicitly; CAST it to the parameter's type"
+    )]
+    ArgumentType {
+        /// The SQL function.
+        function: String,
+        /// Its signature, e.g. `(int64, int64) -> int64`.
+        signature: String,
+        /// The argument's position, from 1.
+        position: usize,
+        /// The argument's type.
+        given: datafusion::arrow::datatypes::DataType,
     },
     /// A function was not pinned to a generation and its plugin is gone.
     #[error("function `{function}` cannot run: {reason}")]

@@ -3,8 +3,9 @@
 //!
 //! [`HostFunctions`] takes a `cutover::host::Host` whose plugins provide
 //! scalar functions ([`FunctionPlugin`]: WebAssembly plugins,
-//! [`cutover_wasm::WasmPlugin`], and native Rust functions,
-//! [`NativePlugin`]) and registers them in DataFusion `SessionContext`s: the
+//! [`cutover_wasm::WasmPlugin`], components and core modules alike, and
+//! native Rust functions, [`NativePlugin`]) and registers them in DataFusion
+//! `SessionContext`s: the
 //! function `<plugin>.<name>` is the SQL function `<plugin>_<name>`
 //! ([`sql_name`]). Reloads, rollbacks, additions and removals committed by
 //! the host show up in those sessions with no action by their users.
@@ -51,6 +52,39 @@
 //! functions fail the query ([`Error::Cancelled`]) at its next batch, and
 //! the *force* rung interrupts WebAssembly calls. Give reloads a deadline
 //! longer than your longest query if queries must always finish.
+//!
+//! # Types
+//!
+//! A plugin function's signature ([`cutover_wasm::Signature`]) is its
+//! DataFusion signature: parameter and result types map to Arrow's
+//! `Boolean`, `Int32`, `Int64`, `Float32`, `Float64`, `Utf8` and `Binary`
+//! ([`cutover_wasm::ValueType::data_type`]), and the function is always
+//! called with columns of exactly those types. Results are nullable; nulls
+//! go in as Arrow validity and the plugin decides its own (components), or
+//! a null argument makes a null result (core modules, native functions).
+//! SQL arguments of other types are cast to the declared ones when the
+//! conversion is one SQL makes implicitly:
+//!
+//! | declared | accepted (cast to the declared type) |
+//! |---|---|
+//! | `int32`, `int64` | any integer (signed or unsigned); a value out of range fails the query |
+//! | `float32`, `float64` | any integer, float or decimal |
+//! | `utf8` | `Utf8`, `LargeUtf8`, `Utf8View` (as Parquet files are read) |
+//! | `binary` | `Binary`, `LargeBinary`, `BinaryView`, `FixedSizeBinary` |
+//! | `boolean` | `Boolean` |
+//!
+//! `NULL` converts to every type, a dictionary-encoded argument as its
+//! values do. Anything else (a string to a number, a float to an integer,
+//! a number to a string, ...) fails to plan with [`Error::ArgumentType`],
+//! naming the function, the argument and the signature: write the `CAST`
+//! you mean.
+//!
+//! A function declared deterministic (core modules' and native functions
+//! always are; a component says so per function) is *immutable* to
+//! DataFusion: the optimizer may evaluate a call on constants once, at
+//! planning (on the pinned generation). One that is not is *volatile*:
+//! never folded, and given a full column (one row per input row, constants
+//! repeated) even when all its arguments are constants.
 //!
 //! # Example
 //!
@@ -170,6 +204,7 @@ mod functions;
 mod pin;
 mod plugin;
 mod rule;
+mod types;
 mod udf;
 
 pub use error::Error;

@@ -21,29 +21,14 @@ use cutover_wasm::Signature;
 use datafusion::{
     arrow::datatypes::{DataType, Field, FieldRef},
     common::Result,
-    logical_expr::{
-        ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature, TypeSignature,
-        Volatility,
-    },
+    logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature},
 };
 
 use crate::{
     error::Error,
     pin::{Pinner, PluginPin},
+    types::{coerce_args, datafusion_signature},
 };
-
-/// The DataFusion signature of a plugin function: its exact argument types
-/// (DataFusion coerces compatible arguments, e.g. `Int32` to `Int64`),
-/// immutable (same arguments, same result: within a query, a pinned
-/// function is a pure function of its generation).
-pub(crate) fn datafusion_signature(signature: &Signature) -> DfSignature {
-    let types: Vec<DataType> = signature.params.iter().map(|t| t.data_type()).collect();
-    if types.is_empty() {
-        DfSignature::new(TypeSignature::Nullary, Volatility::Immutable)
-    } else {
-        DfSignature::exact(types, Volatility::Immutable)
-    }
-}
 
 /// What identifies a plugin function, shared by its live and pinned UDFs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -153,6 +138,10 @@ impl ScalarUDFImpl for LiveUdf {
         Ok(return_field(self.name(), &self.signature))
     }
 
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        Ok(coerce_args(self.name(), &self.signature, arg_types)?)
+    }
+
     /// Evaluated only outside a pinned plan (e.g. an expression built with
     /// `SessionContext::create_physical_expr`, which skips the analyzer):
     /// each batch then runs on the generation current when it starts.
@@ -224,6 +213,10 @@ impl ScalarUDFImpl for PinnedUdf {
         Ok(return_field(self.name(), &self.signature))
     }
 
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        Ok(coerce_args(self.name(), &self.signature, arg_types)?)
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if self.pin.is_cancelled() {
             return Err(Error::Cancelled {
@@ -233,10 +226,18 @@ impl ScalarUDFImpl for PinnedUdf {
             }
             .into());
         }
-        let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
-        // All-scalar arguments come as one-row arrays; DataFusion turns the
-        // one-row result back into a scalar.
-        let rows = arrays.first().map_or(args.number_rows, |a| a.len());
+        let (arrays, rows) = if self.signature.deterministic {
+            // All-scalar arguments come as one-row arrays (one call for the
+            // batch); DataFusion turns the one-row result back into a scalar.
+            let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
+            let rows = arrays.first().map_or(args.number_rows, |a| a.len());
+            (arrays, rows)
+        } else {
+            // Not deterministic: every row is its own call, constants or not.
+            let rows = args.number_rows;
+            let arrays = args.args.iter().map(|v| v.to_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
+            (arrays, rows)
+        };
         let out = self.pin.call(&self.id.function, &arrays, rows).map_err(|source| Error::Call {
             function: self.id.sql_name.clone(),
             plugin: self.id.plugin.clone(),
