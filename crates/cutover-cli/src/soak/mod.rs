@@ -288,11 +288,18 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
             ],
         ),
     };
-    let (function, signature) = pick_function(&id, &sources, args.function.as_deref())?;
-    let args_columns = arguments(&signature, args.rows as usize);
-    let mut versions = Vec::new();
+    // Ready (linked and initialized): a component's functions are known
+    // only once it is linked.
+    let mut loaded = Vec::new();
     for (name, source) in sources {
         let plugin = source.load_ready(&id).with_context(|| format!("cannot load plugin version {name}"))?;
+        loaded.push((name, source, plugin));
+    }
+    let plugins: Vec<(&String, &WasmPlugin)> = loaded.iter().map(|(name, _, plugin)| (name, plugin)).collect();
+    let (function, signature) = pick_function(&id, &plugins, args.function.as_deref())?;
+    let args_columns = arguments(&signature, args.rows as usize);
+    let mut versions = Vec::new();
+    for (name, source, plugin) in loaded {
         let expected = plugin
             .call(&function, &args_columns)
             .with_context(|| format!("the trial call of {function} on version {name} failed"))?;
@@ -362,14 +369,9 @@ fn versions_from_dir(dir: &Path) -> anyhow::Result<(PluginId, Vec<(String, WasmS
 /// version has; it must have the same signature in every version.
 fn pick_function(
     id: &PluginId,
-    sources: &[(String, WasmSource)],
+    plugins: &[(&String, &WasmPlugin)],
     wanted: Option<&str>,
 ) -> anyhow::Result<(String, Signature)> {
-    let mut plugins = Vec::new();
-    for (name, source) in sources {
-        let plugin = source.load_plugin(id).with_context(|| format!("cannot load plugin version {name}"))?;
-        plugins.push((name, plugin));
-    }
     let Some((_, first)) = plugins.first() else {
         bail!("no plugin versions to soak");
     };
