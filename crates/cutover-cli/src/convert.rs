@@ -1,16 +1,33 @@
-//! JSON numbers ↔ Arrow columns, by a scalar function's [`Signature`].
+//! JSON values ↔ Arrow columns, by a scalar function's [`Signature`].
 //!
 //! A call's arguments arrive as `{"args": [[...], ...]}`: one JSON array per
-//! argument (a column), numbers or `null`. [`parse_call_body`] checks the
-//! shape and [`columns`] converts each column to the Arrow type the function
-//! expects; every problem is a [`ConvertError`] whose message says exactly
-//! what is wrong (the HTTP layer answers it with 400).
+//! argument (a column). [`parse_call_body`] checks the shape and [`columns`]
+//! converts each column to the Arrow type the function expects; every
+//! problem is a [`ConvertError`] whose message names the argument (by its
+//! zero-based index), the row and the value at fault (the HTTP layer answers
+//! it with 400). [`to_json`] turns a result column back into JSON values.
+//!
+//! | type | JSON value (both directions) | Arrow array |
+//! |---|---|---|
+//! | `boolean` | `true` / `false` | `BooleanArray` |
+//! | `int32`, `int64` | an integer in the type's range (`2.0` is accepted as 2) | `Int32Array`, `Int64Array` |
+//! | `float32`, `float64` | a number (non-finite results are returned as `null`) | `Float32Array`, `Float64Array` |
+//! | `utf8` | a string | `StringArray` |
+//! | `binary` | a string of standard, padded base64 (RFC 4648 §4: `"AAE="`) | `BinaryArray` |
+//!
+//! `null` is a null row of any type, in arguments and results.
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+};
+use base64::Engine as _;
 use cutover_wasm::{Signature, ValueType};
 use serde_json::Value;
+
+/// Standard base64 with padding, padding required when decoding.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Why a call body or its argument columns could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +76,7 @@ pub enum ConvertError {
         /// The limit.
         max: usize,
     },
-    /// A value that is not a number (or null), or does not fit the type.
+    /// A value of the wrong JSON type, or one that does not fit the type.
     #[error("argument {index} of `{function}` is {ty}: value {value} at row {row} {problem}")]
     Value {
         /// The function called.
@@ -68,22 +85,12 @@ pub enum ConvertError {
         index: usize,
         /// Zero-based row.
         row: usize,
-        /// The expected type (`int32`, `int64`, `float32`, `float64`).
+        /// The expected type (`boolean`, `int32`, ..., `binary`).
         ty: ValueType,
         /// The offending value, as JSON.
         value: String,
         /// What is wrong with it.
         problem: &'static str,
-    },
-    /// An argument of a type that cannot be given as JSON yet.
-    #[error("argument {index} of `{function}` is {ty}, which cannot be passed as JSON yet (numbers only)")]
-    Unsupported {
-        /// The function called.
-        function: String,
-        /// Zero-based argument index.
-        index: usize,
-        /// The argument's type.
-        ty: ValueType,
     },
 }
 
@@ -271,7 +278,8 @@ mod limited {
 }
 
 /// Convert raw columns to the Arrow columns `function` (with `signature`)
-/// expects: count, equal lengths, numeric values that fit the type, `null`s.
+/// expects: count, equal lengths, values of the right JSON type that fit the
+/// type (see the module docs), `null`s.
 ///
 /// # Errors
 /// [`ConvertError`] naming the argument, the row and the value at fault.
@@ -344,6 +352,17 @@ fn column_of(function: &str, index: usize, ty: ValueType, values: &[Value]) -> R
             .collect()
     };
     Ok(match ty {
+        ValueType::Boolean => Arc::new(
+            values
+                .iter()
+                .enumerate()
+                .map(|(row, v)| match v {
+                    Value::Null => Ok(None),
+                    Value::Bool(b) => Ok(Some(*b)),
+                    _ => Err(bad(row, v, "is not a boolean or null")),
+                })
+                .collect::<Result<BooleanArray, ConvertError>>()?,
+        ),
         ValueType::Int32 => Arc::new(Int32Array::from(
             ints(i64::from(i32::MIN), i64::from(i32::MAX))?
                 .into_iter()
@@ -356,8 +375,31 @@ fn column_of(function: &str, index: usize, ty: ValueType, values: &[Value]) -> R
             Arc::new(Float32Array::from(floats()?.into_iter().map(|v| v.map(|v| v as f32)).collect::<Vec<_>>()))
         }
         ValueType::Float64 => Arc::new(Float64Array::from(floats()?)),
-        ValueType::Boolean | ValueType::Utf8 | ValueType::Binary => {
-            return Err(ConvertError::Unsupported { function: function.to_owned(), index, ty })
+        ValueType::Utf8 => Arc::new(
+            values
+                .iter()
+                .enumerate()
+                .map(|(row, v)| match v {
+                    Value::Null => Ok(None),
+                    Value::String(s) => Ok(Some(s.as_str())),
+                    _ => Err(bad(row, v, "is not a string or null")),
+                })
+                .collect::<Result<StringArray, ConvertError>>()?,
+        ),
+        ValueType::Binary => {
+            let decoded = values
+                .iter()
+                .enumerate()
+                .map(|(row, v)| match v {
+                    Value::Null => Ok(None),
+                    Value::String(s) => BASE64
+                        .decode(s)
+                        .map(Some)
+                        .map_err(|_| bad(row, v, "is not standard padded base64 (such as \"AAE=\")")),
+                    _ => Err(bad(row, v, "is not a base64 string or null")),
+                })
+                .collect::<Result<Vec<Option<Vec<u8>>>, ConvertError>>()?;
+            Arc::new(decoded.iter().map(Option::as_deref).collect::<BinaryArray>())
         }
     })
 }
@@ -378,7 +420,8 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-/// A result column as JSON values: numbers, `null` for nulls (and for
+/// A result column as JSON values (see the module docs): booleans, numbers,
+/// strings, base64 strings for `binary`; `null` for nulls (and for
 /// non-finite floats, which JSON cannot represent).
 pub fn to_json(array: &dyn Array) -> Vec<Value> {
     fn collect<A, T>(array: &dyn Array, f: impl Fn(T) -> Value) -> Option<Vec<Value>>
@@ -389,10 +432,19 @@ pub fn to_json(array: &dyn Array) -> Vec<Value> {
         let a = array.as_any().downcast_ref::<A>()?;
         Some(a.into_iter().map(|v| v.map_or(Value::Null, &f)).collect())
     }
-    collect::<Int32Array, i32>(array, Value::from)
+    collect::<BooleanArray, bool>(array, Value::Bool)
+        .or_else(|| collect::<Int32Array, i32>(array, Value::from))
         .or_else(|| collect::<Int64Array, i64>(array, Value::from))
         .or_else(|| collect::<Float32Array, f32>(array, |v| float(f64::from(v))))
         .or_else(|| collect::<Float64Array, f64>(array, float))
+        .or_else(|| {
+            let a = array.as_any().downcast_ref::<StringArray>()?;
+            Some(a.iter().map(|v| v.map_or(Value::Null, Value::from)).collect())
+        })
+        .or_else(|| {
+            let a = array.as_any().downcast_ref::<BinaryArray>()?;
+            Some(a.iter().map(|v| v.map_or(Value::Null, |b| Value::String(BASE64.encode(b)))).collect())
+        })
         .unwrap_or_else(|| vec![Value::Null; array.len()])
 }
 
@@ -415,6 +467,54 @@ mod tests {
         let cols = columns("m.f", &sig(&[ValueType::Int64, ValueType::Float64], ValueType::Int64), &raw).unwrap();
         assert_eq!(to_json(cols[0].as_ref()), vec![json!(1), json!(null), json!(3)]);
         assert_eq!(to_json(cols[1].as_ref()), vec![json!(0.5), json!(1.0), json!(null)]);
+    }
+
+    #[test]
+    fn every_type_round_trips_with_nulls() {
+        let cases = [
+            (ValueType::Boolean, json!([true, null, false])),
+            (ValueType::Int32, json!([i32::MIN, null, i32::MAX])),
+            (ValueType::Int64, json!([i64::MIN, null, 7])),
+            (ValueType::Float32, json!([0.5, null, -2.0])),
+            (ValueType::Float64, json!([1.25, null, 1e300])),
+            (ValueType::Utf8, json!(["héllo", null, "", "日本"])),
+            (ValueType::Binary, json!(["AAE=", null, "", "/w==", "aGVsbG8="])),
+        ];
+        for (ty, values) in cases {
+            let raw = values.as_array().unwrap().clone();
+            let cols = columns("t.echo", &sig(&[ty], ty), std::slice::from_ref(&raw)).unwrap();
+            assert_eq!(cols[0].data_type(), &ty.data_type(), "{ty}");
+            assert_eq!(cols[0].null_count(), 1, "{ty}");
+            assert_eq!(to_json(cols[0].as_ref()), raw, "{ty}");
+        }
+        let bytes = columns("t.echo", &sig(&[ValueType::Binary], ValueType::Binary), &[vec![json!("AAH/")]]).unwrap();
+        let bytes = bytes[0].as_any().downcast_ref::<BinaryArray>().unwrap();
+        assert_eq!(bytes.value(0), [0, 1, 255]);
+    }
+
+    #[test]
+    fn wrong_json_types_name_the_argument() {
+        let s = sig(&[ValueType::Int64, ValueType::Boolean, ValueType::Utf8, ValueType::Binary], ValueType::Utf8);
+        let run = |args: Value| {
+            let raw: Vec<Vec<Value>> = serde_json::from_value(args).unwrap();
+            columns("t.f", &s, &raw).unwrap_err()
+        };
+        for (args, index, needle) in [
+            (json!([["1"], [true], ["a"], ["AA=="]]), 0, "not a number"),
+            (json!([[1], [1], ["a"], ["AA=="]]), 1, "not a boolean"),
+            (json!([[1], ["true"], ["a"], ["AA=="]]), 1, "not a boolean"),
+            (json!([[1], [true], [5], ["AA=="]]), 2, "not a string"),
+            (json!([[1], [true], [["a"]], ["AA=="]]), 2, "not a string"),
+            (json!([[1], [true], ["a"], [[0, 1]]]), 3, "not a base64 string"),
+            (json!([[1], [true], ["a"], ["AA"]]), 3, "not standard padded base64"),
+            (json!([[1], [true], ["a"], ["A-_="]]), 3, "not standard padded base64"),
+        ] {
+            let e = run(args.clone());
+            assert!(matches!(e, ConvertError::Value { index: i, .. } if i == index), "{args}: {e:?}");
+            let message = e.to_string();
+            assert!(message.contains(&format!("argument {index} ")), "{args}: {message}");
+            assert!(message.contains(needle), "{args}: {message}");
+        }
     }
 
     #[test]

@@ -3,7 +3,15 @@
 //!
 //! Each `.wat`/`.wasm` file is a plugin whose id is the file stem. Whether a
 //! file is WebAssembly text or binary is decided by its content (the `\0asm`
-//! magic), never by its extension.
+//! magic), never by its extension, and so is whether it is a core module or
+//! a component (the binary header's *layer* field, read by `cutover-wasm`).
+//!
+//! A plugin's configuration text is the content of the sibling file
+//! `<id>.config`, if there is one (UTF-8, at most [`MAX_CONFIG_BYTES`]); a
+//! component's `init` receives it on every instance (empty when there is no
+//! file; core modules ignore it). The plugin file and its `.config` are one
+//! plugin: the content hash covers both, so creating, changing or deleting
+//! the `.config` reloads the plugin, and a `.config` alone is not a plugin.
 //!
 //! # Guarantees
 //!
@@ -22,8 +30,8 @@
 //! * **A stem with two files is a conflict** (`math.wat` and `math.wasm`):
 //!   what is loaded keeps serving, `last_error` names both files, and
 //!   nothing is reloaded until one of them is gone.
-//! * **Symlinks** are followed while they resolve inside the plugin
-//!   directory (Kubernetes ConfigMap volumes are symlinks into `..data`);
+//! * **Symlinks** (plugin and `.config` files alike) are followed while they
+//!   resolve inside the plugin directory (Kubernetes ConfigMap volumes are symlinks into `..data`);
 //!   one resolving outside it is refused unless the set was built with
 //!   `allow_outside_symlinks`. Only regular files are read.
 //! * **Errors never carry file content** beyond a short, escaped excerpt
@@ -48,7 +56,7 @@ use cutover::{
     plugin::{BoxError, PluginSource},
     PluginId,
 };
-use cutover_wasm::{WasmLimits, WasmPlugin, WasmSource};
+use cutover_wasm::{Signature, WasmLimits, WasmPlugin, WasmSource};
 use serde::Serialize;
 
 /// What a host operation on a plugin file was.
@@ -181,6 +189,36 @@ pub enum ReloadNowError {
     Failed(String),
 }
 
+/// One function of a plugin as `GET /v1/plugins` lists it:
+/// `{"name": "text.upper", "params": ["utf8"], "returns": "utf8", "deterministic": true}`,
+/// with the WIT `data-type` names (`boolean`, `int32`, `int64`, `float32`,
+/// `float64`, `utf8`, `binary`; a core module's `i32`/`i64`/`f32`/`f64` are
+/// `int32`/`int64`/`float32`/`float64`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignatureInfo {
+    /// The full function name, `<id>.<name>`.
+    pub name: String,
+    /// The parameter types, in order.
+    pub params: Vec<&'static str>,
+    /// The result type.
+    pub returns: &'static str,
+    /// Whether equal arguments always give equal results (core modules'
+    /// functions are; a component declares it per function).
+    pub deterministic: bool,
+}
+
+impl SignatureInfo {
+    /// The listing of `name` with `signature`.
+    pub fn new(name: &str, signature: &Signature) -> Self {
+        Self {
+            name: name.to_owned(),
+            params: signature.params.iter().map(|t| t.name()).collect(),
+            returns: signature.result.name(),
+            deterministic: signature.deterministic,
+        }
+    }
+}
+
 /// One plugin as `GET /v1/plugins` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
@@ -197,12 +235,19 @@ pub struct PluginInfo {
     pub draining: Vec<DrainingInfo>,
     /// The callable functions (`"math.mul3"`).
     pub functions: Vec<String>,
+    /// The callable functions with their types, in `functions` order.
+    pub signatures: Vec<SignatureInfo>,
     /// The error of the last failed load, `null` when the last one succeeded.
     pub last_error: Option<String>,
     /// The plugin's file.
     pub path: String,
     /// `"wat"` (text) or `"wasm"` (binary), by content; `null` if never read.
     pub format: Option<&'static str>,
+    /// `"module"` or `"component"`, of the generation serving; `null` if
+    /// none is.
+    pub kind: Option<&'static str>,
+    /// The `<id>.config` file read by the last load, `null` if there was none.
+    pub config_path: Option<String>,
     /// The change in progress, `null` when none.
     pub reloading: Option<Reloading>,
 }
@@ -244,6 +289,11 @@ struct Record {
     format: Option<&'static str>,
     /// The resolved file and its [`stamp`] when it was last read.
     stamp: Option<(PathBuf, Stamp)>,
+    /// The `.config` file read with it (as named in the directory), if any.
+    config: Option<PathBuf>,
+    /// The resolved `.config` file and its stamp when it was last read;
+    /// `None` when there was none.
+    config_stamp: Option<(PathBuf, Stamp)>,
 }
 
 /// `(length, modification time, inode)` of a file.
@@ -352,6 +402,61 @@ pub fn plugin_id_for(path: &Path) -> Option<PluginId> {
         return None;
     }
     PluginId::parse(stem).ok()
+}
+
+/// The extension of a plugin's configuration file, `<id>.config`.
+pub const CONFIG_EXTENSION: &str = "config";
+
+/// The largest configuration file read, in bytes (a larger one fails the
+/// load with a clear error; what is loaded keeps serving).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The plugin a file of the directory belongs to: the id of a plugin file
+/// ([`plugin_id_for`]) or of a configuration file `<id>.config`.
+pub fn owner_id_for(path: &Path) -> Option<PluginId> {
+    if path.extension().and_then(OsStr::to_str) == Some(CONFIG_EXTENSION) {
+        let stem = path.file_stem().and_then(OsStr::to_str)?;
+        if stem.starts_with('.') {
+            return None;
+        }
+        return PluginId::parse(stem).ok();
+    }
+    plugin_id_for(path)
+}
+
+/// The configuration file beside the plugin file `path`:
+/// `dir/math.wasm` → `dir/math.config`.
+pub fn config_path_for(path: &Path) -> PathBuf {
+    path.with_extension(CONFIG_EXTENSION)
+}
+
+/// Read the configuration text at `path`: `Ok(None)` if there is no such
+/// file; an error message (naming the file) if it cannot be read, is larger
+/// than [`MAX_CONFIG_BYTES`] or is not UTF-8.
+pub fn read_config(path: &Path) -> Result<Option<String>, String> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read the configuration file `{}`: {e}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the configuration file `{}`: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "the configuration file `{}` is larger than {MAX_CONFIG_BYTES} bytes: refused",
+            path.display()
+        ));
+    }
+    String::from_utf8(bytes).map(Some).map_err(|e| {
+        format!(
+            "the configuration file `{}` is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// `"wasm"` for a WebAssembly binary (`\0asm` magic), else `"wat"`.
@@ -557,10 +662,50 @@ impl PluginSet {
         }
     }
 
-    /// Read `path` and add or reload plugin `id` from its bytes (unless the
-    /// hash is unchanged and `force` is off). Called under `id`'s exclusion.
-    /// With `expected`, the reload happens only if `id` is still at that
-    /// generation ([`Host::reload_if`]).
+    /// Resolve `path` under the symlink policy and stat it: `(resolved
+    /// path, stamp)`; `Ok(None)` if `optional` and there is no such file.
+    /// The error message says what is wrong and that the loaded generation
+    /// keeps serving.
+    fn resolve(&self, path: &Path, optional: bool) -> Result<Option<(PathBuf, Stamp)>, String> {
+        let resolved = match std::fs::canonicalize(path) {
+            Ok(resolved) => resolved,
+            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {
+                // No file, or a dangling symlink: only "no file" is absent.
+                return match std::fs::symlink_metadata(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    _ => Err(format!(
+                        "cannot resolve `{}`: {e} (a dangling symlink?); the loaded generation keeps serving",
+                        path.display()
+                    )),
+                };
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot resolve `{}`: {e} (a dangling symlink?); the loaded generation keeps serving",
+                    path.display()
+                ))
+            }
+        };
+        if !self.config.allow_outside_symlinks && !resolved.starts_with(&self.dir) {
+            return Err(format!(
+                "`{}` resolves to `{}`, outside the plugin directory `{}`: refused \
+                 (pass --allow-outside-symlinks to follow such links)",
+                path.display(),
+                resolved.display(),
+                self.dir.display()
+            ));
+        }
+        match std::fs::metadata(&resolved) {
+            Ok(meta) if meta.is_file() => Ok(Some((resolved, stamp(&meta)))),
+            Ok(_) => Err(format!("`{}` is not a regular file: refused", path.display())),
+            Err(e) => Err(format!("cannot read `{}`: {e}; the loaded generation keeps serving", path.display())),
+        }
+    }
+
+    /// Read `path` (and its `.config`, if any) and add or reload plugin `id`
+    /// from them (unless their hash is unchanged and `force` is off). Called
+    /// under `id`'s exclusion. With `expected`, the reload happens only if
+    /// `id` is still at that generation ([`Host::reload_if`]).
     #[allow(clippy::too_many_arguments)]
     fn load(
         &self,
@@ -574,40 +719,23 @@ impl PluginSet {
     ) -> Synced {
         guard.phase(Phase::Read);
         let file = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let resolved = match std::fs::canonicalize(path) {
-            Ok(resolved) => resolved,
-            Err(e) => {
-                let error = format!(
-                    "cannot resolve `{}`: {e} (a dangling symlink?); the loaded generation keeps serving",
-                    path.display()
-                );
+        let (resolved, before) = match self.resolve(path, false) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                let error = format!("`{}` is gone; the loaded generation keeps serving", path.display());
                 return self.fail_access(entry, id, Some(path), error);
             }
+            Err(error) => return self.fail_access(entry, id, Some(path), error),
         };
-        if !self.config.allow_outside_symlinks && !resolved.starts_with(&self.dir) {
-            let error = format!(
-                "`{}` resolves to `{}`, outside the plugin directory `{}`: refused \
-                 (pass --allow-outside-symlinks to follow such links)",
-                path.display(),
-                resolved.display(),
-                self.dir.display()
-            );
-            return self.fail_access(entry, id, Some(path), error);
-        }
-        let before = match std::fs::metadata(&resolved) {
-            Ok(meta) if meta.is_file() => stamp(&meta),
-            Ok(_) => {
-                let error = format!("`{}` is not a regular file: refused", path.display());
-                return self.fail_access(entry, id, Some(path), error);
-            }
-            Err(e) => {
-                let error = format!("cannot read `{}`: {e}; the loaded generation keeps serving", path.display());
-                return self.fail_access(entry, id, Some(path), error);
-            }
+        let config_path = config_path_for(path);
+        let config_before = match self.resolve(&config_path, true) {
+            Ok(found) => found,
+            Err(error) => return self.fail_access(entry, id, Some(path), error),
         };
         if trust_stamp && !force {
             let record = lock(&entry.record);
-            let same = record.stamp.as_ref().is_some_and(|(p, s)| *p == resolved && *s == before);
+            let same = record.stamp.as_ref().is_some_and(|(p, s)| *p == resolved && *s == before)
+                && record.config_stamp == config_before;
             if same && !record.error_is_access && record.path.as_deref() == Some(path) {
                 return Synced::Unchanged(id.clone());
             }
@@ -620,12 +748,34 @@ impl PluginSet {
                 return self.fail_access(entry, id, Some(path), error);
             }
         };
-        let hash = blake3::hash(&bytes);
+        let config = match &config_before {
+            Some((resolved_config, _)) => match read_config(resolved_config) {
+                Ok(text) => text,
+                Err(error) => {
+                    let error = format!("{error}; the loaded generation keeps serving")
+                        .replace(&resolved_config.display().to_string(), &config_path.display().to_string());
+                    return self.fail_access(entry, id, Some(path), error);
+                }
+            },
+            None => None,
+        };
+        let hash = {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(&bytes);
+            if let Some(config) = &config {
+                hasher.update(config.as_bytes());
+            }
+            hasher.finalize()
+        };
         let format = format_of(&bytes);
+        let config_file = config.as_ref().map(|_| config_path.clone());
         {
             let mut record = lock(&entry.record);
             if !force && record.hash == Some(hash) && record.path.as_deref() == Some(path) {
                 record.stamp = Some((resolved, before));
+                record.config_stamp = config_before;
+                record.config = config_file;
                 if record.error_is_access {
                     // Readable again, same content as what was loaded or failed.
                     record.error = None;
@@ -636,13 +786,27 @@ impl PluginSet {
         }
         let exists = self.host.contains(id);
         let op = if exists { Op::Reload } else { Op::Add };
-        let source = Tracked { source: WasmSource::from_bytes(bytes).with_limits(self.config.limits.clone()), entry };
+        let mut source = WasmSource::from_bytes(bytes).with_limits(self.config.limits.clone());
+        if let Some(config) = config {
+            source = source.with_config(config);
+        }
+        let source = Tracked { source, entry };
         let result = if let Some(expected) = expected.filter(|_| exists) {
             self.host.reload_if(id, expected, &source, &self.config.options)
         } else if exists {
             self.host.reload(id, &source, &self.config.options)
         } else {
             self.host.add(id.clone(), &source)
+        };
+        let mut record = Record {
+            path: Some(path.to_owned()),
+            hash: Some(hash),
+            error: None,
+            error_is_access: false,
+            format: Some(format),
+            stamp: Some((resolved.clone(), before)),
+            config: config_file,
+            config_stamp: config_before.clone(),
         };
         match result {
             Ok(report) => {
@@ -652,32 +816,22 @@ impl PluginSet {
                         tracing::debug!(plugin = %id, error = %e, "cannot install the phase hook");
                     }
                 }
-                *lock(&entry.record) = Record {
-                    path: Some(path.to_owned()),
-                    hash: Some(hash),
-                    error: None,
-                    error_is_access: false,
-                    format: Some(format),
-                    stamp: Some((resolved, before)),
-                };
+                *lock(&entry.record) = record;
                 Synced::Done(op, Box::new(report))
             }
             Err(ReloadError::InProgress { .. }) => Synced::Busy,
             Err(ReloadError::GenerationMismatch { expected, current, .. }) => Synced::Moved { expected, current },
             Err(e) => {
-                let still_writing = std::fs::metadata(&resolved).map(|m| stamp(&m)).ok() != Some(before);
+                let now = |p: &Path| std::fs::metadata(p).map(|m| stamp(&m)).ok();
+                let still_writing = now(&resolved) != Some(before)
+                    || config_before.as_ref().map(|(p, _)| now(p)) != config_before.as_ref().map(|(_, s)| Some(*s))
+                    || config_before.is_none() && std::fs::symlink_metadata(&config_path).is_ok();
                 if still_writing && !force {
                     return Synced::Retry;
                 }
                 let error = excerpt_safe(&describe(&e), &file);
-                *lock(&entry.record) = Record {
-                    path: Some(path.to_owned()),
-                    hash: Some(hash),
-                    error: Some(error.clone()),
-                    error_is_access: false,
-                    format: Some(format),
-                    stamp: Some((resolved, before)),
-                };
+                record.error = Some(error.clone());
+                *lock(&entry.record) = record;
                 Synced::Failed(op, id.clone(), error)
             }
         }
@@ -697,6 +851,10 @@ impl PluginSet {
 
     /// Every plugin, sorted by id: the loaded ones, and files that never
     /// loaded (generation 0, state `"Failed"`, with their error).
+    ///
+    /// The generation, functions, signatures and kind of a loaded plugin
+    /// are read together from its current generation (a lease taken after
+    /// the snapshot that gives `state`, `in_flight` and `draining`).
     pub fn list(&self) -> Vec<PluginInfo> {
         let entries: Vec<Arc<Entry>> = lock(&self.entries).values().cloned().collect();
         let by_id: BTreeMap<&PluginId, &Arc<Entry>> = entries.iter().map(|e| (&e.id, e)).collect();
@@ -704,11 +862,20 @@ impl PluginSet {
         for snap in self.host.snapshots() {
             let entry = by_id.get(&snap.id);
             let record = entry.map(|e| lock(&e.record).clone()).unwrap_or_default();
+            let (generation, functions, signatures, kind) = match self.host.lease(&snap.id) {
+                Some(lease) => (
+                    lease.generation(),
+                    lease.functions().to_vec(),
+                    lease.signatures().map(|(name, sig)| SignatureInfo::new(name, sig)).collect(),
+                    Some(lease.format().name()),
+                ),
+                None => (snap.generation, snap.functions.clone(), Vec::new(), None),
+            };
             out.insert(
                 snap.id.to_string(),
                 PluginInfo {
                     id: snap.id.to_string(),
-                    generation: snap.generation,
+                    generation,
                     state: snap.state.to_string(),
                     in_flight: snap.in_flight,
                     draining: snap
@@ -716,10 +883,13 @@ impl PluginSet {
                         .iter()
                         .map(|d| DrainingInfo { generation: d.generation, in_flight: d.in_flight })
                         .collect(),
-                    functions: snap.functions.clone(),
+                    functions,
+                    signatures,
                     last_error: record.error,
                     path: record.path.map(|p| p.display().to_string()).unwrap_or_default(),
                     format: record.format,
+                    kind,
+                    config_path: record.config.map(|p| p.display().to_string()),
                     reloading: entry.and_then(|e| e.reloading()),
                 },
             );
@@ -734,9 +904,12 @@ impl PluginSet {
                 in_flight: 0,
                 draining: Vec::new(),
                 functions: Vec::new(),
+                signatures: Vec::new(),
                 last_error: record.error,
                 path: path.display().to_string(),
                 format: record.format,
+                kind: None,
+                config_path: record.config.map(|p| p.display().to_string()),
                 reloading: entry.reloading(),
             });
         }

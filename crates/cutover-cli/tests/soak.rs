@@ -144,3 +144,90 @@ fn soak_with_one_version_says_it_reloads_the_same_version() {
     assert!(stdout.contains("cutover (swap + drain start)"), "{stdout}");
     assert!(stdout.contains("PASS"), "{stdout}");
 }
+
+/// Copy built components into a new directory: (file name, component).
+fn component_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, from) in files {
+        std::fs::copy(from, dir.path().join(name)).unwrap_or_else(|e| panic!("copy {from}: {e}"));
+    }
+    dir
+}
+
+#[test]
+fn soak_reloads_component_versions_and_checks_each_versions_results() {
+    let dir = component_dir(&[("math_v1.wasm", test_plugins::MATH_V1), ("math_v2.wasm", test_plugins::MATH_V2)]);
+    let (status, r, stderr) = soak(&[
+        "--plugins",
+        dir.path().to_str().unwrap(),
+        "--threads",
+        "2",
+        "--duration",
+        "3",
+        "--reloads",
+        "2",
+        "--rows",
+        "256",
+    ]);
+    assert!(status.success(), "{status:?}: {r}\n{stderr}");
+    assert_eq!(r["plugin"], "math", "{r}");
+    assert_eq!(r["function"], "math.mul3", "{r}");
+    assert_eq!(r["versions"], serde_json::json!(["math_v1.wasm", "math_v2.wasm"]), "{r}");
+    assert!(r["calls"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["stale_calls"], 0, "{r}");
+    assert_eq!(r["reload_failures"], 0, "{r}");
+    // Reloads still running when the time is up are not counted (compiling
+    // a component takes a while on a busy machine); every call of every
+    // generation was checked against its version's results (failed: 0).
+    let reloads = r["reloads"].as_u64().unwrap();
+    assert!(reloads >= 1, "{r}");
+    assert_eq!(r["generations"].as_u64(), Some(reloads + 1), "{r}");
+}
+
+#[test]
+fn soak_generates_strings_for_utf8_parameters() {
+    let dir = component_dir(&[("text.wasm", test_plugins::TEXT)]);
+    for function in ["upper", "concat", "length"] {
+        let (status, r, stderr) = soak(&[
+            "--plugins",
+            dir.path().to_str().unwrap(),
+            "--threads",
+            "1",
+            "--duration",
+            "1",
+            "--reloads",
+            "2",
+            "--function",
+            function,
+        ]);
+        assert!(status.success(), "{function}: {status:?}: {r}\n{stderr}");
+        assert_eq!(r["function"], format!("text.{function}"), "{r}");
+        assert_eq!(r["failed"], 0, "{function}: {r}");
+        assert!(r["calls"].as_u64().unwrap() > 0, "{function}: {r}");
+    }
+}
+
+#[test]
+fn soak_counts_component_results_that_differ_from_the_version_as_failed() {
+    // `types.instance_calls` returns how many calls its instance served
+    // before: the trial call (an instance's first) sees 0, later calls on a
+    // reused instance do not, so the soak must count them as failed.
+    let dir = component_dir(&[("types.wasm", test_plugins::TYPES)]);
+    let (status, r, stderr) = soak(&[
+        "--plugins",
+        dir.path().to_str().unwrap(),
+        "--threads",
+        "1",
+        "--duration",
+        "1",
+        "--reloads",
+        "1",
+        "--function",
+        "instance_calls",
+    ]);
+    assert_eq!(status.code(), Some(1), "{r}\n{stderr}");
+    assert!(r["failed"].as_u64().unwrap() > 0, "{r}");
+    let first = r["errors"][0].as_str().unwrap_or_default();
+    assert!(first.contains("does not compute"), "the first error says why: {r}");
+}

@@ -2,8 +2,8 @@
 //!
 //! | route | success | errors |
 //! | --- | --- | --- |
-//! | `POST /v1/call/{id}.{fn}` | 200 `{"result": [...], "generation": N}` | 404 unknown plugin/function, 400 bad body, 408 body too slow, 413 body or rows over the limit, 500 trap/time-out, 503 plugin busy / shutting down |
-//! | `GET /v1/plugins` | 200 `[{"id", "generation", "state", "in_flight", "functions", "last_error", "reloading", ...}]` | 401, 403 |
+//! | `POST /v1/call/{id}.{fn}` | 200 `{"result": [...], "generation": N}` (values by type: see [`convert`](crate::convert)) | 404 unknown plugin/function, 400 bad body or a value of the wrong JSON type (naming the argument index), 408 body too slow, 413 body or rows over the limit, 500 trap/time-out, 503 plugin busy / shutting down |
+//! | `GET /v1/plugins` | 200 `[{"id", "generation", "state", "in_flight", "functions", "signatures", "last_error", "kind", "config_path", "reloading", ...}]` | 401, 403 |
 //! | `POST /v1/plugins/{id}/reload[?if_generation=N]` | 200 `{"generation": N}` | 404 unknown plugin, 409 in progress or generation moved on, 422 load failed, 401, 403 |
 //! | `POST /v1/sql` | 200 `{"columns", "rows", "generations"}` | 400, 408, 413, 500, 504 (see `serve::sql`) |
 //! | `GET /metrics` | 200 Prometheus text | 401, 403 |

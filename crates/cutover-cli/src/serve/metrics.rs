@@ -293,9 +293,12 @@ mod tests {
             in_flight: 0,
             draining: Vec::new(),
             functions: vec!["math.mul3".into()],
+            signatures: Vec::new(),
             last_error: None,
             path: String::new(),
             format: None,
+            kind: None,
+            config_path: None,
             reloading: None,
         };
         let text = m.render(&[math(1)], 0);

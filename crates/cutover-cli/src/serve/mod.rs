@@ -47,7 +47,9 @@ pub struct ServeArgs {
     /// printed as `listening on ADDR`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = crate::parse_listen)]
     pub listen: SocketAddr,
-    /// Directory of `.wat`/`.wasm` plugins to load and watch (id = file stem).
+    /// Directory of `.wat`/`.wasm` plugins (core modules or components) to
+    /// load and watch (id = file stem; `<id>.config` beside a plugin is its
+    /// configuration text).
     #[arg(long, value_name = "DIR", value_parser = crate::parse_dir)]
     pub plugins: PathBuf,
     /// Time budget of one call, in milliseconds (a call past it fails with 500).

@@ -10,8 +10,9 @@
 //! * Its parent, for events naming the directory: when the directory is
 //!   replaced (`rm -rf` + `mkdir`, or a new directory renamed over it), the
 //!   watch is re-established and everything is rescanned.
-//! * An event on a plugin file (`<id>.wat`/`<id>.wasm`) marks that plugin
-//!   pending; any other event inside the directory (a Kubernetes ConfigMap
+//! * An event on a plugin file (`<id>.wat`/`<id>.wasm`) or on its
+//!   configuration file (`<id>.config`) marks that plugin pending (the
+//!   sync reads both); any other event inside the directory (a Kubernetes ConfigMap
 //!   swapping its `..data` symlink, a chmod of the directory) schedules a
 //!   rescan of every plugin.
 //!
@@ -46,11 +47,11 @@ use notify::{
 use tokio::{sync::mpsc, time::Instant};
 
 use super::AppState;
-use crate::plugins::{plugin_id_for, Op, Synced};
+use crate::plugins::{owner_id_for, Op, Synced};
 
 /// What the loop is told.
 enum Msg {
-    /// A plugin's file changed.
+    /// A plugin's file or its `.config` changed.
     Plugin(PluginId),
     /// Something else in the directory changed: rescan everything.
     Rescan,
@@ -132,7 +133,7 @@ fn classify(dir: &Path, path: &Path) -> Option<Msg> {
         return Some(Msg::Rewatch);
     }
     match path.parent() {
-        Some(parent) if parent == dir => Some(match plugin_id_for(path) {
+        Some(parent) if parent == dir => Some(match owner_id_for(path) {
             Some(id) => Msg::Plugin(id),
             None => Msg::Rescan,
         }),

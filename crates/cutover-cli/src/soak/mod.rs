@@ -42,7 +42,7 @@ use cutover::{
 use cutover_wasm::{Signature, ValueType, WasmPlugin, WasmSource};
 use hdrhistogram::Histogram;
 
-use crate::plugins::plugin_id_for;
+use crate::plugins::{config_path_for, plugin_id_for, read_config};
 
 const DEFAULT_V1: &str = include_str!("plugins/math_v1.wat");
 const DEFAULT_V2: &str = include_str!("plugins/math_v2.wat");
@@ -50,9 +50,10 @@ const DEFAULT_V2: &str = include_str!("plugins/math_v2.wat");
 /// Flags of `cutover soak`.
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
-    /// A directory whose `.wat`/`.wasm` files are versions of one plugin, used
-    /// in file-name order (default: two versions of a math plugin embedded
-    /// in the binary).
+    /// A directory whose `.wat`/`.wasm` files (core modules or components)
+    /// are versions of one plugin, used in file-name order; a version's
+    /// `<stem>.config` file, if any, is its configuration text (default: two
+    /// versions of a math plugin embedded in the binary).
     #[arg(long, value_name = "DIR", value_parser = crate::parse_dir)]
     pub plugins: Option<PathBuf>,
     /// Calling threads.
@@ -287,11 +288,18 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
             ],
         ),
     };
-    let (function, signature) = pick_function(&id, &sources, args.function.as_deref())?;
-    let args_columns = arguments(&signature, args.rows as usize);
-    let mut versions = Vec::new();
+    // Ready (linked and initialized): a component's functions are known
+    // only once it is linked.
+    let mut loaded = Vec::new();
     for (name, source) in sources {
         let plugin = source.load_ready(&id).with_context(|| format!("cannot load plugin version {name}"))?;
+        loaded.push((name, source, plugin));
+    }
+    let plugins: Vec<(&String, &WasmPlugin)> = loaded.iter().map(|(name, _, plugin)| (name, plugin)).collect();
+    let (function, signature) = pick_function(&id, &plugins, args.function.as_deref())?;
+    let args_columns = arguments(&signature, args.rows as usize);
+    let mut versions = Vec::new();
+    for (name, source, plugin) in loaded {
         let expected = plugin
             .call(&function, &args_columns)
             .with_context(|| format!("the trial call of {function} on version {name} failed"))?;
@@ -315,8 +323,9 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The versions in `dir`, in file-name order, and the plugin id (the first
-/// file's stem without a `_vN`/`-vN` suffix).
+/// The versions in `dir`, in file-name order, each with its `.config` file
+/// if it has one, and the plugin id (the first file's stem without a
+/// `_vN`/`-vN` suffix).
 fn versions_from_dir(dir: &Path) -> anyhow::Result<(PluginId, Vec<(String, WasmSource)>)> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read the plugin directory `{}`", dir.display()))?;
@@ -341,11 +350,18 @@ fn versions_from_dir(dir: &Path) -> anyhow::Result<(PluginId, Vec<(String, WasmS
     let id = PluginId::parse(&base).with_context(|| format!("`{base}` is not a valid plugin id"))?;
     let sources = paths
         .iter()
-        .map(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (name, WasmSource::from_file(p))
+        .map(|p| -> anyhow::Result<(String, WasmSource)> {
+            let mut name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut source = WasmSource::from_file(p);
+            let config_path = config_path_for(p);
+            if let Some(config) = read_config(&config_path).map_err(anyhow::Error::msg)? {
+                let config_name = config_path.file_name().map(|n| n.to_string_lossy().into_owned());
+                name = format!("{name} + {}", config_name.unwrap_or_default());
+                source = source.with_config(config);
+            }
+            Ok((name, source))
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok((id, sources))
 }
 
@@ -353,14 +369,9 @@ fn versions_from_dir(dir: &Path) -> anyhow::Result<(PluginId, Vec<(String, WasmS
 /// version has; it must have the same signature in every version.
 fn pick_function(
     id: &PluginId,
-    sources: &[(String, WasmSource)],
+    plugins: &[(&String, &WasmPlugin)],
     wanted: Option<&str>,
 ) -> anyhow::Result<(String, Signature)> {
-    let mut plugins = Vec::new();
-    for (name, source) in sources {
-        let plugin = source.load_plugin(id).with_context(|| format!("cannot load plugin version {name}"))?;
-        plugins.push((name, plugin));
-    }
     let Some((_, first)) = plugins.first() else {
         bail!("no plugin versions to soak");
     };
