@@ -31,7 +31,7 @@ use futures::StreamExt as _;
 fn serve(plugins: &[(&str, &str)]) -> (Arc<Host<WasmPlugin>>, HostFunctions<WasmPlugin>, SessionContext) {
     let host: Arc<Host<WasmPlugin>> = Arc::new(Host::new());
     for (id, path) in plugins {
-        host.add(PluginId::new(*id), &WasmSource::from_file(*path)).unwrap_or_else(|e| panic!("{path} loads: {e}"));
+        host.add(PluginId::new(id), &WasmSource::from_file(*path)).unwrap_or_else(|e| panic!("{path} loads: {e}"));
     }
     let functions = HostFunctions::new(Arc::clone(&host));
     let ctx = SessionContext::new();
