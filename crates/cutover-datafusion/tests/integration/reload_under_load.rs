@@ -2,7 +2,7 @@
 //! times: no query fails, and every query's results come from one version,
 //! the one of the generation it pinned.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::BTreeMap,

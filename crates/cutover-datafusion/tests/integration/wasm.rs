@@ -1,7 +1,7 @@
 //! WebAssembly plugins in SQL: the same pinning as native ones, and plugin
 //! errors (traps) as execution errors.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

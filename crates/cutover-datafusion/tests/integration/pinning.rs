@@ -1,7 +1,7 @@
 //! One generation per query, drain = queries: the semantics, each
 //! synchronised with channels and gates (no sleeps, no timing thresholds).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The plugin format: naming, types, nulls, ignored exports, native functions.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

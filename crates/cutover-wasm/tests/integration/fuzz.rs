@@ -1,6 +1,6 @@
 //! Property test: the loader never panics or hangs on random or mutated input.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the plugin directory refused, the admin token and browser origins on the
 //! control routes, and metric series that die with their generations.
 
-mod common;
+use crate::common;
 
 use common::{math_version, Options, Server, MATH_V1};
 use serde_json::json;

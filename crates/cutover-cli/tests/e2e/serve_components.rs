@@ -3,7 +3,7 @@
 //! beside core modules: JSON ↔ every data type, signatures, `.config`
 //! files, and broken components.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! (plugins/types): `echo_T` (host → guest → host), `show_T` (what the guest
 //! saw, rendered by the guest), `parse_T` (columns the guest built).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

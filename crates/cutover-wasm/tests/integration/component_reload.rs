@@ -2,7 +2,7 @@
 //! modules: reload under concurrent calls, a module replaced by a component
 //! and back, and the forced rung interrupting only the old generation.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier};

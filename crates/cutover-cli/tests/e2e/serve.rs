@@ -1,7 +1,7 @@
 //! End-to-end tests of `cutover serve`: the real binary on a loopback port,
 //! a real HTTP client, plugins written to a temporary directory.
 
-mod common;
+use crate::common;
 
 use common::{math_version, write_atomic, Server, MATH_V1};
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! Reload under load, and the forced rung (interrupting a stuck call).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier};

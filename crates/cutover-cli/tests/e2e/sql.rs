@@ -1,7 +1,7 @@
 //! End-to-end tests of `POST /v1/sql`: the real binary on a loopback port,
 //! plugins and data files in temporary directories.
 
-mod common;
+use crate::common;
 
 use std::{io::Write as _, sync::Arc};
 

@@ -2,7 +2,7 @@
 //! large and slow bodies, connection and request limits, header, keep-alive
 //! and shutdown behaviour, JSON for every error, exact integer ranges.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 

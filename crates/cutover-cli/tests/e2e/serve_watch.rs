@@ -3,7 +3,7 @@
 //! the directory replaced (including the Kubernetes ConfigMap atomic
 //! writer's layout), files rewritten without pause, half-written files.
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

@@ -1,7 +1,7 @@
 //! Every bad input fails with a clear error and leaves the old generation
 //! serving; every failing call is isolated.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

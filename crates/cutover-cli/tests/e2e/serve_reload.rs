@@ -3,7 +3,7 @@
 //! conditional reloads (`?if_generation=N`), the address is bound before
 //! plugins are compiled, and the `init` budget flag.
 
-mod common;
+use crate::common;
 
 use common::{math_version, Server, MATH_V1};
 use serde_json::{json, Value};

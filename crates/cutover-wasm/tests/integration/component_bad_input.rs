@@ -7,7 +7,7 @@
 //! configuration, calls that break the result contract, trap, loop or grow
 //! memory without bound, and an import the host does not provide.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! End-to-end tests of `cutover soak`: the real binary, its JSON report and
 //! its chart.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

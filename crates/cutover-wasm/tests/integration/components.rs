@@ -1,7 +1,7 @@
 //! The Rust guest plugins (plugins/): text, geo, math; configuration, logs,
 //! and telling a component from a module by its header.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

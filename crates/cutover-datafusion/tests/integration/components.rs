@@ -2,7 +2,7 @@
 //! functions: every data type, nulls, the implicit argument conversions,
 //! volatility, and a component reload under a running query.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

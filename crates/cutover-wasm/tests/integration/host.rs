@@ -1,6 +1,6 @@
 //! WebAssembly plugins through the reload transaction (`cutover::host::Host`).
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{
