@@ -10,6 +10,20 @@
 //!   a loopback name is refused too (DNS rebinding).
 //! * [`CallSlots`]: a per-plugin count of calls running; a call over the
 //!   limit is refused at once (the caller answers 503), never queued.
+//! * [`InlineCalls`]: which calls may run on the async worker that received
+//!   them instead of a blocking-pool thread (a thread hand-off each way costs
+//!   more than a short call): calls of few values, of a function whose last 8
+//!   calls of this generation took at most 200 µs of CPU each, and never on
+//!   every worker at once. A slow call sends the function's next calls to
+//!   the blocking pool until 8 in a row are fast again; after 3 slow calls
+//!   that ran inline, the function's calls never run inline again in this
+//!   generation. So a function can hold an async worker past 200 µs at most
+//!   3 times per generation (each time for at most its call's time budget),
+//!   and never the last free worker. (Tasks that tokio had already queued on
+//!   that worker, its LIFO slot among them, wait for the call: the accept
+//!   loop can be one of them, so new connections can stall that long; the
+//!   end-to-end tests saw this when a spinning call ran inline, before the
+//!   first-calls-on-the-pool rule.)
 
 use std::{
     collections::HashMap,
@@ -17,6 +31,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, RwLock,
     },
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -170,40 +185,218 @@ pub async fn preflight() -> Response {
 /// Calls running per plugin.
 #[derive(Debug, Default)]
 pub struct CallSlots {
-    running: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    running: RwLock<HashMap<String, Arc<PluginCalls>>>,
+}
+
+/// What the server tracks of one plugin's calls.
+#[derive(Debug, Default)]
+struct PluginCalls {
+    /// Calls running.
+    running: AtomicUsize,
+    /// How long the functions of the plugin's newest generation took.
+    speeds: RwLock<Speeds>,
+}
+
+/// How the functions of one generation's calls went.
+#[derive(Debug, Default)]
+struct Speeds {
+    generation: u64,
+    functions: HashMap<String, Speed>,
+}
+
+/// How one function's calls went.
+#[derive(Debug, Default, Clone, Copy)]
+struct Speed {
+    /// Calls in a row that took at most the inline budget (up to
+    /// [`FAST_STREAK`]).
+    streak: u32,
+    /// Calls that ran inline and took longer than the budget.
+    strikes: u32,
+}
+
+/// Calls in a row within the budget before a function's calls run inline.
+const FAST_STREAK: u32 = 8;
+/// Slow inline calls after which a function's calls never run inline again
+/// in this generation.
+const MAX_STRIKES: u32 = 3;
+
+impl Speed {
+    fn inline(self) -> bool {
+        self.streak >= FAST_STREAK && self.strikes < MAX_STRIKES
+    }
 }
 
 /// One running call of a plugin; frees its slot when dropped.
 #[derive(Debug)]
-pub struct CallSlot(Arc<AtomicUsize>);
+pub struct CallSlot(Arc<PluginCalls>);
+
+impl CallSlot {
+    /// Whether calls of `function` of `generation` may run inline: its last
+    /// calls, [`FAST_STREAK`] in a row, took at most the inline budget, and
+    /// fewer than [`MAX_STRIKES`] of its inline calls took longer.
+    pub fn known_fast(&self, generation: u64, function: &str) -> bool {
+        let speeds = self.0.speeds.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        speeds.generation == generation && speeds.functions.get(function).is_some_and(|s| s.inline())
+    }
+
+    /// Record that a call of `function` of `generation` over `values` values
+    /// (run inline or not) cost `cost`; `true` if that was the strike after
+    /// which its calls never run inline again in this generation. Calls of
+    /// more values than may run inline say nothing (a large call may be
+    /// slow where a small one is not).
+    pub fn took(
+        &self,
+        generation: u64,
+        function: &str,
+        values: usize,
+        cost: Duration,
+        ran_inline: bool,
+        inline: &InlineCalls,
+    ) -> bool {
+        if values > inline.max_values {
+            return false;
+        }
+        let fast = cost <= inline.budget;
+        {
+            let speeds = self.0.speeds.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let known = (speeds.generation == generation).then(|| speeds.functions.get(function).copied()).flatten();
+            let settled = known.is_some_and(|s| (fast && s.streak >= FAST_STREAK) || s.strikes >= MAX_STRIKES);
+            if generation < speeds.generation || settled {
+                return false;
+            }
+        }
+        let mut speeds = self.0.speeds.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if generation > speeds.generation {
+            *speeds = Speeds { generation, functions: HashMap::new() };
+        }
+        if generation != speeds.generation {
+            return false;
+        }
+        let speed = speeds.functions.entry(function.to_owned()).or_default();
+        if fast {
+            speed.streak = (speed.streak + 1).min(FAST_STREAK);
+            false
+        } else {
+            speed.streak = 0;
+            speed.strikes += u32::from(ran_inline);
+            ran_inline && speed.strikes == MAX_STRIKES
+        }
+    }
+}
 
 impl Drop for CallSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl CallSlots {
     /// A slot for a call of `plugin`, or `None` if `max` calls of it run.
     pub fn try_acquire(&self, plugin: &str, max: usize) -> Option<CallSlot> {
-        let counter = {
+        let calls = {
             let running = self.running.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             running.get(plugin).cloned()
         };
-        let counter = counter.unwrap_or_else(|| {
+        let calls = calls.unwrap_or_else(|| {
             let mut running = self.running.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(running.entry(plugin.to_owned()).or_default())
         });
-        let previous = counter.fetch_add(1, Ordering::AcqRel);
-        let slot = CallSlot(counter);
+        let previous = calls.running.fetch_add(1, Ordering::AcqRel);
+        let slot = CallSlot(calls);
         (previous < max).then_some(slot)
     }
 
     /// Forget the counters of plugins not in `alive` that run nothing.
     pub fn retain(&self, alive: impl Fn(&str) -> bool) {
         let mut running = self.running.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        running.retain(|id, n| alive(id) || n.load(Ordering::Acquire) > 0);
+        running.retain(|id, calls| alive(id) || calls.running.load(Ordering::Acquire) > 0);
     }
+}
+
+/// Which calls run on the async worker that received them (see the module
+/// docs): at most `max` at once, of at most `max_values` values, of
+/// functions known to be fast ([`CallSlot::known_fast`]).
+#[derive(Debug)]
+pub struct InlineCalls {
+    running: AtomicUsize,
+    max: usize,
+    max_values: usize,
+    budget: Duration,
+}
+
+/// A call running inline; frees its place when dropped.
+#[derive(Debug)]
+pub struct InlineCall<'a>(&'a AtomicUsize);
+
+impl Drop for InlineCall<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InlineCalls {
+    /// The policy for a runtime of `workers` async workers: inline calls on
+    /// all workers but one (none with a single worker), of up to 4,096
+    /// values, of functions whose calls took at most 200 µs.
+    pub fn for_workers(workers: usize) -> Self {
+        Self::new(workers.saturating_sub(1), 4096, Duration::from_micros(200))
+    }
+
+    /// A policy with explicit limits.
+    pub fn new(max: usize, max_values: usize, budget: Duration) -> Self {
+        InlineCalls { running: AtomicUsize::new(0), max, max_values, budget }
+    }
+
+    /// A place to run a call of `function` of `generation` over `values`
+    /// values inline, or `None`: run it on the blocking pool.
+    pub fn try_enter(&self, slot: &CallSlot, generation: u64, function: &str, values: usize) -> Option<InlineCall<'_>> {
+        if self.max == 0 || values > self.max_values || !slot.known_fast(generation, function) {
+            return None;
+        }
+        let previous = self.running.fetch_add(1, Ordering::AcqRel);
+        let call = InlineCall(&self.running);
+        (previous < self.max).then_some(call)
+    }
+}
+
+/// Measures what a call cost: the CPU time of the calling thread where the
+/// platform tells it (Linux), so a call that waited for a core (a busy
+/// machine) is not taken for a slow one; elsewhere the wall time.
+#[derive(Debug)]
+pub struct CallTimer {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl CallTimer {
+    /// Start measuring on this thread.
+    pub fn start() -> Self {
+        CallTimer { wall: Instant::now(), cpu: thread_cpu_time() }
+    }
+
+    /// What the call cost so far (call on the thread that started).
+    pub fn elapsed(&self) -> Duration {
+        match (self.cpu, thread_cpu_time()) {
+            (Some(start), Some(now)) => now.saturating_sub(start),
+            _ => self.wall.elapsed(),
+        }
+    }
+}
+
+/// The CPU time this thread has used.
+#[cfg(target_os = "linux")]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable `timespec` for the duration of the
+    // call, and `clock_gettime` writes nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    (rc == 0).then(|| Duration::new(u64::try_from(now.tv_sec).unwrap_or(0), u32::try_from(now.tv_nsec).unwrap_or(0)))
+}
+
+/// The CPU time this thread has used: not known here.
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
 }
 
 #[cfg(test)]
@@ -217,6 +410,65 @@ mod tests {
         }
         for host in ["evil.com", "evil.com:8080", "10.0.0.1:80", "localhost.evil.com", "[::2]:1"] {
             assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn inline_calls_are_bounded_small_and_of_functions_known_fast() {
+        let slots = CallSlots::default();
+        let inline = InlineCalls::new(1, 100, Duration::from_micros(200));
+        let (fast, slow) = (Duration::from_micros(10), Duration::from_millis(5));
+        let slot = slots.try_acquire("p", 8).unwrap();
+        let warm_up = |generation| {
+            for _ in 0..FAST_STREAK {
+                assert!(inline.try_enter(&slot, generation, "p.f", 1).is_none(), "not known fast yet");
+                assert!(!slot.took(generation, "p.f", 1, fast, false, &inline));
+            }
+        };
+        warm_up(1);
+        let first = inline.try_enter(&slot, 1, "p.f", 100).expect("a fast function's small call runs inline");
+        assert!(inline.try_enter(&slot, 1, "p.f", 1).is_none(), "at most `max` inline calls at once");
+        drop(first);
+        assert!(inline.try_enter(&slot, 1, "p.f", 101).is_none(), "a call of too many values goes to the pool");
+        assert!(inline.try_enter(&slot, 1, "p.g", 1).is_none(), "other functions are not known yet");
+        assert!(inline.try_enter(&slot, 2, "p.f", 1).is_none(), "nor the next generation");
+
+        slot.took(1, "p.f", 500, slow, false, &inline);
+        assert!(inline.try_enter(&slot, 1, "p.f", 1).is_some(), "a slow call of many values says nothing");
+        for strike in 1..=MAX_STRIKES {
+            assert_eq!(slot.took(1, "p.f", 1, slow, true, &inline), strike == MAX_STRIKES);
+            assert!(inline.try_enter(&slot, 1, "p.f", 1).is_none(), "a slow call sends the next ones to the pool");
+            warm_up(1);
+        }
+        assert!(inline.try_enter(&slot, 1, "p.f", 1).is_none(), "after {MAX_STRIKES} slow inline calls: never again");
+        slot.took(1, "p.f", 1, slow, false, &inline);
+
+        warm_up(2);
+        assert!(inline.try_enter(&slot, 2, "p.f", 1).is_some(), "a new generation starts anew");
+        slot.took(1, "p.f", 1, slow, true, &inline);
+        assert!(inline.try_enter(&slot, 2, "p.f", 1).is_some(), "an old generation's call changes nothing");
+        assert!(InlineCalls::for_workers(1).try_enter(&slot, 2, "p.f", 1).is_none(), "never inline with one worker");
+    }
+
+    #[test]
+    fn a_call_timer_counts_work_not_waiting() {
+        let timer = CallTimer::start();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        let worked = timer.elapsed();
+        assert!(worked > Duration::ZERO, "{x}");
+        if cfg!(target_os = "linux") {
+            let timer = CallTimer::start();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = tx.send(());
+            });
+            rx.recv().unwrap();
+            sender.join().unwrap();
+            assert!(timer.elapsed() < Duration::from_millis(50), "waiting is not CPU time");
         }
     }
 

@@ -175,8 +175,14 @@ pub async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Res
         state.metrics.rejected("body_too_large");
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, max);
-    match tokio::time::timeout(state.config.body_timeout, limited.collect()).await {
+    let mut collect = std::pin::pin!(http_body_util::Limited::new(body, max).collect());
+    // Most bodies arrive with their head: take one that is all here without
+    // arming the timer.
+    let collected = match futures::poll!(collect.as_mut()) {
+        std::task::Poll::Ready(collected) => Ok(collected),
+        std::task::Poll::Pending => tokio::time::timeout(state.config.body_timeout, collect).await,
+    };
+    match collected {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             state.metrics.rejected("body_too_large");
@@ -246,7 +252,7 @@ async fn call(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     drop(raw);
-    let Some(_slot) = state.calls.try_acquire(id, state.config.max_calls_per_plugin) else {
+    let Some(slot) = state.calls.try_acquire(id, state.config.max_calls_per_plugin) else {
         state.metrics.rejected("plugin_busy");
         return unavailable(&format!(
             "plugin `{id}` is running its maximum of {} concurrent calls (--max-calls-per-plugin); try again later",
@@ -257,19 +263,43 @@ async fn call(
     let _in_flight = state.metrics.in_flight();
     let started = Instant::now();
     let function = target.clone();
-    // The call is synchronous CPU work: keep it off the reactor. The lease
-    // moves with it and is dropped as soon as the call returns.
-    let outcome = tokio::task::spawn_blocking(move || {
+    let values = columns.iter().map(|c| c.len()).sum::<usize>();
+    // The call is synchronous CPU work. A short one runs right here (a
+    // thread hand-off each way would cost more than the call); any other
+    // goes to the blocking pool, off the reactor (see `guard::InlineCalls`).
+    // The lease moves with the call and is dropped as soon as it returns.
+    let run = move || {
+        let timer = guard::CallTimer::start();
         let result = lease.call(&function, &columns);
+        let cost = timer.elapsed();
         drop(lease);
-        result.map(|array| convert::to_json(array.as_ref()))
-    })
-    .await;
+        (result.map(|array| convert::to_json(array.as_ref())), cost)
+    };
+    let inline = state.inline.try_enter(&slot, generation, &target, values);
+    let ran_inline = inline.is_some();
+    let outcome = match inline {
+        Some(_inline) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .map_err(|panic| format!("the call panicked: {}", panic_message(panic.as_ref()))),
+        None => tokio::task::spawn_blocking(run).await.map_err(|join| format!("the call failed: {join}")),
+    };
     let took = started.elapsed();
+    let outcome = outcome.map(|(result, cost)| {
+        if slot.took(generation, &target, values, cost, ran_inline, &state.inline) {
+            tracing::info!(
+                function = %target,
+                generation,
+                cpu_us = u64::try_from(cost.as_micros()).unwrap_or(u64::MAX),
+                "calls that ran on an async worker took more than 200 µs of CPU 3 times: \
+                 the function's calls run on the blocking pool for the rest of this generation"
+            );
+        }
+        result
+    });
+    drop(slot);
     match outcome {
         Ok(Ok(result)) => {
             state.metrics.call(&target, generation, took, None);
-            (StatusCode::OK, Json(json!({ "result": result, "generation": generation }))).into_response()
+            (StatusCode::OK, Json(Answer { generation, result })).into_response()
         }
         Ok(Err(e)) => {
             let (kind, status) = classify(&e);
@@ -284,11 +314,23 @@ async fn call(
             }
             error(status, e.to_string())
         }
-        Err(join) => {
+        Err(failed) => {
             state.metrics.call(&target, generation, took, Some("panic"));
-            error(StatusCode::INTERNAL_SERVER_ERROR, format!("the call failed: {join}"))
+            error(StatusCode::INTERNAL_SERVER_ERROR, failed)
         }
     }
+}
+
+/// The answer of a call (fields in the order `json!` would sort them).
+#[derive(serde::Serialize)]
+struct Answer {
+    generation: u64,
+    result: Vec<serde_json::Value>,
+}
+
+/// The message of a panic payload (`panic!` with a literal or a format).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("")
 }
 
 async fn list(State(state): State<Arc<AppState>>) -> Response {

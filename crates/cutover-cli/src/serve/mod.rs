@@ -163,6 +163,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Calls running per plugin.
     pub calls: guard::CallSlots,
+    /// Which calls run on the async worker that received them.
+    pub inline: guard::InlineCalls,
     /// Limits and access settings.
     pub config: HttpConfig,
     /// Set once the shutdown grace has passed: calls answer 503.
@@ -228,16 +230,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         LoadConfig { limits, options, allow_outside_symlinks: args.allow_outside_symlinks },
     );
     let sql = sql::SqlEngine::new(&args.sql, plugins.shared_host())?;
+    // One async worker per core, as tokio starts by default, plus one: short
+    // calls run on the workers (`guard::InlineCalls`), on all of them but
+    // one, so one is always free for new requests even when those calls
+    // spin. `TOKIO_WORKER_THREADS` sets the number, as with tokio.
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) + 1);
     let state = Arc::new(AppState {
         plugins,
         metrics: Arc::new(metrics::Metrics::default()),
         calls: guard::CallSlots::default(),
+        inline: guard::InlineCalls::for_workers(workers),
         config,
         shutting_down: AtomicBool::new(false),
         sql,
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .thread_name("cutover-serve")
         // Every admitted request gets a thread for its call at once.
