@@ -15,10 +15,11 @@
 //!   more than a short call): calls of few values, of a function whose last 8
 //!   calls of this generation took at most 200 µs of CPU each, and never on
 //!   every worker at once. A slow call sends the function's next calls to
-//!   the blocking pool until 8 in a row are fast again; after 3 slow calls
-//!   that ran inline, the function's calls never run inline again in this
-//!   generation. So a function can hold an async worker past 200 µs at most
-//!   3 times per generation (each time for at most its call's time budget),
+//!   the blocking pool until 8 in a row are fast again; after 3 calls that
+//!   ran inline and took over 10 ms (a stuck call, not a cold instance),
+//!   the function's calls never run inline again in this generation. So a
+//!   function can hold an async worker past 10 ms at most 3 times per
+//!   generation (each time for at most its call's time budget),
 //!   and never the last free worker. (Tasks that tokio had already queued on
 //!   that worker, its LIFO slot among them, wait for the call: the accept
 //!   loop can be one of them, so new connections can stall that long; the
@@ -210,14 +211,14 @@ struct Speed {
     /// Calls in a row that took at most the inline budget (up to
     /// [`FAST_STREAK`]).
     streak: u32,
-    /// Calls that ran inline and took longer than the budget.
+    /// Calls that ran inline and took longer than the strike threshold.
     strikes: u32,
 }
 
 /// Calls in a row within the budget before a function's calls run inline.
 const FAST_STREAK: u32 = 8;
-/// Slow inline calls after which a function's calls never run inline again
-/// in this generation.
+/// Inline calls over the strike threshold after which a function's calls
+/// never run inline again in this generation.
 const MAX_STRIKES: u32 = 3;
 
 impl Speed {
@@ -278,8 +279,9 @@ impl CallSlot {
             false
         } else {
             speed.streak = 0;
-            speed.strikes += u32::from(ran_inline);
-            ran_inline && speed.strikes == MAX_STRIKES
+            let strike = ran_inline && cost > inline.strike;
+            speed.strikes += u32::from(strike);
+            strike && speed.strikes == MAX_STRIKES
         }
     }
 }
@@ -321,7 +323,10 @@ pub struct InlineCalls {
     running: AtomicUsize,
     max: usize,
     max_values: usize,
+    /// A call over this is slow: its function's next calls go to the pool.
     budget: Duration,
+    /// An inline call over this held its worker: a strike.
+    strike: Duration,
 }
 
 /// A call running inline; frees its place when dropped.
@@ -337,14 +342,15 @@ impl Drop for InlineCall<'_> {
 impl InlineCalls {
     /// The policy for a runtime of `workers` async workers: inline calls on
     /// all workers but one (none with a single worker), of up to 4,096
-    /// values, of functions whose calls took at most 200 µs.
+    /// values, of functions whose calls took at most 200 µs; an inline call
+    /// over 10 ms (not a cold instance: a stuck call) is a strike.
     pub fn for_workers(workers: usize) -> Self {
-        Self::new(workers.saturating_sub(1), 4096, Duration::from_micros(200))
+        Self::new(workers.saturating_sub(1), 4096, Duration::from_micros(200), Duration::from_millis(10))
     }
 
     /// A policy with explicit limits.
-    pub fn new(max: usize, max_values: usize, budget: Duration) -> Self {
-        InlineCalls { running: AtomicUsize::new(0), max, max_values, budget }
+    pub fn new(max: usize, max_values: usize, budget: Duration, strike: Duration) -> Self {
+        InlineCalls { running: AtomicUsize::new(0), max, max_values, budget, strike }
     }
 
     /// A place to run a call of `function` of `generation` over `values`
@@ -416,8 +422,8 @@ mod tests {
     #[test]
     fn inline_calls_are_bounded_small_and_of_functions_known_fast() {
         let slots = CallSlots::default();
-        let inline = InlineCalls::new(1, 100, Duration::from_micros(200));
-        let (fast, slow) = (Duration::from_micros(10), Duration::from_millis(5));
+        let inline = InlineCalls::new(1, 100, Duration::from_micros(200), Duration::from_millis(10));
+        let (fast, slow, stuck) = (Duration::from_micros(10), Duration::from_millis(1), Duration::from_millis(50));
         let slot = slots.try_acquire("p", 8).unwrap();
         let warm_up = |generation| {
             for _ in 0..FAST_STREAK {
@@ -435,8 +441,11 @@ mod tests {
 
         slot.took(1, "p.f", 500, slow, false, &inline);
         assert!(inline.try_enter(&slot, 1, "p.f", 1).is_some(), "a slow call of many values says nothing");
+        slot.took(1, "p.f", 1, slow, true, &inline);
+        assert!(inline.try_enter(&slot, 1, "p.f", 1).is_none(), "a slow call sends the next ones to the pool");
+        warm_up(1);
         for strike in 1..=MAX_STRIKES {
-            assert_eq!(slot.took(1, "p.f", 1, slow, true, &inline), strike == MAX_STRIKES);
+            assert_eq!(slot.took(1, "p.f", 1, stuck, true, &inline), strike == MAX_STRIKES);
             assert!(inline.try_enter(&slot, 1, "p.f", 1).is_none(), "a slow call sends the next ones to the pool");
             warm_up(1);
         }
@@ -445,7 +454,7 @@ mod tests {
 
         warm_up(2);
         assert!(inline.try_enter(&slot, 2, "p.f", 1).is_some(), "a new generation starts anew");
-        slot.took(1, "p.f", 1, slow, true, &inline);
+        slot.took(1, "p.f", 1, stuck, true, &inline);
         assert!(inline.try_enter(&slot, 2, "p.f", 1).is_some(), "an old generation's call changes nothing");
         assert!(InlineCalls::for_workers(1).try_enter(&slot, 2, "p.f", 1).is_none(), "never inline with one worker");
     }

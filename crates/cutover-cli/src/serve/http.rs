@@ -175,14 +175,8 @@ pub async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Res
         state.metrics.rejected("body_too_large");
         return Err(too_large());
     }
-    let mut collect = std::pin::pin!(http_body_util::Limited::new(body, max).collect());
-    // Most bodies arrive with their head: take one that is all here without
-    // arming the timer.
-    let collected = match futures::poll!(collect.as_mut()) {
-        std::task::Poll::Ready(collected) => Ok(collected),
-        std::task::Poll::Pending => tokio::time::timeout(state.config.body_timeout, collect).await,
-    };
-    match collected {
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(state.config.body_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             state.metrics.rejected("body_too_large");
@@ -289,7 +283,7 @@ async fn call(
                 function = %target,
                 generation,
                 cpu_us = u64::try_from(cost.as_micros()).unwrap_or(u64::MAX),
-                "calls that ran on an async worker took more than 200 µs of CPU 3 times: \
+                "calls that ran on an async worker took more than 10 ms of CPU 3 times: \
                  the function's calls run on the blocking pool for the rest of this generation"
             );
         }

@@ -112,7 +112,32 @@ impl Server {
         for (name, content) in files {
             std::fs::write(dir.path().join(name), content).expect("write plugin");
         }
-        Self::start_in(dir, flags)
+        let server = Self::start_in(dir, flags);
+        // The address is bound before the plugins are compiled: wait until
+        // every plugin file given is listed (loaded, or failed), so a test
+        // never races the first scan. (The control routes need the token
+        // when one is set: such tests wait themselves.)
+        if !flags.iter().any(|f| f.starts_with("--admin-token")) {
+            let stems: Vec<&str> = files
+                .iter()
+                .filter_map(|(name, _)| name.strip_suffix(".wat").or_else(|| name.strip_suffix(".wasm")))
+                .collect();
+            // On a connection of its own, closed after the answer: no idle
+            // keep-alive connection is left to count against the test's
+            // connection limits.
+            server.wait_for("the initial plugins listed", |s| {
+                use std::io::Write as _;
+                let mut stream = s.connect();
+                stream
+                    .write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .expect("write");
+                let (status, _, body) = read_response(&mut stream);
+                let listed: Vec<Value> =
+                    if status == 200 { serde_json::from_str(&body).unwrap_or_default() } else { vec![] };
+                stems.iter().all(|stem| listed.iter().any(|p| p["id"] == *stem))
+            });
+        }
+        server
     }
 
     /// Start a server over `dir`.
