@@ -6,7 +6,7 @@ use crate::common;
 
 use std::io::Write as _;
 
-use common::{read_response, read_to_close, Server, MATH_V1};
+use common::{raw, read_response, read_to_close, Server, MATH_V1};
 use serde_json::{json, Value};
 
 const GEO: &str = r#"(module (func (export "twice") (param i64) (result i64) local.get 0 i64.const 2 i64.mul))"#;
@@ -17,13 +17,6 @@ fn json_of(text: &str) -> Value {
 
 fn error_of(text: &str) -> String {
     json_of(text)["error"].as_str().unwrap_or_else(|| panic!("no \"error\" in {text}")).to_owned()
-}
-
-/// Send `head` (and `body`) on a new connection and read one response.
-fn raw(server: &Server, request: &[u8]) -> (u16, String, String) {
-    let mut stream = server.connect();
-    stream.write_all(request).unwrap();
-    read_response(&mut stream)
 }
 
 #[test]
@@ -168,9 +161,7 @@ fn requests_and_connections_are_limited() {
             stalled = open_stalled(s);
         }
         // Each probe is a third request: refused while the two are stalled.
-        let mut stream = s.connect();
-        stream.write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-        let (status, _, body) = read_response(&mut stream);
+        let (status, _, body) = raw(s, b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n");
         status == 503 && body.contains("too many requests")
     });
     let (status, head, body) = raw(&server, b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n");

@@ -105,11 +105,7 @@ impl Subscribers {
         };
         for callback in callbacks {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback(change))) {
-                let cause = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic payload".to_string());
+                let cause = crate::unwind::message(&*payload);
                 tracing::warn!(target: "cutover::host", plugin = %change.plugin, kind = ?change.kind, %cause,
                                "change subscriber panicked");
             }

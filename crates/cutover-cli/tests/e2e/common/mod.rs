@@ -126,12 +126,8 @@ impl Server {
             // keep-alive connection is left to count against the test's
             // connection limits.
             server.wait_for("the initial plugins listed", |s| {
-                use std::io::Write as _;
-                let mut stream = s.connect();
-                stream
-                    .write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    .expect("write");
-                let (status, _, body) = read_response(&mut stream);
+                let (status, _, body) =
+                    raw(s, b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
                 let listed: Vec<Value> =
                     if status == 200 { serde_json::from_str(&body).unwrap_or_default() } else { vec![] };
                 stems.iter().all(|stem| listed.iter().any(|p| p["id"] == *stem))
@@ -346,6 +342,15 @@ pub fn read_to_close(stream: &mut std::net::TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Send `request` as is on a new connection and read one response:
+/// (status, head, body).
+pub fn raw(server: &Server, request: &[u8]) -> (u16, String, String) {
+    use std::io::Write as _;
+    let mut stream = server.connect();
+    stream.write_all(request).expect("write the request");
+    read_response(&mut stream)
 }
 
 /// Read one HTTP/1.1 response (head and a `content-length` body) from `stream`.
