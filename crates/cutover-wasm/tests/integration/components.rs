@@ -106,6 +106,23 @@ fn math_versions_tell_themselves_apart() {
     assert_eq!(as_i64(&v2.call("math.add", &[x, y]).unwrap())[..3], [Some(1_000_011), None, None]);
 }
 
+/// `math.mul3` works two rows at a time (WebAssembly SIMD) with a scalar
+/// tail: every length, odd ones included, and the wrapping extremes give
+/// what `i64::wrapping_mul` does, in both versions.
+#[test]
+fn math_mul3_matches_wrapping_arithmetic_on_every_length() {
+    let v1 = component(test_plugins::MATH_V1, "math", test_limits());
+    let v2 = component(test_plugins::MATH_V2, "math", test_limits());
+    let pool = [i64::MIN, i64::MIN + 1, -3_074_457_345_618_258_603, -1, 0, 1, 3_074_457_345_618_258_603, i64::MAX];
+    for rows in 0..=17usize {
+        let values: Vec<i64> = (0..rows).map(|i| pool[i % pool.len()].wrapping_add(i as i64 / 8)).collect();
+        let x: ArrayRef = Arc::new(Int64Array::from(values.clone()));
+        let want = |offset: i64| values.iter().map(|v| Some(v.wrapping_mul(3).wrapping_add(offset))).collect::<Vec<_>>();
+        assert_eq!(as_i64(&v1.call("math.mul3", std::slice::from_ref(&x)).unwrap()), want(0), "{rows} rows");
+        assert_eq!(as_i64(&v2.call("math.mul3", std::slice::from_ref(&x)).unwrap()), want(1_000_000), "{rows} rows");
+    }
+}
+
 #[test]
 fn a_component_is_told_from_a_module_by_its_header_not_its_name() {
     let dir = std::env::temp_dir().join(format!("cutover-wasm-format-{}", std::process::id()));
