@@ -435,7 +435,7 @@ pub fn to_json(array: &dyn Array) -> Vec<Value> {
     collect::<BooleanArray, bool>(array, Value::Bool)
         .or_else(|| collect::<Int32Array, i32>(array, Value::from))
         .or_else(|| collect::<Int64Array, i64>(array, Value::from))
-        .or_else(|| collect::<Float32Array, f32>(array, |v| float(f64::from(v))))
+        .or_else(|| collect::<Float32Array, f32>(array, float32))
         .or_else(|| collect::<Float64Array, f64>(array, float))
         .or_else(|| {
             let a = array.as_any().downcast_ref::<StringArray>()?;
@@ -448,8 +448,18 @@ pub fn to_json(array: &dyn Array) -> Vec<Value> {
         .unwrap_or_else(|| vec![Value::Null; array.len()])
 }
 
-fn float(v: f64) -> Value {
+/// A JSON number for `v`; `null` when it is not finite.
+pub(crate) fn float(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+/// A JSON number for `v` written with `v`'s own shortest digits (`0.1`, not
+/// the `0.10000000149011612` of `f64::from(v)`); `null` when not finite.
+pub(crate) fn float32(v: f32) -> Value {
+    // `f32`'s `Display` is the shortest decimal that reads back as `v`; as
+    // an `f64`, that decimal prints back the same (it has at most 9
+    // significant digits, and `f64` keeps 15).
+    float(v.to_string().parse().unwrap_or_else(|_| f64::from(v)))
 }
 
 #[cfg(test)]
@@ -459,6 +469,14 @@ mod tests {
 
     fn sig(params: &[ValueType], result: ValueType) -> Signature {
         Signature::new(params.to_vec(), result)
+    }
+
+    #[test]
+    fn float32_results_keep_their_own_digits() {
+        let a =
+            Float32Array::from(vec![Some(0.1f32), Some(-2.5), None, Some(f32::NAN), Some(16_777_217.0), Some(1e-45)]);
+        let got = serde_json::to_string(&to_json(&a)).unwrap();
+        assert_eq!(got, "[0.1,-2.5,null,null,16777216.0,1e-45]");
     }
 
     #[test]

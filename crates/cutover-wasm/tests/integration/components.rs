@@ -117,7 +117,8 @@ fn math_mul3_matches_wrapping_arithmetic_on_every_length() {
     for rows in 0..=17usize {
         let values: Vec<i64> = (0..rows).map(|i| pool[i % pool.len()].wrapping_add(i as i64 / 8)).collect();
         let x: ArrayRef = Arc::new(Int64Array::from(values.clone()));
-        let want = |offset: i64| values.iter().map(|v| Some(v.wrapping_mul(3).wrapping_add(offset))).collect::<Vec<_>>();
+        let want =
+            |offset: i64| values.iter().map(|v| Some(v.wrapping_mul(3).wrapping_add(offset))).collect::<Vec<_>>();
         assert_eq!(as_i64(&v1.call("math.mul3", std::slice::from_ref(&x)).unwrap()), want(0), "{rows} rows");
         assert_eq!(as_i64(&v2.call("math.mul3", std::slice::from_ref(&x)).unwrap()), want(1_000_000), "{rows} rows");
     }

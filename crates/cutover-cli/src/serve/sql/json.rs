@@ -12,7 +12,9 @@ use datafusion::arrow::{
     error::ArrowError,
     util::display::{ArrayFormatter, FormatOptions},
 };
-use serde_json::{Number, Value};
+use serde_json::Value;
+
+use crate::convert::{float, float32};
 
 /// Append the rows of `batch` to `rows`, one JSON array per row.
 ///
@@ -27,10 +29,6 @@ pub fn append_rows(batch: &RecordBatch, rows: &mut Vec<Vec<Value>>) -> Result<()
         }
     }
     Ok(())
-}
-
-fn float(x: f64) -> Value {
-    Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
 fn collect<T>(array: impl IntoIterator<Item = Option<T>>, f: impl Fn(T) -> Value) -> Vec<Value> {
@@ -51,7 +49,7 @@ fn column_values(array: &dyn Array) -> Result<Vec<Value>, ArrowError> {
         DataType::UInt32 => collect(array.as_primitive::<UInt32Type>(), Value::from),
         DataType::UInt64 => collect(array.as_primitive::<UInt64Type>(), Value::from),
         DataType::Float16 => collect(array.as_primitive::<Float16Type>(), |x| float(x.to_f64())),
-        DataType::Float32 => collect(array.as_primitive::<Float32Type>(), |x| float(f64::from(x))),
+        DataType::Float32 => collect(array.as_primitive::<Float32Type>(), float32),
         DataType::Float64 => collect(array.as_primitive::<Float64Type>(), float),
         DataType::Utf8 => collect(array.as_string::<i32>(), Value::from),
         DataType::LargeUtf8 => collect(array.as_string::<i64>(), Value::from),
