@@ -980,13 +980,13 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// Where a lease of the current generation will read and write, as of
     /// now: a prefetch hint for containers ([`Hint`]). `None` once closed.
     pub(crate) fn hint(&self) -> Option<Hint> {
-        let record = self.current.load(Ordering::Acquire);
+        let record = NonNull::new(self.current.load(Ordering::Acquire))?;
         let value = self.with_current(|inc| Arc::as_ptr(&inc.value).cast::<u8>())?;
         Some(Hint {
-            record: record.cast::<u8>().cast_const(),
+            record: record.cast::<u8>(),
             value,
-            mask: self.mask,
-            first: first_stripe::<T>(),
+            mask: u32::try_from(self.mask).ok()?,
+            first: u16::try_from(first_stripe::<T>()).ok()?,
             stride_shift: self.stride_shift,
         })
     }
@@ -1061,10 +1061,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
 #[derive(Clone, Copy)]
 #[cfg_attr(not(all(target_arch = "x86_64", not(miri), not(loom))), allow(dead_code))]
 pub(crate) struct Hint {
-    record: *const u8,
+    record: NonNull<u8>,
     value: *const u8,
-    mask: usize,
-    first: usize,
+    // Small fields, so that a registry entry with its hint stays 40 bytes
+    // (a hash bucket with a `String` key: one cache line).
+    mask: u32,
+    first: u16,
     stride_shift: u8,
 }
 
@@ -1082,14 +1084,16 @@ impl Hint {
         #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let stripe = owner_index().map(|index| self.first + ((index & self.mask) << self.stride_shift));
+            let stripe = owner_index()
+                .map(|index| usize::from(self.first) + ((index & self.mask as usize) << self.stride_shift));
+            let record = self.record.as_ptr().cast_const();
             // SAFETY: `prefetcht0` (SSE, baseline on x86-64) takes any
             // address, valid or not, and never faults; the addresses are
             // computed with wrapping arithmetic, so no pointer offset UB.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(self.record.cast());
+                _mm_prefetch::<_MM_HINT_T0>(record.cast());
                 if let Some(offset) = stripe {
-                    _mm_prefetch::<_MM_HINT_T0>(self.record.wrapping_add(offset).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(offset).cast());
                 }
                 _mm_prefetch::<_MM_HINT_T0>(self.value.cast());
             }
