@@ -260,7 +260,10 @@
 //! only as an address for prefetch instructions, which have no effect on the
 //! program's semantics (they cannot fault and read nothing the program
 //! sees), so a stale hint, e.g. after a cutover or once the value it points
-//! at was freed, costs a wasted prefetch and is never dereferenced.
+//! at was freed, costs a wasted prefetch and is never dereferenced. Taking a
+//! hint reads two atomics (`current`, and the newest value's address, which
+//! `prepare` stores for this purpose only) and takes no lease, so it never
+//! completes a drain and is safe under the registry's lock.
 
 use std::{
     alloc::{self, Layout},
@@ -434,6 +437,10 @@ pub(crate) struct Shared<T: ?Sized + 'static> {
     /// Drained records whose completion was deferred: a lock-free stack
     /// linked through `Record::next_deferred`.
     deferred: AtomicPtr<Record<T>>,
+    /// The address of the newest generation's value, for [`Shared::hint`]
+    /// only: never dereferenced, so not part of the protocol (a `std`
+    /// atomic even under loom).
+    value_hint: std::sync::atomic::AtomicPtr<u8>,
     writer: Mutex<Writer<T>>,
 }
 
@@ -535,6 +542,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             tracking: AtomicBool::new(false),
             defer,
             deferred: AtomicPtr::new(std::ptr::null_mut()),
+            value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), all: Vec::new() }),
         });
         {
@@ -560,6 +568,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     ) -> NonNull<Record<T>> {
         let generation = writer.next_generation;
         writer.next_generation += 1;
+        self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
         let record = match writer.free.pop() {
             Some(record) => record,
             None => {
@@ -979,9 +988,16 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
 
     /// Where a lease of the current generation will read and write, as of
     /// now: a prefetch hint for containers ([`Hint`]). `None` once closed.
+    ///
+    /// Takes no lease and reads only atomics (so it never completes a drain
+    /// and may be called under any lock); a cutover racing it may leave the
+    /// hint pointing at either generation, which only matters to speed.
     pub(crate) fn hint(&self) -> Option<Hint> {
-        let record = NonNull::new(self.current.load(Ordering::Acquire))?;
-        let value = self.with_current(|inc| Arc::as_ptr(&inc.value).cast::<u8>())?;
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let record = NonNull::new(self.current.load(Ordering::Relaxed))?;
+        let value = self.value_hint.load(Ordering::Relaxed).cast_const();
         Some(Hint {
             record: record.cast::<u8>(),
             value,
