@@ -6,7 +6,8 @@
 //! The table is printed and also written as markdown to
 //! `target/cutover-bench.md`.
 //!
-//! `CUTOVER_BENCH_ONLY=per-call` (or `latency`, or both, comma-separated)
+//! `CUTOVER_BENCH_ONLY=per-call` (or `latency`, or `registry`, or several,
+//! comma-separated)
 //! runs only those sections and prints each figure as a machine-readable
 //! `RESULT <section>|<row>|<condition>|<value>` line (no tables):
 //! `scripts/bench-before-after` runs this file against two commits of the
@@ -880,6 +881,49 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// The registry rows: (name, index of the row it is compared with).
+const REG_ROWS: [(&str, usize); 8] = [
+    ("cutover registry, 1 plugin, fixed key", 0),
+    ("cutover registry, 10,000 plugins, fixed key", 0),
+    ("cutover registry, 1 plugin, rotating keys", 2),
+    ("cutover registry, 10,000 plugins, rotating over all keys", 2),
+    ("cutover registry, 10,000 plugins, rotating over 64 keys", 2),
+    ("arc-swap map of ArcSwap, 1 plugin, rotating keys", 5),
+    ("arc-swap map of ArcSwap, 10,000 plugins, rotating over all keys", 5),
+    ("arc-swap map of ArcSwap, 10,000 plugins, rotating over 64 keys", 5),
+];
+
+/// The conditions of the registry rows: 1 and 2 threads, no writer.
+const REG_CONDITIONS: [(usize, bool); 2] = [(1, false), (2, false)];
+
+/// Measure the registry rows ([`REG_ROWS`]), interleaved.
+fn registry_lookups(pool: &Pool, cfg: &Config) -> Vec<Vec<f64>> {
+    eprintln!("registry lookup + lease (ns/op; 1t, 2t):");
+    let reg_names: Vec<&str> = REG_ROWS.iter().map(|(name, _)| *name).collect();
+    // Every key is `plugin-{id}`; the single plugin is `plugin-1234`, the
+    // fixed key in the big registry too, so both hash and compare the same
+    // string.
+    let one = [1234];
+    let all: Vec<usize> = (0..REGISTRY_SIZE).collect();
+    let hot: Vec<usize> = (0..64).map(|k| k * (REGISTRY_SIZE / 64)).collect();
+    let cutover_reg = |ids: &[usize], fixed: Option<&str>, keys: Vec<String>| RegistryLookup {
+        registries: (0..if fixed.is_some() { FIXED_KEY_SEEDS } else { 1 }).map(|_| registry(ids)).collect(),
+        fixed: fixed.map(String::from),
+        keys,
+    };
+    let reg_measures: Vec<Measure<'_>> = vec![
+        measure(pool, cutover_reg(&one, Some("plugin-1234"), Vec::new()), cfg.run),
+        measure(pool, cutover_reg(&all, Some("plugin-1234"), Vec::new()), cfg.run),
+        measure(pool, cutover_reg(&one, None, rotating_keys(&one)), cfg.run),
+        measure(pool, cutover_reg(&all, None, rotating_keys(&all)), cfg.run),
+        measure(pool, cutover_reg(&all, None, rotating_keys(&hot)), cfg.run),
+        measure(pool, ArcSwapRegistry::new(&one, rotating_keys(&one)), cfg.run),
+        measure(pool, ArcSwapRegistry::new(&all, rotating_keys(&all)), cfg.run),
+        measure(pool, ArcSwapRegistry::new(&all, rotating_keys(&hot)), cfg.run),
+    ];
+    run_interleaved(&reg_names, &reg_measures, &REG_CONDITIONS, cfg.rounds)
+}
+
 /// The sections named in `CUTOVER_BENCH_ONLY`, as `RESULT` lines.
 fn run_only(pool: &Pool, cfg: &Config, only: &[String]) {
     let result = |section: &str, row: &str, condition: &str, value: f64| {
@@ -897,6 +941,14 @@ fn run_only(pool: &Pool, cfg: &Config, only: &[String]) {
         for (name, row) in names.iter().zip(&per_call) {
             for (&condition, &ns) in CONDITIONS.iter().zip(row) {
                 result("per-call", name, &condition_name(condition), ns);
+            }
+        }
+    }
+    if only.iter().any(|s| s == "registry") {
+        let reg = registry_lookups(pool, cfg);
+        for ((name, _), row) in REG_ROWS.iter().zip(&reg) {
+            for (&condition, &ns) in REG_CONDITIONS.iter().zip(row) {
+                result("registry", name, &condition_name(condition), ns);
             }
         }
     }
@@ -952,43 +1004,8 @@ fn main() {
     drop(measures);
 
     // --- Registry ------------------------------------------------------------
-    eprintln!("registry lookup + lease (ns/op; 1t, 2t):");
-    // (name, index of the row it is compared with)
-    let reg_rows: [(&str, usize); 8] = [
-        ("cutover registry, 1 plugin, fixed key", 0),
-        ("cutover registry, 10,000 plugins, fixed key", 0),
-        ("cutover registry, 1 plugin, rotating keys", 2),
-        ("cutover registry, 10,000 plugins, rotating over all keys", 2),
-        ("cutover registry, 10,000 plugins, rotating over 64 keys", 2),
-        ("arc-swap map of ArcSwap, 1 plugin, rotating keys", 5),
-        ("arc-swap map of ArcSwap, 10,000 plugins, rotating over all keys", 5),
-        ("arc-swap map of ArcSwap, 10,000 plugins, rotating over 64 keys", 5),
-    ];
-    let reg_names: Vec<&str> = reg_rows.iter().map(|(name, _)| *name).collect();
-    let reg_conditions = [(1, false), (2, false)];
-    // Every key is `plugin-{id}`; the single plugin is `plugin-1234`, the
-    // fixed key in the big registry too, so both hash and compare the same
-    // string.
-    let one = [1234];
-    let all: Vec<usize> = (0..REGISTRY_SIZE).collect();
-    let hot: Vec<usize> = (0..64).map(|k| k * (REGISTRY_SIZE / 64)).collect();
-    let cutover_reg = |ids: &[usize], fixed: Option<&str>, keys: Vec<String>| RegistryLookup {
-        registries: (0..if fixed.is_some() { FIXED_KEY_SEEDS } else { 1 }).map(|_| registry(ids)).collect(),
-        fixed: fixed.map(String::from),
-        keys,
-    };
-    let reg_measures: Vec<Measure<'_>> = vec![
-        measure(&pool, cutover_reg(&one, Some("plugin-1234"), Vec::new()), cfg.run),
-        measure(&pool, cutover_reg(&all, Some("plugin-1234"), Vec::new()), cfg.run),
-        measure(&pool, cutover_reg(&one, None, rotating_keys(&one)), cfg.run),
-        measure(&pool, cutover_reg(&all, None, rotating_keys(&all)), cfg.run),
-        measure(&pool, cutover_reg(&all, None, rotating_keys(&hot)), cfg.run),
-        measure(&pool, ArcSwapRegistry::new(&one, rotating_keys(&one)), cfg.run),
-        measure(&pool, ArcSwapRegistry::new(&all, rotating_keys(&all)), cfg.run),
-        measure(&pool, ArcSwapRegistry::new(&all, rotating_keys(&hot)), cfg.run),
-    ];
-    let reg = run_interleaved(&reg_names, &reg_measures, &reg_conditions, cfg.rounds);
-    drop(reg_measures);
+    let reg_rows = REG_ROWS;
+    let reg = registry_lookups(&pool, &cfg);
 
     // --- Diagnostics -----------------------------------------------------------
     eprintln!("diagnostics:");

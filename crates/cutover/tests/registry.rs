@@ -203,3 +203,34 @@ fn a_value_whose_drop_changes_its_registry_does_not_deadlock() {
     worker.join().unwrap();
     assert_eq!(dropped, 7);
 }
+
+/// A registry entry keeps a prefetch hint to its slot's generation as of
+/// the last change to the key map; replaces leave it stale (and let the old
+/// values go), and the next change refreshes it. Lookups must see the current
+/// generation throughout (the hint is never read through).
+#[test]
+fn lookups_are_right_whatever_the_prefetch_hints_say() {
+    let registry = registry();
+    for k in 0..8i64 {
+        registry.add(format!("k{k}"), PluginId::new(&format!("k{k}")), Arc::new(move |x| x + k)).unwrap();
+    }
+    for round in 1..=5i64 {
+        for k in 0..8i64 {
+            // Every old value is dropped by its drain: the hints now point
+            // at drained records and freed values.
+            registry.replace(format!("k{k}").as_str(), Arc::new(move |x| x * 100 + round + k)).unwrap().wait();
+        }
+        for k in 0..8i64 {
+            let lease = registry.lease(format!("k{k}").as_str()).expect("registered");
+            assert_eq!(lease(1), 100 + round + k);
+            assert_eq!(lease.generation(), 1 + round as u64);
+        }
+        // A change copies the map and refreshes every hint.
+        registry.add(format!("extra{round}"), PluginId::new("extra"), Arc::new(|x| -x)).unwrap();
+        assert_eq!(registry.lease("k3").map(|f| f(1)), Some(100 + round + 3));
+        assert_eq!(registry.lease(format!("extra{round}").as_str()).map(|f| f(2)), Some(-2));
+    }
+    registry.remove("k0").unwrap().wait();
+    assert!(registry.lease("k0").is_none());
+    assert_eq!(registry.lease("k7").map(|f| f(1)), Some(100 + 5 + 7));
+}

@@ -37,8 +37,8 @@
 //!   stripes (default: twice the cores, 4 to 64) has some threads share a
 //!   counter. That is still correct, only slower under contention; see
 //!   [`Slot::with_stripes`].
-//! * Each generation's bookkeeping (the counter block, ~128 bytes per
-//!   stripe) is kept for reuse after it drains; a slot's memory is bounded
+//! * Each generation's bookkeeping (one block: a 128-byte header and 128
+//!   bytes per stripe) is kept for reuse after it drains; a slot's memory is bounded
 //!   by the largest number of generations that were ever alive at once.
 //! * The old value is dropped on the thread that drops its last lease (or in
 //!   `replace`, if nothing was in flight), never inside [`Slot::lease`]. If
@@ -98,6 +98,7 @@ pub enum LeasePath {
     Atomic,
 }
 pub(crate) use record::fresh_lifecycle;
+pub(crate) use record::Hint;
 use record::Shared;
 pub use tracking::Straggler;
 
@@ -169,12 +170,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         let lifecycle = fresh_lifecycle(&id);
         let asymmetric = path == LeasePath::AsymmetricFence && fence::available();
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, false, asymmetric) }
+        Self { shared: Shared::new(id, value, lifecycle, stripes, stripe::PADDED, false, asymmetric) }
     }
 
     fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, false, fence::default_on()) }
+        Self { shared: Shared::new(id, value, lifecycle, stripes, stripe::PADDED, false, fence::default_on()) }
     }
 
     /// Which protocol this slot's leases use.
@@ -193,7 +194,17 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// map); nobody may wait on such a slot's drains.
     pub(crate) fn with_deferred_completion(id: PluginId, value: Arc<T>) -> Self {
         let lifecycle = fresh_lifecycle(&id);
-        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::default_on()) }
+        Self {
+            shared: Shared::new(
+                id,
+                value,
+                lifecycle,
+                stripe::default_stripes(),
+                stripe::PADDED,
+                true,
+                fence::default_on(),
+            ),
+        }
     }
 
     /// Complete the drains deferred by lease drops (see
@@ -369,6 +380,16 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Send for RawSlot<T> {}
 unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for RawSlot<T> {}
 
 impl<T: ?Sized + Send + Sync + 'static> RawSlot<T> {
+    /// A prefetch hint for leases of the current generation (see [`Hint`]);
+    /// `None` if the slot is closed.
+    ///
+    /// # Safety
+    /// The `Slot` this came from is alive.
+    pub(crate) unsafe fn hint(&self) -> Option<Hint> {
+        // SAFETY: the caller keeps the slot, and so its shared state, alive.
+        unsafe { self.shared.as_ref() }.hint()
+    }
+
     /// [`Slot::try_lease`] through the pointer.
     ///
     /// # Safety

@@ -4,7 +4,8 @@
 //! # How leases are counted
 //!
 //! Each generation lives in a [`Record`]: the value, and a small array of
-//! cache-padded counters, one per *stripe* (see [`super::stripe`]). A lease
+//! padded counters, one per *stripe* (see [`super::stripe`]), in the same
+//! allocation (see "Memory layout" below). A lease
 //! increments its thread's stripe; dropping it decrements the same stripe,
 //! on whatever thread that happens. While a generation is current, nobody
 //! ever sums the stripes, so the per-call path writes one cache line that
@@ -217,8 +218,55 @@
 //! The plugin value is dropped as soon as its generation drains; only the
 //! small counter block is kept, so a slot's memory is bounded by the largest
 //! number of generations ever alive at once.
+//!
+//! # Memory layout
+//!
+//! A record is one allocation, so that a lease touches few lines, all close
+//! together (a registry lookup over many plugins misses the caches and the
+//! TLB on each of them):
+//!
+//! ```text
+//! offset 0    header line: incarnation (value, generation), draining   read by every lease
+//! offset 64   cold line(s): central, remote, tracker, next_deferred      draining / cross-thread releases
+//! offset 128  stripe 0, stripe 1 (+stride), ...                          one thread each
+//! ```
+//!
+//! Stripe `i` is at `first_stripe + i * stride` bytes from the record's
+//! start. The stride is fixed per slot; every slot made today uses
+//! [`PADDED`](super::stripe::PADDED) (128 bytes, so that no two threads' counters share a line or
+//! an adjacent-line pair, and none shares one with the header), and the
+//! block is aligned to it (to 128 bytes at most). Smaller strides were
+//! measured: 16-byte counters make two threads leasing one slot write the
+//! same line (7x the lease cost), so they are not used. A lease stores its stripe as that
+//! byte offset, so its drop reaches the counter without reading the header
+//! or the slot.
+//!
+//! *Why it is safe.* The layout (header, then `mask + 1` stripes at fixed
+//! offsets) is computed once per slot ([`Shared::record_layout`]); `prepare`
+//! allocates it, writes the header at offset 0 and a zeroed stripe at each
+//! offset before the record can be reached, and the slot's drop drops each
+//! part once and frees the block with the same layout. The header is reached
+//! through a reference, the stripes only through [`stripe_at`], from the
+//! pointer the allocator returned (kept in `current`, the free list, `all`
+//! and each lease): its provenance covers the whole block, whereas a pointer
+//! derived from a reference to the header would cover the header only (the
+//! Miri runs check this). Offsets come from the slot's own mask and stride,
+//! so they are always inside the block. Everything the protocol above says
+//! about "the stripe" holds unchanged: only where the counter lives moved.
+//!
+//! *Prefetch hints.* A container that finds a slot through its own data
+//! structure (the registry) may keep a [`Hint`]: where the current record,
+//! this thread's stripe and the value were when it was taken. It is used
+//! only as an address for prefetch instructions, which have no effect on the
+//! program's semantics (they cannot fault and read nothing the program
+//! sees), so a stale hint, e.g. after a cutover or once the value it points
+//! at was freed, costs a wasted prefetch and is never dereferenced. Taking a
+//! hint reads two atomics (`current`, and the newest value's address, which
+//! `prepare` stores for this purpose only) and takes no lease, so it never
+//! completes a drain and is safe under the registry's lock.
 
 use std::{
+    alloc::{self, Layout},
     fmt,
     ptr::NonNull,
     sync::{atomic::Ordering, Arc},
@@ -233,7 +281,7 @@ use super::{
 };
 use crate::{
     lifecycle::{EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle},
-    sync::{lock, AtomicBool, AtomicPtr, AtomicUsize, CachePadded, Mutex, UnsafeCell},
+    sync::{lock, AtomicBool, AtomicPtr, AtomicUsize, Mutex, UnsafeCell},
     PluginId,
 };
 
@@ -260,8 +308,9 @@ const OWNED_LIMIT: usize = (1u64 << 54) as usize;
 /// The counters of one stripe: the atomic word threads without a counter of
 /// their own increment (count, epoch and [`DRAINING_BIT`]), and the counter
 /// the thread owning this index updates with plain stores (asymmetric-fence
-/// path only). One cache-padded block, written by one thread at a time in
-/// the common case.
+/// path only). Stripes live right after their record's header, in the same
+/// allocation, one every `stride` bytes (see "Memory layout" in the module
+/// docs), written by one thread at a time in the common case.
 #[derive(Default)]
 struct Stripe {
     shared: AtomicUsize,
@@ -269,7 +318,7 @@ struct Stripe {
 }
 
 /// The part of a record written by releases on the draining (`central`)
-/// and cross-thread (`remote`) paths, away from the lines every lease reads.
+/// and cross-thread (`remote`) paths, away from the line every lease reads.
 struct Tail {
     central: AtomicUsize,
     /// Releases of owned-counter leases made on other threads than the
@@ -288,18 +337,71 @@ pub(crate) struct Incarnation<T: ?Sized + 'static> {
     keep: Arc<Shared<T>>,
 }
 
-/// One generation's counters and value. See the module docs.
+/// Aligns a value to a 64-byte cache line (and pads it to whole lines).
+#[repr(align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The rarely-touched part of a record, on its own line(s) after the line
+/// every lease reads.
+struct Cold<T: ?Sized + 'static> {
+    tail: Tail,
+    /// Leases taken with straggler tracking on (empty when it is off).
+    tracker: Tracker,
+    /// The next record on the slot's `deferred` list.
+    next_deferred: AtomicPtr<Record<T>>,
+}
+
+/// One generation's header: its value and state. Its stripes follow it in
+/// the same allocation (see "Memory layout" in the module docs); reach them
+/// with [`stripe_at`] from a pointer to the allocation, never from a
+/// reference to the header.
+#[repr(C)]
 pub(crate) struct Record<T: ?Sized + 'static> {
-    stripes: Box<[CachePadded<Stripe>]>,
+    /// The line every lease reads (64-byte aligned: first in the record).
+    incarnation: UnsafeCell<Option<Incarnation<T>>>,
     /// Set by the cutover (after the swap, before the barrier): owners stop
     /// updating their counters with plain stores.
     draining: AtomicBool,
-    incarnation: UnsafeCell<Option<Incarnation<T>>>,
-    /// Leases taken with straggler tracking on (empty when it is off).
-    pub(crate) tracker: Tracker,
-    /// The next record on the slot's `deferred` list.
-    next_deferred: AtomicPtr<Record<T>>,
-    tail: CachePadded<Tail>,
+    /// log2 of the distance between two stripes, in bytes.
+    stride_shift: u8,
+    cold: Line<Cold<T>>,
+}
+
+/// Where stripe 0 starts in a record's allocation: after the header, on a
+/// 128-byte boundary (two lines: so that with the padded stride no stripe
+/// shares an adjacent-line pair with the header).
+const fn first_stripe<T: ?Sized + 'static>() -> usize {
+    std::mem::size_of::<Record<T>>().next_multiple_of(128)
+}
+
+/// The stripe at byte `offset` of the record allocation `record`.
+///
+/// # Safety
+/// `record` points at a record allocated by [`Shared::prepare`] that is
+/// still allocated for `'a`, and was derived from that allocation's pointer
+/// (not from a reference to the header); `offset` is [`Shared::offset`] of
+/// a stripe index of its slot.
+#[inline(always)]
+unsafe fn stripe_at<'a, T: ?Sized + 'static>(record: *const Record<T>, offset: usize) -> &'a Stripe {
+    // SAFETY: forwarded from the caller: the stripe lies inside the record's
+    // allocation, initialized by `prepare`, and `record`'s provenance covers
+    // the whole allocation.
+    unsafe { &*record.cast::<u8>().add(offset).cast::<Stripe>() }
+}
+
+/// The offset of stripe `index` in a record whose stripes are
+/// `1 << stride_shift` bytes apart.
+#[inline(always)]
+fn stripe_offset<T: ?Sized + 'static>(index: usize, stride_shift: u8) -> usize {
+    first_stripe::<T>() + (index << stride_shift)
 }
 
 struct Writer<T: ?Sized + 'static> {
@@ -311,23 +413,34 @@ struct Writer<T: ?Sized + 'static> {
 }
 
 /// The state a slot shares with its live generations and drain handles.
+///
+/// `repr(C)`, with what every lease reads first (`current`, `mask`,
+/// `owners`, `stride_shift`, `tracking`: 35 bytes after the `Arc`'s two
+/// counts), so that those fields share one cache line in most allocations.
+#[repr(C)]
 pub(crate) struct Shared<T: ?Sized + 'static> {
-    pub(crate) id: PluginId,
     current: AtomicPtr<Record<T>>,
     mask: usize,
     /// Thread indices below this own a counter of each record and lease on
     /// the asymmetric-fence path; 0 on the atomic path (see the module docs).
     owners: usize,
-    /// Set once by [`Shared::close`]: the slot has no current generation.
-    closed: AtomicBool,
+    /// log2 of the distance between two stripes of a record, in bytes.
+    stride_shift: u8,
     /// Straggler tracking on (see `tracking`).
     pub(crate) tracking: AtomicBool,
+    /// Set once by [`Shared::close`]: the slot has no current generation.
+    closed: AtomicBool,
+    pub(crate) id: PluginId,
     /// Completions by a lease's drop are deferred to the writer side (see
     /// the module docs). Fixed at construction.
     defer: bool,
     /// Drained records whose completion was deferred: a lock-free stack
     /// linked through `Record::next_deferred`.
     deferred: AtomicPtr<Record<T>>,
+    /// The address of the newest generation's value, for [`Shared::hint`]
+    /// only: never dereferenced, so not part of the protocol (a `std`
+    /// atomic even under loom).
+    value_hint: std::sync::atomic::AtomicPtr<u8>,
     writer: Mutex<Writer<T>>,
 }
 
@@ -341,6 +454,8 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for Shared<T> {}
 /// A successful acquisition: the record, the stripe, and what the lease needs.
 pub(crate) struct Acquired<T: ?Sized + 'static> {
     pub(crate) record: NonNull<Record<T>>,
+    /// The byte offset of the stripe counted on in the record's allocation,
+    /// or the owner index with [`OWNED`] set.
     pub(crate) stripe: usize,
     pub(crate) value: NonNull<T>,
     pub(crate) generation: u64,
@@ -375,28 +490,59 @@ fn undo_or_adopt(counter: &AtomicUsize, counted: impl Fn(usize) -> bool) -> Undo
     }
 }
 
+impl<T: ?Sized + 'static> Shared<T> {
+    /// The byte offset of the stripe thread index `index` uses, in each of
+    /// this slot's records.
+    #[inline(always)]
+    fn offset(&self, index: usize) -> usize {
+        stripe_offset::<T>(index & self.mask, self.stride_shift)
+    }
+
+    /// The offsets of every stripe of a record.
+    fn offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..=self.mask).map(|index| self.offset(index))
+    }
+
+    /// The layout of one record allocation: the header, then the stripes.
+    fn record_layout(&self) -> Layout {
+        let stripes = (self.mask + 1) << self.stride_shift;
+        let align = std::mem::align_of::<Record<T>>().max((1usize << self.stride_shift).min(128));
+        match Layout::from_size_align(first_stripe::<T>() + stripes, align) {
+            Ok(layout) => layout.pad_to_align(),
+            Err(_) => unreachable!("a record layout is at most a few MB"),
+        }
+    }
+}
+
 impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// A slot serving `value` as generation 1, with `lifecycle` set `Active`.
     /// With `defer`, completions by lease drops are left to the writer side.
+    /// Its records have `stripes` counters (rounded up to a power of two),
+    /// `stride` bytes apart (a power of two, at least 16; see
+    /// [`super::stripe::PADDED`]).
     pub(crate) fn new(
         id: PluginId,
         value: Arc<T>,
         lifecycle: SharedLifecycle,
         stripes: usize,
+        stride: usize,
         defer: bool,
         asymmetric: bool,
     ) -> Arc<Self> {
         let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
+        let stride = stride.clamp(std::mem::size_of::<Stripe>(), 1 << 12).next_power_of_two();
         let owners = if asymmetric && usize::BITS >= 64 { stripes.min(fence::MAX_OWNERS) } else { 0 };
         let shared = Arc::new(Self {
             id,
             current: AtomicPtr::new(std::ptr::null_mut()),
             mask: stripes - 1,
+            stride_shift: stride.trailing_zeros() as u8,
             owners,
             closed: AtomicBool::new(false),
             tracking: AtomicBool::new(false),
             defer,
             deferred: AtomicPtr::new(std::ptr::null_mut()),
+            value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), all: Vec::new() }),
         });
         {
@@ -422,20 +568,34 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     ) -> NonNull<Record<T>> {
         let generation = writer.next_generation;
         writer.next_generation += 1;
+        self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
         let record = match writer.free.pop() {
             Some(record) => record,
             None => {
-                let stripes = (0..=self.mask).map(|_| CachePadded(Stripe::default())).collect();
-                let record = Box::new(Record {
-                    stripes,
-                    draining: AtomicBool::new(false),
-                    incarnation: UnsafeCell::new(None),
-                    tracker: Tracker::default(),
-                    next_deferred: AtomicPtr::new(std::ptr::null_mut()),
-                    tail: CachePadded(Tail { central: AtomicUsize::new(BIAS), remote: AtomicUsize::new(0) }),
-                });
-                // SAFETY: `Box::into_raw` never returns null.
-                let record = unsafe { NonNull::new_unchecked(Box::into_raw(record)) };
+                let layout = self.record_layout();
+                // SAFETY: the layout has a non-zero size (the header).
+                let block = unsafe { alloc::alloc(layout) };
+                let Some(block) = NonNull::new(block) else { alloc::handle_alloc_error(layout) };
+                let record = block.cast::<Record<T>>();
+                // SAFETY: the block is ours, large enough and aligned for the
+                // header at offset 0 and for every stripe at its offset
+                // (`first_stripe` and the stride are multiples of their
+                // alignment). Nothing else can reach it yet.
+                unsafe {
+                    record.as_ptr().write(Record {
+                        incarnation: UnsafeCell::new(None),
+                        draining: AtomicBool::new(false),
+                        stride_shift: self.stride_shift,
+                        cold: Line(Cold {
+                            tail: Tail { central: AtomicUsize::new(BIAS), remote: AtomicUsize::new(0) },
+                            tracker: Tracker::default(),
+                            next_deferred: AtomicPtr::new(std::ptr::null_mut()),
+                        }),
+                    });
+                    for offset in self.offsets() {
+                        block.as_ptr().add(offset).cast::<Stripe>().write(Stripe::default());
+                    }
+                }
                 writer.all.push(record);
                 record
             }
@@ -445,7 +605,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // A reused record drained completely: no lease of it remains, but a
         // thread may be between a stray increment of a frozen stripe and its
         // undo. Unfreeze and bump the epoch, keeping such counts.
-        for stripe in rec.stripes.iter() {
+        for offset in self.offsets() {
+            // SAFETY: a record of this slot, allocated while `self` lives.
+            let stripe = unsafe { stripe_at(record.as_ptr(), offset) };
             // No owner touches a retired record after its sweep (see the
             // module docs): plain resets, published by the swap.
             stripe.owned.store(0, Ordering::Relaxed);
@@ -465,8 +627,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             }
         }
         rec.draining.store(false, Ordering::Relaxed);
-        rec.tail.remote.store(0, Ordering::Relaxed);
-        rec.tail.central.store(BIAS, Ordering::Release);
+        rec.cold.tail.remote.store(0, Ordering::Relaxed);
+        rec.cold.tail.central.store(BIAS, Ordering::Release);
         if lifecycle.state() != LifecycleState::Active {
             lifecycle.set(LifecycleState::Active);
         }
@@ -533,8 +695,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 }
                 continue;
             }
-            // SAFETY: `index < owners <= mask + 1`.
-            let counter = &unsafe { rec.stripes.get_unchecked(index) }.owned;
+            // SAFETY: `index < owners <= mask + 1`; `ptr` is the record's
+            // allocation pointer, as stored in `current`.
+            let counter = &unsafe { stripe_at(ptr, self.offset(index)) }.owned;
             let count = counter.load(Ordering::Relaxed);
             if count >= OWNED_LIMIT {
                 busy.store(seq.wrapping_add(2), Ordering::Release);
@@ -563,17 +726,17 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         );
     }
 
-    /// The atomic path: one `fetch_add` on the stripe `stripe` selects.
+    /// The atomic path: one `fetch_add` on the stripe `index` selects.
     #[inline]
-    fn acquire_atomic(&self, stripe: usize) -> Option<Acquired<T>> {
-        let stripe = stripe & self.mask;
+    fn acquire_atomic(&self, index: usize) -> Option<Acquired<T>> {
+        let stripe = self.offset(index);
         loop {
             let ptr = self.current.load(Ordering::Acquire);
-            // SAFETY: `current` always points at a record in `all`, which stays
-            // allocated while `self` lives, and the caller borrows `self`.
-            let rec = unsafe { &*ptr };
-            // SAFETY: `stripe <= mask`, and every record has `mask + 1` stripes.
-            let counter = &unsafe { rec.stripes.get_unchecked(stripe) }.shared;
+            // SAFETY: `current` always points at a record in `all` (as its
+            // allocation pointer), which stays allocated while `self` lives,
+            // and the caller borrows `self`; `stripe` is the offset of a
+            // stripe index of this slot.
+            let counter = &unsafe { stripe_at(ptr, stripe) }.shared;
             // SeqCst, as it pairs with the drain's freeze and the swap; its
             // acquire half also means that having seen a frozen stripe, the
             // next read of `current` sees the record that replaced this one.
@@ -581,9 +744,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             if before & (DRAINING_BIT | COUNT_LIMIT) != 0 {
                 // SAFETY: we hold the increment we just made on `stripe` of `ptr`.
                 match unsafe { self.acquire_cold(ptr, stripe, before) } {
-                    Cold::Leased(acquired) => return Some(acquired),
-                    Cold::Closed => return None,
-                    Cold::Retry => continue,
+                    Acquire::Leased(acquired) => return Some(acquired),
+                    Acquire::Closed => return None,
+                    Acquire::Retry => continue,
                 }
             }
             if self.current.load(Ordering::SeqCst) == ptr {
@@ -606,34 +769,34 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// or its count at the limit.
     ///
     /// # Safety
-    /// The caller made one increment on `stripe` of `ptr`, which returned
-    /// `before`, and gives it up here.
+    /// The caller made one increment on the stripe at offset `stripe` of
+    /// `ptr`, which returned `before`, and gives it up here.
     #[cold]
     #[inline(never)]
-    unsafe fn acquire_cold(&self, ptr: *mut Record<T>, stripe: usize, before: usize) -> Cold<T> {
+    unsafe fn acquire_cold(&self, ptr: *mut Record<T>, stripe: usize, before: usize) -> Acquire<T> {
         // SAFETY: the caller borrows `self`, so the record is allocated.
-        let counter = &unsafe { (&*ptr).stripes.get_unchecked(stripe) }.shared;
+        let counter = &unsafe { stripe_at(ptr, stripe) }.shared;
         if before & DRAINING_BIT != 0 {
             // A stray increment of a frozen stripe: that freeze did not count
             // it, a freeze of a later epoch would have.
             let epoch = before & EPOCH_MASK;
             if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0 && word & EPOCH_MASK != epoch) == Undo::Adopted {
                 // SAFETY: the freeze of a later epoch counted our increment.
-                return Cold::Leased(unsafe { self.leased(ptr, stripe) });
+                return Acquire::Leased(unsafe { self.leased(ptr, stripe) });
             }
             if self.closed.load(Ordering::SeqCst) {
-                return Cold::Closed;
+                return Acquire::Closed;
             }
             #[cfg(loom)]
             loom::thread::yield_now();
-            return Cold::Retry;
+            return Acquire::Retry;
         }
         // The count is at the limit: refuse, unless a freeze already counted
         // the increment (then it is a lease like any other, below the limit
         // of what the central counter can hold).
         if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0) == Undo::Adopted {
             // SAFETY: a freeze counted our increment.
-            return Cold::Leased(unsafe { self.leased(ptr, stripe) });
+            return Acquire::Leased(unsafe { self.leased(ptr, stripe) });
         }
         self.refuse(COUNT_LIMIT)
     }
@@ -655,7 +818,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         });
         // SAFETY: `ptr` came from a `NonNull` stored in `current`.
         let record = unsafe { NonNull::new_unchecked(ptr) };
-        let ticket = if self.tracking.load(Ordering::Relaxed) { rec.tracker.track() } else { 0 };
+        let ticket = if self.tracking.load(Ordering::Relaxed) { rec.cold.tracker.track() } else { 0 };
         Acquired { record, stripe, value, generation, ticket }
     }
 
@@ -714,16 +877,17 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         if let Err(e) = signal.fence.begin_drain() {
             tracing::warn!(target: "cutover::slot", plugin = %self.id, generation = signal.generation, error = %e, "old generation was not Active at cutover");
         }
-        let owned = self.sweep_owned(rec);
-        let frozen: usize = rec
-            .stripes
-            .iter()
+        let owned = self.sweep_owned(record);
+        let frozen: usize = self
+            .offsets()
+            // SAFETY: a record of this slot, live (see above).
+            .map(|offset| unsafe { stripe_at(record.as_ptr(), offset) })
             .map(|stripe| stripe.shared.fetch_or(DRAINING_BIT, Ordering::SeqCst) & COUNT_MASK)
             .fold(owned, usize::wrapping_add);
         // Releases that raced the sweep have already decremented `central`;
         // remove the bias, keeping the frozen count.
         let adjust = BIAS.wrapping_sub(frozen);
-        if rec.tail.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
+        if rec.cold.tail.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
             // SAFETY: the central count reached zero by our hand, on the
             // writer side: we complete.
             unsafe { complete(record) };
@@ -735,18 +899,22 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// updates of `rec`, issue the process-wide barrier, freeze the remote
     /// releases and sum the owned counters (minus the remote releases). 0 on
     /// the atomic path. See the module docs for why the sum is exact.
-    fn sweep_owned(&self, rec: &Record<T>) -> usize {
+    fn sweep_owned(&self, record: NonNull<Record<T>>) -> usize {
         if self.owners == 0 {
             return 0;
         }
+        // SAFETY: the caller's record is live.
+        let rec = unsafe { record.as_ref() };
         rec.draining.store(true, Ordering::Release);
         fence::barrier();
         // Acquire: a remote release we count here follows the owner's
         // increment of the lease it ends, which the sum below must then see.
-        let remote = rec.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
+        let remote = rec.cold.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
         let mut sum = 0usize;
-        for (index, stripe) in rec.stripes.iter().enumerate().take(self.owners) {
+        for index in 0..self.owners {
             fence::wait_quiescent(index);
+            // SAFETY: `index < owners <= mask + 1`; the record is live.
+            let stripe = unsafe { stripe_at(record.as_ptr(), self.offset(index)) };
             sum = sum.wrapping_add(stripe.owned.load(Ordering::Relaxed));
         }
         sum.wrapping_sub(remote)
@@ -766,7 +934,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         while let Some(record) = NonNull::new(next) {
             // SAFETY: a record on the list is allocated (its incarnation keeps
             // `self` alive) and was pushed once, after its count reached zero.
-            next = unsafe { record.as_ref() }.next_deferred.load(Ordering::Relaxed);
+            next = unsafe { record.as_ref() }.cold.next_deferred.load(Ordering::Relaxed);
             // SAFETY: taking the list made us the one party completing it.
             unsafe { complete(record) };
         }
@@ -779,7 +947,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             return 0;
         }
         // SAFETY: records stay allocated while `self` lives.
-        let central = unsafe { record.as_ref() }.tail.central.load(Ordering::Acquire);
+        let central = unsafe { record.as_ref() }.cold.tail.central.load(Ordering::Acquire);
         // A reused record's counter is reset (with release ordering) only
         // after its previous generation was announced done, so a counter that
         // belongs to a later generation is caught by this second look.
@@ -797,7 +965,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             return Vec::new();
         }
         // SAFETY: records stay allocated while `self` lives.
-        let stragglers = unsafe { record.as_ref() }.tracker.stragglers();
+        let stragglers = unsafe { record.as_ref() }.cold.tracker.stragglers();
         // A reused record belongs to a later generation: done was announced
         // before the reuse.
         if signal.is_done() {
@@ -818,14 +986,37 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         out
     }
 
+    /// Where a lease of the current generation will read and write, as of
+    /// now: a prefetch hint for containers ([`Hint`]). `None` once closed.
+    ///
+    /// Takes no lease and reads only atomics (so it never completes a drain
+    /// and may be called under any lock); a cutover racing it may leave the
+    /// hint pointing at either generation, which only matters to speed.
+    pub(crate) fn hint(&self) -> Option<Hint> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let record = NonNull::new(self.current.load(Ordering::Relaxed))?;
+        let value = self.value_hint.load(Ordering::Relaxed).cast_const();
+        Some(Hint {
+            record: record.cast::<u8>(),
+            value,
+            mask: u32::try_from(self.mask).ok()?,
+            first: u16::try_from(first_stripe::<T>()).ok()?,
+            stride_shift: self.stride_shift,
+        })
+    }
+
     /// Operations in flight on the current generation (a snapshot).
     pub(crate) fn current_in_flight(&self) -> usize {
+        let ptr = self.current.load(Ordering::Acquire);
         // SAFETY: records stay allocated while `self` lives; only atomics are read.
-        let rec = unsafe { &*self.current.load(Ordering::Acquire) };
-        let remote = rec.tail.remote.load(Ordering::Relaxed) & !DRAINING_BIT;
-        let count = rec
-            .stripes
-            .iter()
+        let rec = unsafe { &*ptr };
+        let remote = rec.cold.tail.remote.load(Ordering::Relaxed) & !DRAINING_BIT;
+        let count = self
+            .offsets()
+            // SAFETY: as above; `ptr` is the record's allocation pointer.
+            .map(|offset| unsafe { stripe_at(ptr, offset) })
             .map(|s| (s.shared.load(Ordering::Relaxed) & COUNT_MASK).wrapping_add(s.owned.load(Ordering::Relaxed)))
             .fold(0, usize::wrapping_add)
             .wrapping_sub(remote);
@@ -850,9 +1041,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     #[cfg(test)]
     pub(crate) fn set_current_owned(&self, count: usize) -> usize {
         let index = owner_index().expect("this thread holds an index");
+        assert!(index <= self.mask);
         // SAFETY: records stay allocated while `self` lives.
-        let rec = unsafe { &*self.current.load(Ordering::Acquire) };
-        rec.stripes[index].owned.swap(count, Ordering::SeqCst)
+        unsafe { stripe_at(self.current.load(Ordering::Acquire), self.offset(index)) }
+            .owned
+            .swap(count, Ordering::SeqCst)
     }
 
     /// The owned-counter limit (for unit tests).
@@ -865,13 +1058,67 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     #[cfg(test)]
     pub(crate) fn add_to_current_stripe(&self, stripe: usize, delta: usize) -> usize {
         // SAFETY: records stay allocated while `self` lives.
-        let rec = unsafe { &*self.current.load(Ordering::Acquire) };
-        rec.stripes[stripe & self.mask].shared.fetch_add(delta, Ordering::SeqCst).wrapping_add(delta) & COUNT_MASK
+        unsafe { stripe_at(self.current.load(Ordering::Acquire), self.offset(stripe)) }
+            .shared
+            .fetch_add(delta, Ordering::SeqCst)
+            .wrapping_add(delta)
+            & COUNT_MASK
+    }
+}
+
+/// Where the lines a lease reads and writes were when the hint was taken
+/// ([`Shared::hint`]): the generation's record, this thread's stripe in it
+/// and the value. A container keeps it next to its pointer to the slot and
+/// prefetches these lines while it loads the slot's `current` pointer, so
+/// that the misses of a lookup overlap instead of following one another.
+/// Only ever used as a prefetch address (never dereferenced), so a hint
+/// that went stale after a cutover (or whose value was freed) costs a
+/// useless prefetch and nothing else.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(all(target_arch = "x86_64", not(miri), not(loom))), allow(dead_code))]
+pub(crate) struct Hint {
+    record: NonNull<u8>,
+    value: *const u8,
+    // Small fields, so that a registry entry with its hint stays 40 bytes
+    // (a hash bucket with a `String` key: one cache line).
+    mask: u32,
+    first: u16,
+    stride_shift: u8,
+}
+
+// SAFETY: the pointers are never dereferenced (prefetch addresses only).
+unsafe impl Send for Hint {}
+// SAFETY: as above.
+unsafe impl Sync for Hint {}
+
+impl Hint {
+    /// Prefetch the lines a lease on this thread would touch. Never reads
+    /// memory as far as the program can tell (a prefetch is a hint to the
+    /// cache, which cannot fault); a no-op off x86-64 and under Miri.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self) {
+        #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let stripe = owner_index()
+                .map(|index| usize::from(self.first) + ((index & self.mask as usize) << self.stride_shift));
+            let record = self.record.as_ptr().cast_const();
+            // SAFETY: `prefetcht0` (SSE, baseline on x86-64) takes any
+            // address, valid or not, and never faults; the addresses are
+            // computed with wrapping arithmetic, so no pointer offset UB.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(record.cast());
+                if let Some(offset) = stripe {
+                    _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(offset).cast());
+                }
+                _mm_prefetch::<_MM_HINT_T0>(self.value.cast());
+            }
+        }
     }
 }
 
 /// What the cold path of an acquisition ended with.
-enum Cold<T: ?Sized + 'static> {
+enum Acquire<T: ?Sized + 'static> {
     Leased(Acquired<T>),
     Closed,
     Retry,
@@ -890,23 +1137,23 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
 ) {
     if ticket != 0 {
         // SAFETY: still leased, so the record is live.
-        unsafe { record.as_ref() }.tracker.untrack(ticket);
+        unsafe { record.as_ref() }.cold.tracker.untrack(ticket);
     }
     // SAFETY: forwarded from the caller.
     unsafe { release(record, stripe) }
 }
 
-/// End one lease's count on `stripe` of `record`.
+/// End one lease's count on `stripe` of `record` (a byte offset, or an
+/// owner index with [`OWNED`]; see [`Acquired::stripe`]).
 ///
 /// # Safety
 /// The caller holds one counted lease on that stripe, which it gives up here.
 #[inline]
 unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize) {
-    // SAFETY: our count keeps the record's generation from completing its
-    // drain, so the record is live; after this decrement we touch it again
-    // only if the stripe was frozen, in which case our count is still part
-    // of the central counter until we decrement that.
-    let rec = unsafe { record.as_ref() };
+    // Our count keeps the record's generation from completing its drain, so
+    // the record is live; after the decrement we touch it again only if the
+    // stripe was frozen, in which case our count is still part of the
+    // central counter until we decrement that.
     if stripe & OWNED != 0 {
         let index = stripe & !OWNED;
         if owner_index() == Some(index) {
@@ -916,8 +1163,9 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
         // SAFETY: forwarded from the caller.
         return unsafe { release_remote(record) };
     }
-    // SAFETY: `stripe` was masked when the lease was taken.
-    let before = unsafe { rec.stripes.get_unchecked(stripe) }.shared.fetch_sub(1, Ordering::Release);
+    // SAFETY: `stripe` is the offset of a stripe of this record, computed
+    // when the lease was taken; `record` is the allocation pointer.
+    let before = unsafe { stripe_at(record.as_ptr(), stripe) }.shared.fetch_sub(1, Ordering::Release);
     if before & DRAINING_BIT != 0 {
         // SAFETY: forwarded from the caller.
         unsafe { release_draining(record) };
@@ -940,8 +1188,9 @@ unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Recor
     busy.store(seq.wrapping_add(1), Ordering::Relaxed);
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
     if !rec.draining.load(Ordering::Relaxed) {
-        // SAFETY: `index` is below the record's stripe count.
-        let counter = &unsafe { rec.stripes.get_unchecked(index) }.owned;
+        // SAFETY: `index` is below the record's stripe count; `record` is
+        // the allocation pointer.
+        let counter = &unsafe { stripe_at(record.as_ptr(), stripe_offset::<T>(index, rec.stride_shift)) }.owned;
         counter.store(counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
         busy.store(seq.wrapping_add(2), Ordering::Release);
         return;
@@ -964,7 +1213,7 @@ unsafe fn release_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Reco
     let rec = unsafe { record.as_ref() };
     // Release: our use of the value, and the owner's increment that counted
     // this lease, happen before a sweep that reads this.
-    let before = rec.tail.remote.fetch_add(1, Ordering::Release);
+    let before = rec.cold.tail.remote.fetch_add(1, Ordering::Release);
     if before & DRAINING_BIT != 0 {
         // SAFETY: forwarded from the caller: the sweep counted our
         // increment, and our count is in `central`.
@@ -977,7 +1226,7 @@ unsafe fn release_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Reco
 unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: see `release`: our count is in `central`, so the record is live.
     let rec = unsafe { record.as_ref() };
-    if rec.tail.central.fetch_sub(1, Ordering::AcqRel) != 1 {
+    if rec.cold.tail.central.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
     // We brought the central count to zero: the incarnation is ours.
@@ -1005,7 +1254,7 @@ unsafe fn push_deferred<T: ?Sized + Send + Sync + 'static>(head: &AtomicPtr<Reco
     let rec = unsafe { record.as_ref() };
     let mut top = head.load(Ordering::Relaxed);
     loop {
-        rec.next_deferred.store(top, Ordering::Relaxed);
+        rec.cold.next_deferred.store(top, Ordering::Relaxed);
         // Release: publishes the link and the drained record to whoever
         // takes the list. (A push-only stack emptied by swaps has no ABA
         // problem: the link is whatever was on top at the successful CAS.)
@@ -1050,15 +1299,24 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
 
 impl<T: ?Sized + 'static> Drop for Shared<T> {
     fn drop(&mut self) {
+        let layout = self.record_layout();
+        let offsets: Vec<usize> = self.offsets().collect();
         #[cfg(loom)]
         let writer = self.writer.get_mut().unwrap();
         #[cfg(not(loom))]
         let writer = self.writer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for record in writer.all.drain(..) {
-            // SAFETY: every record was made by `Box::into_raw` in `prepare`;
-            // with `Shared` gone no lease, drain or stray reader can reach it
-            // (each of those holds `Shared` alive).
-            drop(unsafe { Box::from_raw(record.as_ptr()) });
+        for record in std::mem::take(&mut writer.all) {
+            // SAFETY: every record was allocated with `layout` and filled in
+            // `prepare`; with `Shared` gone no lease, drain or stray reader
+            // can reach it (each of those holds `Shared` alive). Each part is
+            // dropped once, then the block is freed once.
+            unsafe {
+                for &offset in &offsets {
+                    std::ptr::drop_in_place(record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>());
+                }
+                std::ptr::drop_in_place(record.as_ptr());
+                alloc::dealloc(record.as_ptr().cast::<u8>(), layout);
+            }
         }
     }
 }
