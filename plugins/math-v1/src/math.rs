@@ -46,7 +46,7 @@ export_plugin!(Math);
 /// the scalar one, while `i64x2.shl` and `i64x2.add` are one instruction
 /// each. LLVM would fold `(v << 1) + v` back into `v * 3`; taking the shift
 /// count through `black_box` keeps it a shift. (Measured in BENCHMARKS.md,
-/// "Component plugins": the scalar `wrapping_mul` loop made the whole call
+/// "Components": the scalar `wrapping_mul` loop made the whole call
 /// about 1.2× slower.)
 #[target_feature(enable = "simd128")]
 fn mul3_in_place(values: &mut [i64]) {
