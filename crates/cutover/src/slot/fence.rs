@@ -31,10 +31,17 @@ use crate::sync::CachePadded;
 /// stripe count own a counter; the others take the atomic path.
 pub(crate) const MAX_OWNERS: usize = 64;
 
-/// One word per owner thread index: odd while that thread is between the
-/// start and the end of a plain counter update (from loading the record
-/// pointer to storing the count), even otherwise. Written only by the thread
-/// that holds the index (plain stores), read by writers.
+/// The busy word of an owner between the start and the end of a plain
+/// counter update (from before loading the record pointer to after storing
+/// the count).
+pub(crate) const IN_UPDATE: usize = 1;
+/// The busy word of an owner outside a counter update.
+pub(crate) const IDLE: usize = 0;
+
+/// One word per owner thread index: [`IN_UPDATE`] or [`IDLE`]. Written only
+/// by the thread that holds the index, with constant stores (no load first,
+/// so consecutive updates do not form a dependency chain through this word),
+/// read by writers.
 pub(crate) static BUSY: [CachePadded<AtomicUsize>; MAX_OWNERS] =
     [const { CachePadded(AtomicUsize::new(0)) }; MAX_OWNERS];
 
@@ -110,18 +117,17 @@ pub(crate) fn barrier() {
 }
 
 /// Wait until the owner thread `index` is not in the middle of an update it
-/// started before the barrier: its busy word is even, or has changed.
+/// started before the barrier: until its busy word is seen [`IDLE`] once.
+/// (An update is a few instructions, so an owner leasing in a tight loop is
+/// idle often; the writer is lock-free here, not wait-free.)
 pub(crate) fn wait_quiescent(index: usize) {
     use std::sync::atomic::Ordering;
     let word = &BUSY[index];
-    // Acquire: pairs with the owner's release store ending its update, so its
-    // counter store is visible to the sum that follows.
-    let seen = word.load(Ordering::Acquire);
-    if seen & 1 == 0 {
-        return;
-    }
+    // Acquire: pairs with the owner's release store ending an update, so the
+    // counter store of the update that straddled the barrier (which that
+    // store follows in the owner's program order) is visible to the sum.
     let mut spins = 0u32;
-    while word.load(Ordering::Acquire) == seen {
+    while word.load(Ordering::Acquire) != IDLE {
         if spins < 128 {
             std::hint::spin_loop();
             spins += 1;

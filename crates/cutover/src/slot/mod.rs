@@ -468,7 +468,7 @@ mod tests {
     }
 
     /// The asymmetric-fence path refuses a lease at its counter's limit,
-    /// and leaves the thread's busy word even: a cutover afterwards does
+    /// and leaves the thread's busy word idle: a cutover afterwards does
     /// not wait forever for an update that panicked.
     #[test]
     fn an_owned_lease_at_the_limit_is_refused_and_cutovers_go_on() {

@@ -45,18 +45,21 @@
 //! Threads without an owned counter use the atomic path described above
 //! (both paths count into the same record; the sweep adds both).
 //!
-//! *The busy word.* Each owner index has a cache-padded *busy* sequence
-//! word, written only by its owner: odd from before the owner loads
-//! `current` until after it stored its counter, even otherwise. The odd
-//! store is followed by a compiler fence only.
+//! *The busy word.* Each owner index has a cache-padded *busy* word,
+//! written only by its owner, with constant stores: `IN_UPDATE` from before
+//! the owner loads `current` until after it stored its counter, `IDLE`
+//! otherwise. The first store is followed by a compiler fence only. (A
+//! sequence number, incremented by each store, would also work, but its
+//! load-and-store makes each update wait for the previous one's store to be
+//! forwarded: measured at about 10% of a lease.)
 //!
-//! *Owner acquire:* busy odd; load `current`; if that record is
-//! `draining`, busy even and retry (or `None` if the slot is closed);
-//! otherwise `owned += 1` (plain) and busy even (release). No validation of
+//! *Owner acquire:* busy `IN_UPDATE`; load `current`; if that record is
+//! `draining`, busy `IDLE` and retry (or `None` if the slot is closed);
+//! otherwise `owned += 1` (plain) and busy `IDLE` (release). No validation of
 //! `current` is needed: a lease that loaded a record just before the swap is
 //! counted on it, as if it had started a moment earlier. *Owner release:*
-//! busy odd; if the record is not `draining`, `owned -= 1` (plain), busy
-//! even; else busy even and decrement `central`, as any release of a
+//! busy `IN_UPDATE`; if the record is not `draining`, `owned -= 1` (plain),
+//! busy `IDLE`; else busy `IDLE` and decrement `central`, as any release of a
 //! draining generation. *Release on another thread* (a lease that moved, or
 //! whose owner gave its index back): `remote.fetch_add(1)` (release); if
 //! that word was frozen, decrement `central`.
@@ -64,7 +67,7 @@
 //! *The sweep* (in `retire`, after the swap or the close): set `draining`;
 //! issue the barrier; freeze `remote` with a `fetch_or` of
 //! [`DRAINING_BIT`] (acquire), reading its count `r`; for each owner index,
-//! wait until its busy word is even or has changed (acquire); sum the owned
+//! wait until its busy word is seen `IDLE` once (acquire); sum the owned
 //! counters; then freeze the atomic stripes as above. The generation's
 //! count is `Σ owned − r + Σ frozen stripes`, moved into `central` with the
 //! bias as before.
@@ -76,12 +79,15 @@
 //! loads of `current`/`draining` in program order, kept there by the
 //! compiler fence and by `F`):
 //!
-//! * it ended (busy even) before the owner's `F`: its counter store is
+//! * it ended (busy `IDLE`) before the owner's `F`: its counter store is
 //!   visible to the sum, which reads after the barrier;
-//! * it straddles `F` (busy odd before `F`, even after): the writer, reading
-//!   after the barrier, sees busy odd (or a later value) and waits for it
-//!   to change; the release store that ends the update synchronizes with
-//!   the writer's acquire load, so the counter store is visible to the sum;
+//! * it straddles `F` (busy `IN_UPDATE` before `F`, `IDLE` after): the
+//!   writer, reading after the barrier, sees that `IN_UPDATE` store or a
+//!   later one in the word's modification order (coherence), so the `IDLE`
+//!   it waits for is the store ending this update or a later update's; either
+//!   follows this update's counter store in the owner's program order and
+//!   synchronizes with the writer's acquire load, so the counter store is
+//!   visible to the sum;
 //! * it started after `F`: its loads follow the writer's `draining` store
 //!   and swap (both before the barrier), so it sees `draining` and does
 //!   not touch the owned counter: an acquire retries on the new `current`
@@ -463,6 +469,28 @@ pub(crate) struct Acquired<T: ?Sized + 'static> {
     pub(crate) ticket: u64,
 }
 
+/// A count held on one stripe of a record, not yet a lease: what the
+/// out-of-line part of [`Shared::acquire`] returns (two words, so in
+/// registers), which the inlined part turns into an [`Acquired`].
+struct Counted<T: ?Sized + 'static> {
+    record: NonNull<Record<T>>,
+    /// As [`Acquired::stripe`].
+    stripe: usize,
+}
+
+impl<T: ?Sized + 'static> Counted<T> {
+    /// # Safety
+    /// `record` is a record allocation pointer taken from `current` (never
+    /// null), and the caller holds a count on `stripe` of it that keeps its
+    /// incarnation from completing; the incarnation's write happens before
+    /// this call. The count passes to the `Counted`.
+    #[inline(always)]
+    unsafe fn new(record: *mut Record<T>, stripe: usize) -> Self {
+        // SAFETY: forwarded from the caller: `record` is not null.
+        Self { record: unsafe { NonNull::new_unchecked(record) }, stripe }
+    }
+}
+
 /// What became of an increment that did not validate.
 #[derive(PartialEq, Eq)]
 enum Undo {
@@ -648,8 +676,21 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// # Panics
     /// If the stripe already counts [`COUNT_LIMIT`] leases (leaked ones,
     /// typically); the increment is undone first.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire(&self) -> Option<Acquired<T>> {
+        let Counted { record, stripe } = self.count()?;
+        // SAFETY: a `Counted` holds a count on `stripe` of `record` that
+        // keeps its incarnation from completing, written before (see
+        // `Counted::new`); the count passes to the lease.
+        Some(unsafe { self.leased(record.as_ptr(), stripe) })
+    }
+
+    /// The counting part of [`acquire`](Self::acquire), out of line: its
+    /// result fits in two registers, so the caller reads the generation
+    /// and value itself (from the record line it is about to use) instead
+    /// of receiving a five-word `Acquired` through memory.
+    #[inline(never)]
+    fn count(&self) -> Option<Counted<T>> {
         match owner_index() {
             Some(index) if index < self.owners => self.acquire_owned(index),
             Some(index) => self.acquire_atomic(index),
@@ -661,7 +702,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// first lease) or no longer has one (thread teardown).
     #[cold]
     #[inline(never)]
-    fn acquire_first(&self) -> Option<Acquired<T>> {
+    fn acquire_first(&self) -> Option<Counted<T>> {
         let stripe = thread_stripe();
         match owner_index() {
             Some(index) if index < self.owners => self.acquire_owned(index),
@@ -672,13 +713,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// The asymmetric-fence path: a plain increment of the counter this
     /// thread owns (see the module docs).
     #[inline]
-    fn acquire_owned(&self, index: usize) -> Option<Acquired<T>> {
+    fn acquire_owned(&self, index: usize) -> Option<Counted<T>> {
         // SAFETY: `index < owners <= MAX_OWNERS`.
         let busy = unsafe { fence::BUSY.get_unchecked(index) };
         loop {
             // Only this thread writes its busy word and its owned counters.
-            let seq = busy.load(Ordering::Relaxed);
-            busy.store(seq.wrapping_add(1), Ordering::Relaxed);
+            busy.store(fence::IN_UPDATE, Ordering::Relaxed);
             // The store above must not sink below the loads that follow in
             // program order: the barrier (or the writer's wait) orders them.
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
@@ -689,7 +729,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // Acquire: having seen the flag, the retry's load of `current`
             // sees the swap (or `closed`) that came before it.
             if rec.draining.load(Ordering::Acquire) {
-                busy.store(seq.wrapping_add(2), Ordering::Release);
+                busy.store(fence::IDLE, Ordering::Release);
                 if self.closed.load(Ordering::SeqCst) {
                     return None;
                 }
@@ -700,18 +740,18 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             let counter = &unsafe { stripe_at(ptr, self.offset(index)) }.owned;
             let count = counter.load(Ordering::Relaxed);
             if count >= OWNED_LIMIT {
-                busy.store(seq.wrapping_add(2), Ordering::Release);
+                busy.store(fence::IDLE, Ordering::Release);
                 self.refuse(OWNED_LIMIT);
             }
             counter.store(count + 1, Ordering::Relaxed);
             // Release: a writer that waits for this word to change sees the
             // count above.
-            busy.store(seq.wrapping_add(2), Ordering::Release);
+            busy.store(fence::IDLE, Ordering::Release);
             // SAFETY: the increment is counted by the generation's sweep (it
             // happened before the barrier, or inside an update the sweep
             // waits for), so the generation cannot complete until we release;
             // its incarnation was written before the record was published.
-            return Some(unsafe { self.leased(ptr, index | OWNED) });
+            return Some(unsafe { Counted::new(ptr, index | OWNED) });
         }
     }
 
@@ -728,7 +768,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
 
     /// The atomic path: one `fetch_add` on the stripe `index` selects.
     #[inline]
-    fn acquire_atomic(&self, index: usize) -> Option<Acquired<T>> {
+    fn acquire_atomic(&self, index: usize) -> Option<Counted<T>> {
         let stripe = self.offset(index);
         loop {
             let ptr = self.current.load(Ordering::Acquire);
@@ -744,7 +784,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             if before & (DRAINING_BIT | COUNT_LIMIT) != 0 {
                 // SAFETY: we hold the increment we just made on `stripe` of `ptr`.
                 match unsafe { self.acquire_cold(ptr, stripe, before) } {
-                    Acquire::Leased(acquired) => return Some(acquired),
+                    Acquire::Leased(counted) => return Some(counted),
                     Acquire::Closed => return None,
                     Acquire::Retry => continue,
                 }
@@ -754,13 +794,13 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 // increment, so its drain cannot complete (and the record
                 // cannot be reused) until we release; its incarnation was
                 // written before it was published by the swap we just read.
-                return Some(unsafe { self.leased(ptr, stripe) });
+                return Some(unsafe { Counted::new(ptr, stripe) });
             }
             // Replaced between our load and our increment: undo, or adopt if
             // the old record's freeze already counted us.
             if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0) == Undo::Adopted {
                 // SAFETY: a freeze counted our increment (see the module docs).
-                return Some(unsafe { self.leased(ptr, stripe) });
+                return Some(unsafe { Counted::new(ptr, stripe) });
             }
         }
     }
@@ -782,7 +822,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             let epoch = before & EPOCH_MASK;
             if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0 && word & EPOCH_MASK != epoch) == Undo::Adopted {
                 // SAFETY: the freeze of a later epoch counted our increment.
-                return Acquire::Leased(unsafe { self.leased(ptr, stripe) });
+                return Acquire::Leased(unsafe { Counted::new(ptr, stripe) });
             }
             if self.closed.load(Ordering::SeqCst) {
                 return Acquire::Closed;
@@ -796,7 +836,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // of what the central counter can hold).
         if undo_or_adopt(counter, |word| word & DRAINING_BIT != 0) == Undo::Adopted {
             // SAFETY: a freeze counted our increment.
-            return Acquire::Leased(unsafe { self.leased(ptr, stripe) });
+            return Acquire::Leased(unsafe { Counted::new(ptr, stripe) });
         }
         self.refuse(COUNT_LIMIT)
     }
@@ -1119,7 +1159,7 @@ impl Hint {
 
 /// What the cold path of an acquisition ended with.
 enum Acquire<T: ?Sized + 'static> {
-    Leased(Acquired<T>),
+    Leased(Counted<T>),
     Closed,
     Retry,
 }
@@ -1184,18 +1224,17 @@ unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Recor
     let rec = unsafe { record.as_ref() };
     // SAFETY: owned leases are taken only with `index < MAX_OWNERS`.
     let busy = unsafe { fence::BUSY.get_unchecked(index) };
-    let seq = busy.load(Ordering::Relaxed);
-    busy.store(seq.wrapping_add(1), Ordering::Relaxed);
+    busy.store(fence::IN_UPDATE, Ordering::Relaxed);
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
     if !rec.draining.load(Ordering::Relaxed) {
         // SAFETY: `index` is below the record's stripe count; `record` is
         // the allocation pointer.
         let counter = &unsafe { stripe_at(record.as_ptr(), stripe_offset::<T>(index, rec.stride_shift)) }.owned;
         counter.store(counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
-        busy.store(seq.wrapping_add(2), Ordering::Release);
+        busy.store(fence::IDLE, Ordering::Release);
         return;
     }
-    busy.store(seq.wrapping_add(2), Ordering::Release);
+    busy.store(fence::IDLE, Ordering::Release);
     // The sweep counted our increment: our count is in `central`.
     // SAFETY: forwarded from the caller.
     unsafe { release_draining(record) }
