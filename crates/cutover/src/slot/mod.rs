@@ -90,6 +90,12 @@ pub enum LeasePath {
     /// stripe index) of a slot; other threads of the same slot take the
     /// atomic path. Experimental: a thread preempted inside a lease update
     /// delays cutovers by up to a scheduler time slice (see BENCHMARKS.md).
+    ///
+    /// Not for signal handlers: a lease taken or dropped in a handler that
+    /// interrupted the same thread in the middle of a lease update of the
+    /// same slot would interleave two plain updates of one counter, and one
+    /// of them would be lost. (Take leases of such a slot only in ordinary
+    /// code, as with any non-reentrant function.)
     AsymmetricFence,
     /// One atomic increment (`fetch_add`) per lease on a counter private to
     /// the thread's stripe, validated against the current pointer. The
