@@ -678,11 +678,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// typically); the increment is undone first.
     #[inline(always)]
     pub(crate) fn acquire(&self) -> Option<Acquired<T>> {
-        let Counted { record, stripe } = self.count()?;
-        // SAFETY: a `Counted` holds a count on `stripe` of `record` that
-        // keeps its incarnation from completing, written before (see
-        // `Counted::new`); the count passes to the lease.
-        Some(unsafe { self.leased(record.as_ptr(), stripe) })
+        Some(self.leased(self.count()?))
     }
 
     /// The counting part of [`acquire`](Self::acquire), out of line: its
@@ -841,23 +837,20 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         self.refuse(COUNT_LIMIT)
     }
 
-    /// Build the acquisition of a lease on `ptr`'s current incarnation.
-    ///
-    /// # Safety
-    /// The caller holds a count on `stripe` of `ptr` that keeps that
-    /// incarnation from completing, and the incarnation's write happens
-    /// before this call.
-    #[inline]
-    unsafe fn leased(&self, ptr: *mut Record<T>, stripe: usize) -> Acquired<T> {
-        // SAFETY: forwarded from the caller.
-        let rec = unsafe { &*ptr };
+    /// Turn a count into the acquisition of a lease on its record's current
+    /// incarnation; the count passes to the lease.
+    #[inline(always)]
+    fn leased(&self, counted: Counted<T>) -> Acquired<T> {
+        let Counted { record, stripe } = counted;
+        // SAFETY: a `Counted` holds a count on `stripe` of `record` that keeps
+        // its incarnation from completing, and that incarnation was written
+        // before (see `Counted::new`).
+        let rec = unsafe { record.as_ref() };
         let (value, generation) = rec.incarnation.with(|cell| match unsafe { &*cell } {
             Some(inc) => (NonNull::from(&*inc.value), inc.generation),
             // A counted generation always has an incarnation.
             None => unreachable!("leased generation record without a value"),
         });
-        // SAFETY: `ptr` came from a `NonNull` stored in `current`.
-        let record = unsafe { NonNull::new_unchecked(ptr) };
         let ticket = if self.tracking.load(Ordering::Relaxed) { rec.cold.tracker.track() } else { 0 };
         Acquired { record, stripe, value, generation, ticket }
     }
