@@ -114,9 +114,10 @@
 //!   `in_flight` on a reused record, registry lookups racing removal, and
 //!   that `lease()` never completes a drain). The models run the atomic
 //!   lease path ([`LeasePath::Atomic`]): loom cannot model the `membarrier`
-//!   system call of the asymmetric-fence path.
+//!   system call and the restartable sequences (`rseq`, inline assembly) of
+//!   the asymmetric-fence path.
 //! * The opt-in asymmetric-fence path ([`LeasePath::AsymmetricFence`],
-//!   64-bit Linux) is argued correct in the `record` module docs and
+//!   x86-64 Linux) is argued correct in the `record` module docs and
 //!   checked by the stress tests of `tests/lease_paths.rs`, run on both
 //!   paths (cross-thread drops, thread churn, 100k replaces with pinned
 //!   generations), including a litmus test that fails when the barrier is
@@ -125,7 +126,7 @@
 //!   --test lifecycle --test seed --test registry --test registry_lookup
 //!   --test host`), the crate's unit tests and those integration tests run,
 //!   with smaller iteration counts, on the atomic path (Miri cannot run
-//!   system calls); `.ci/run` runs exactly that. Not under Miri:
+//!   system calls or inline assembly); `.ci/run` runs exactly that. Not under Miri:
 //!   `tests/lease_paths.rs` (too long under the interpreter), the loom models (`--cfg loom`), the examples and doc tests, and
 //!   the benchmarks.
 //!

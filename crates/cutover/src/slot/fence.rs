@@ -1,49 +1,58 @@
-//! The process-wide barrier of the asymmetric-fence lease path, and the
-//! per-thread *busy* sequence words the writer waits on.
+//! The asymmetric-fence lease path's two halves: the owner's counter update,
+//! a *restartable sequence* (Linux `rseq`), and the cutover's process-wide
+//! barrier that restarts every such update in progress.
 //!
-//! On Linux, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` makes every
-//! thread of the process that is running at that moment execute a full
-//! memory barrier (an IPI to each CPU running one of our threads; threads not
-//! running get one from the context switch). That lets the per-call path
-//! update its counters with plain (`Relaxed`, non-read-modify-write) loads
-//! and stores and no fence, while the rare writer pays for the ordering: the
-//! scheme of Linux's `percpu_ref` and of liburcu's membarrier flavour. The
-//! correctness argument is in the `record` module docs.
+//! An owner thread updates its own counter with a plain load and store (no
+//! read-modify-write, no fence) inside a restartable sequence: a few
+//! instructions, from loading the record to the single store that *commits*
+//! the update, registered with the kernel through the thread's `rseq` area
+//! (glibc 2.35+ registers one for every thread). If the thread is
+//! preempted, migrated or interrupted by a signal before the commit, the
+//! kernel makes it restart the sequence from the beginning, so an update is
+//! either committed or never started, as far as any other thread can tell.
 //!
-//! The path is available when `MEMBARRIER_CMD_QUERY` lists the private
-//! expedited command and registering for it (once per process, at first
-//! use) succeeds; not on other platforms, under Miri and loom (which cannot
-//! model a system call), or with the environment variable
-//! `CUTOVER_LEASE_PATH=atomic`. It is **opt-in** ([`default_on`]): a slot
-//! uses it when made with `Slot::with_lease_path(.., LeasePath::AsymmetricFence)`,
-//! or every slot when `CUTOVER_LEASE_PATH=asymmetric` is set. The default
-//! is the atomic path (one `fetch_add` per lease), because the cutover of
-//! this path waits for owner threads that are preempted in the middle of a
-//! lease update, which on an oversubscribed machine costs milliseconds (see
-//! BENCHMARKS.md).
+//! The cutover calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`:
+//! every thread of the process running at that moment executes a full
+//! memory barrier and has its restartable sequence in progress, if any,
+//! restarted (an IPI to each CPU running one of our threads); threads not
+//! running get the same from their next context switch. So after the
+//! barrier, every update that committed is visible to the cutover, and
+//! every update that had not committed starts over and sees the record the
+//! cutover marked draining: the cutover sums the counters **without
+//! waiting for any thread**. This is the scheme of Linux's `percpu_ref`
+//! and liburcu's membarrier flavour, with librseq's commit-or-restart
+//! updates. The full correctness argument is in the `record` module docs.
+//!
+//! The path is available on Linux x86-64 when glibc registered an `rseq`
+//! area for the process (`__rseq_size`, found with `dlsym`), when
+//! `MEMBARRIER_CMD_QUERY` lists the private expedited `rseq` commands, and
+//! when registering for them (once per process, at first use) succeeds;
+//! and, per thread, when that thread's `rseq` area is registered (others
+//! take the atomic path). Not on other platforms, under Miri and loom
+//! (which cannot model a system call or inline assembly), or with the
+//! environment variable `CUTOVER_LEASE_PATH=atomic`. It is **opt-in**
+//! ([`default_on`]): a slot uses it when made with
+//! `Slot::with_lease_path(.., LeasePath::AsymmetricFence)`, or every slot
+//! when `CUTOVER_LEASE_PATH=asymmetric` is set.
 
-use std::sync::{atomic::AtomicUsize, OnceLock};
-
-use crate::sync::CachePadded;
+use std::sync::OnceLock;
 
 /// How many thread indices may use the plain-update path: threads whose
 /// index (see `stripe::thread_stripe`) is below this and below their slot's
 /// stripe count own a counter; the others take the atomic path.
 pub(crate) const MAX_OWNERS: usize = 64;
 
-/// The busy word of an owner between the start and the end of a plain
-/// counter update (from before loading the record pointer to after storing
-/// the count).
-pub(crate) const IN_UPDATE: usize = 1;
-/// The busy word of an owner outside a counter update.
-pub(crate) const IDLE: usize = 0;
-
-/// One word per owner thread index: [`IN_UPDATE`] or [`IDLE`]. Written only
-/// by the thread that holds the index, with constant stores (no load first,
-/// so consecutive updates do not form a dependency chain through this word),
-/// read by writers.
-pub(crate) static BUSY: [CachePadded<AtomicUsize>; MAX_OWNERS] =
-    [const { CachePadded(AtomicUsize::new(0)) }; MAX_OWNERS];
+/// What an owner's counter update ended with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(not(all(target_os = "linux", target_arch = "x86_64", not(miri), not(loom))), allow(dead_code))]
+pub(crate) enum Update {
+    /// Committed.
+    Done,
+    /// The record is draining: nothing was written.
+    Draining,
+    /// The counter is at its limit (acquisitions only): nothing was written.
+    AtLimit,
+}
 
 /// Whether the asymmetric-fence path is available in this process (decided
 /// once, at the first call).
@@ -51,42 +60,10 @@ pub(crate) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let forced_off = std::env::var("CUTOVER_LEASE_PATH").is_ok_and(|v| v == "atomic");
-        let on = !forced_off && register();
+        let on = !forced_off && imp::register();
         tracing::debug!(target: "cutover::slot", asymmetric_fence = on, "lease path chosen");
         on
     })
-}
-
-#[cfg(all(target_os = "linux", not(miri), not(loom)))]
-mod sys {
-    pub(super) const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
-    pub(super) const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-    pub(super) const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
-
-    /// `membarrier(cmd, 0, 0)`.
-    pub(super) fn membarrier(cmd: libc::c_int) -> libc::c_long {
-        // SAFETY: `membarrier` takes two integer arguments (and a CPU id
-        // only with a flag we do not pass); it touches no memory of ours.
-        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) }
-    }
-}
-
-#[cfg(all(target_os = "linux", not(miri), not(loom)))]
-fn register() -> bool {
-    use sys::*;
-    let supported = membarrier(MEMBARRIER_CMD_QUERY);
-    if supported < 0
-        || supported & libc::c_long::from(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0
-        || supported & libc::c_long::from(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0
-    {
-        return false;
-    }
-    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0
-}
-
-#[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
-fn register() -> bool {
-    false
 }
 
 /// Whether slots made without an explicit lease path use this one: only
@@ -96,15 +73,116 @@ pub(crate) fn default_on() -> bool {
     *ON.get_or_init(|| std::env::var("CUTOVER_LEASE_PATH").is_ok_and(|v| v == "asymmetric") && available())
 }
 
-/// Make every running thread of the process execute a full memory barrier.
-/// Only called once [`available`] returned true.
+/// Whether the calling thread may own counters: its `rseq` area is
+/// registered with the kernel (so its updates restart when interrupted).
+/// Cheap; called once per thread, when it takes its index.
+pub(crate) fn thread_can_own() -> bool {
+    imp::thread_registered()
+}
+
+/// Make every running thread of the process execute a full memory barrier
+/// and restart its restartable sequence in progress, if any. Only called
+/// once [`available`] returned true.
 ///
 /// Built with `--cfg cutover_unsound_no_barrier` (for the litmus test that
-/// shows the barrier is needed, never for use), this does nothing.
+/// shows the barrier is needed, never for use), this is only a local fence.
 pub(crate) fn barrier() {
-    #[cfg(all(target_os = "linux", not(miri), not(loom), not(cutover_unsound_no_barrier)))]
-    {
-        if sys::membarrier(sys::MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 {
+    #[cfg(not(cutover_unsound_no_barrier))]
+    imp::barrier();
+    #[cfg(cutover_unsound_no_barrier)]
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+pub(crate) use imp::{owned_acquire, owned_release};
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri), not(loom)))]
+mod imp {
+    use std::{
+        arch::asm,
+        sync::atomic::{AtomicIsize, Ordering},
+    };
+
+    use super::Update;
+
+    const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 7;
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 8;
+
+    /// The offset of the thread's `struct rseq` from the thread pointer
+    /// (glibc's `__rseq_offset`), `isize::MIN` until known.
+    static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(isize::MIN);
+
+    /// `membarrier(cmd, 0, 0)`.
+    fn membarrier(cmd: libc::c_int) -> libc::c_long {
+        // SAFETY: `membarrier` takes two integer arguments (and a CPU id
+        // only with a flag we do not pass); it touches no memory of ours.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) }
+    }
+
+    /// glibc's `rseq` area offset, if glibc registered one (it does for
+    /// every thread since 2.35, unless disabled with the tunable
+    /// `glibc.pthread.rseq=0`). Looked up with `dlsym`, so that linking
+    /// does not need a glibc that has the symbols.
+    fn rseq_offset() -> Option<isize> {
+        let known = RSEQ_OFFSET.load(Ordering::Relaxed);
+        if known != isize::MIN {
+            return Some(known);
+        }
+        // SAFETY: `dlsym` with a NUL-terminated name; the results are read
+        // only if not null, as the types glibc documents (`unsigned int`,
+        // `ptrdiff_t`), and they are constant after start-up.
+        let (size, offset) = unsafe {
+            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()).cast::<libc::c_uint>();
+            let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()).cast::<isize>();
+            if size.is_null() || offset.is_null() {
+                return None;
+            }
+            (size.read(), offset.read())
+        };
+        // `rseq_cs` is at bytes 8..16 of the area: registered areas are at
+        // least 20 bytes (0 means glibc did not register).
+        if size < 16 {
+            return None;
+        }
+        RSEQ_OFFSET.store(offset, Ordering::Relaxed);
+        Some(offset)
+    }
+
+    pub(super) fn register() -> bool {
+        if rseq_offset().is_none() || !thread_registered() {
+            return false;
+        }
+        let supported = membarrier(MEMBARRIER_CMD_QUERY);
+        if supported < 0
+            || supported & libc::c_long::from(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) == 0
+            || supported & libc::c_long::from(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ) == 0
+        {
+            return false;
+        }
+        membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ) == 0
+    }
+
+    pub(super) fn thread_registered() -> bool {
+        let Some(offset) = rseq_offset() else { return false };
+        let cpu_id: i32;
+        // SAFETY: `fs:offset` is this thread's `struct rseq` (glibc keeps it
+        // in the thread control block for the thread's whole life); bytes
+        // 4..8 are `cpu_id`, which the kernel keeps at the current CPU
+        // (>= 0) once the area is registered, and glibc sets negative
+        // otherwise. A plain read of our own thread's data.
+        unsafe {
+            asm!(
+                "mov {cpu:e}, dword ptr fs:[{offset} + 4]",
+                offset = in(reg) offset,
+                cpu = out(reg) cpu_id,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        cpu_id >= 0
+    }
+
+    pub(super) fn barrier() {
+        if membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) != 0 {
             // Registered at start-up, so the kernel cannot refuse; if it did,
             // counters written without ordering could not be summed safely.
             let error = std::io::Error::last_os_error();
@@ -112,28 +190,171 @@ pub(crate) fn barrier() {
             std::process::abort();
         }
     }
-    #[cfg(any(not(target_os = "linux"), miri, loom, cutover_unsound_no_barrier))]
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+
+    /// Take a lease on the record `*current` points at: in one restartable
+    /// sequence, load the record, stop if it is draining (its first byte,
+    /// `Record::draining`), stop if the owner's acquisitions (the word at
+    /// `offset` bytes into it) minus its releases (the next word) are at
+    /// `2^54`, else store the acquisitions plus one. Returns the record
+    /// loaded and what happened.
+    ///
+    /// # Safety
+    /// `current` points at a record pointer that always points at a live
+    /// record whose first byte is its draining flag and with an owned
+    /// counter at `offset`, both only written by this thread or by a
+    /// writer that then runs [`barrier`]; the calling thread's `rseq` area
+    /// is registered ([`thread_registered`]) and the process is registered
+    /// for the barrier ([`register`]).
+    #[inline(always)]
+    pub(crate) unsafe fn owned_acquire(current: *const *mut u8, offset: usize) -> (*mut u8, Update) {
+        let rseq = RSEQ_OFFSET.load(Ordering::Relaxed);
+        let record: *mut u8;
+        let outcome: usize;
+        // SAFETY: forwarded from the caller. The sequence runs from label 2
+        // to the commit store before label 6; an interruption in between
+        // makes the kernel resume at label 4 (after the signature glibc
+        // registered, 0x53053053), which starts over. Nothing before the
+        // commit writes memory; the descriptor (label 3) is in a data
+        // section, 32-byte aligned, as the `rseq` ABI requires.
+        unsafe {
+            asm!(
+                "lea {tmp}, [rip + 3f]",
+                "mov qword ptr fs:[{rseq} + 8], {tmp}",
+                "2:",
+                "mov {rec}, qword ptr [{cur}]",
+                "cmp byte ptr [{rec}], 0",
+                "jne 5f",
+                "mov {tmp}, qword ptr [{rec} + {off}]",
+                "mov {out}, {tmp}",
+                "sub {out}, qword ptr [{rec} + {off} + 8]",
+                "shr {out}, 54",
+                "jnz 8f",
+                "add {tmp}, 1",
+                "mov qword ptr [{rec} + {off}], {tmp}",
+                "6:",
+                "xor {out:e}, {out:e}",
+                "jmp 7f",
+                "5:",
+                "mov {out:e}, 1",
+                "jmp 7f",
+                "8:",
+                "mov {out:e}, 2",
+                "7:",
+                ".pushsection __rseq_cs, \"aw\"",
+                ".balign 32",
+                "3:",
+                ".long 0, 0",
+                ".quad 2b, 6b - 2b, 4f",
+                ".popsection",
+                ".pushsection __rseq_failure, \"ax\"",
+                ".byte 0x0f, 0xb9, 0x3d",
+                ".long 0x53053053",
+                "4:",
+                "jmp 2b",
+                ".popsection",
+                rseq = in(reg) rseq,
+                cur = in(reg) current,
+                off = in(reg) offset,
+                rec = out(reg) record,
+                tmp = out(reg) _,
+                out = out(reg) outcome,
+                options(nostack),
+            );
+        }
+        let update = match outcome {
+            0 => Update::Done,
+            1 => Update::Draining,
+            _ => Update::AtLimit,
+        };
+        (record, update)
+    }
+
+    /// Release an owned lease of `record`: in one restartable sequence,
+    /// stop if the record is draining, else store the owner's releases (the
+    /// word after the one at `offset`) plus one.
+    ///
+    /// # Safety
+    /// As for [`owned_acquire`], with `record` the live record.
+    #[inline(always)]
+    pub(crate) unsafe fn owned_release(record: *mut u8, offset: usize) -> Update {
+        let rseq = RSEQ_OFFSET.load(Ordering::Relaxed);
+        let outcome: usize;
+        // SAFETY: as in `owned_acquire`.
+        unsafe {
+            asm!(
+                "lea {tmp}, [rip + 3f]",
+                "mov qword ptr fs:[{rseq} + 8], {tmp}",
+                "2:",
+                "cmp byte ptr [{rec}], 0",
+                "jne 5f",
+                "mov {tmp}, qword ptr [{rec} + {off} + 8]",
+                "add {tmp}, 1",
+                "mov qword ptr [{rec} + {off} + 8], {tmp}",
+                "6:",
+                "xor {out:e}, {out:e}",
+                "jmp 7f",
+                "5:",
+                "mov {out:e}, 1",
+                "7:",
+                ".pushsection __rseq_cs, \"aw\"",
+                ".balign 32",
+                "3:",
+                ".long 0, 0",
+                ".quad 2b, 6b - 2b, 4f",
+                ".popsection",
+                ".pushsection __rseq_failure, \"ax\"",
+                ".byte 0x0f, 0xb9, 0x3d",
+                ".long 0x53053053",
+                "4:",
+                "jmp 2b",
+                ".popsection",
+                rseq = in(reg) rseq,
+                rec = in(reg) record,
+                off = in(reg) offset,
+                tmp = out(reg) _,
+                out = out(reg) outcome,
+                options(nostack),
+            );
+        }
+        if outcome == 0 {
+            Update::Done
+        } else {
+            Update::Draining
+        }
+    }
 }
 
-/// Wait until the owner thread `index` is not in the middle of an update it
-/// started before the barrier: until its busy word is seen [`IDLE`] once.
-/// (An update is a few instructions, so an owner leasing in a tight loop is
-/// idle often; the writer is lock-free here, not wait-free.)
-pub(crate) fn wait_quiescent(index: usize) {
-    use std::sync::atomic::Ordering;
-    let word = &BUSY[index];
-    // Acquire: pairs with the owner's release store ending an update, so the
-    // counter store of the update that straddled the barrier (which that
-    // store follows in the owner's program order) is visible to the sum.
-    let mut spins = 0u32;
-    while word.load(Ordering::Acquire) != IDLE {
-        if spins < 128 {
-            std::hint::spin_loop();
-            spins += 1;
-        } else {
-            // The owner was preempted inside its update: let it run.
-            std::thread::yield_now();
-        }
+/// Elsewhere the path is never available, so no slot has owners and these
+/// are never called.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64", not(miri), not(loom))))]
+mod imp {
+    use super::Update;
+
+    pub(super) fn register() -> bool {
+        false
+    }
+
+    pub(super) fn thread_registered() -> bool {
+        false
+    }
+
+    pub(super) fn barrier() {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Never called: no slot has owners here.
+    ///
+    /// # Safety
+    /// None needed; it does nothing.
+    pub(crate) unsafe fn owned_acquire(_current: *const *mut u8, _offset: usize) -> (*mut u8, Update) {
+        unreachable!("the asymmetric-fence path is not available on this platform")
+    }
+
+    /// Never called: no slot has owners here.
+    ///
+    /// # Safety
+    /// None needed; it does nothing.
+    pub(crate) unsafe fn owned_release(_record: *mut u8, _offset: usize) -> Update {
+        unreachable!("the asymmetric-fence path is not available on this platform")
     }
 }

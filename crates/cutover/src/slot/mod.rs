@@ -18,8 +18,9 @@
 //!    uncontended atomic increment on a counter private to the calling
 //!    thread (plus two loads of the shared pointer), and its drop one
 //!    decrement. On the opt-in asymmetric-fence path
-//!    ([`LeasePath::AsymmetricFence`], 64-bit Linux) it is a plain load and
-//!    store of a counter owned by the calling thread, with no atomic
+//!    ([`LeasePath::AsymmetricFence`], x86-64 Linux) it is a plain load and
+//!    store of a counter owned by the calling thread (a restartable
+//!    sequence, `rseq`), with no atomic
 //!    read-modify-write and no fence, and so is its drop; each cutover pays
 //!    instead with one process-wide `membarrier`. Either way no cache line
 //!    is shared between callers, so the cost stays flat as threads are
@@ -80,22 +81,25 @@ pub use lease::Lease;
 /// *How a lease is counted*). Chosen when the slot is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeasePath {
-    /// The thread's own counter, updated with plain loads and stores (no
-    /// atomic read-modify-write, no fence); the cutover pays with one
-    /// process-wide barrier (Linux `membarrier`) and waits for owner threads
-    /// in the middle of a lease update. Opt-in ([`Slot::with_lease_path`],
-    /// or `CUTOVER_LEASE_PATH=asymmetric` for every slot); available on
-    /// 64-bit Linux when the kernel supports
-    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`, for the first 64 threads (by
-    /// stripe index) of a slot; other threads of the same slot take the
-    /// atomic path. Experimental: a thread preempted inside a lease update
-    /// delays cutovers by up to a scheduler time slice (see BENCHMARKS.md).
-    ///
-    /// Not for signal handlers: a lease taken or dropped in a handler that
-    /// interrupted the same thread in the middle of a lease update of the
-    /// same slot would interleave two plain updates of one counter, and one
-    /// of them would be lost. (Take leases of such a slot only in ordinary
-    /// code, as with any non-reentrant function.)
+    /// The thread's own counters, updated with plain loads and stores (no
+    /// atomic read-modify-write, no fence) in a restartable sequence (Linux
+    /// `rseq`: an update interrupted before its one committing store starts
+    /// over); the cutover pays with one process-wide barrier
+    /// (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`, some
+    /// microseconds) and waits for no thread. Opt-in
+    /// ([`Slot::with_lease_path`], or `CUTOVER_LEASE_PATH=asymmetric` for
+    /// every slot); available on x86-64 Linux with glibc 2.35 or later
+    /// (which registers every thread's `rseq` area) and a kernel with the
+    /// `rseq` membarrier commands (5.10 or later), for the first 64 threads
+    /// (by stripe index) of a slot; other threads of the same slot take the
+    /// atomic path. A signal handler that takes or drops a lease on the
+    /// thread it interrupted is counted exactly (the kernel restarts the
+    /// update it interrupted); leases are still not async-signal-safe in
+    /// general (a thread's first lease allocates, and a drop that ends a
+    /// drain runs the value's `Drop`). On the AMD EPYC of
+    /// BENCHMARKS.md it is no faster per call than [`LeasePath::Atomic`],
+    /// whose uncontended `lock xadd` costs no more than the plain updates
+    /// there, and its cutover is slower by the barrier.
     AsymmetricFence,
     /// One atomic increment (`fetch_add`) per lease on a counter private to
     /// the thread's stripe, validated against the current pointer. The
@@ -474,8 +478,7 @@ mod tests {
     }
 
     /// The asymmetric-fence path refuses a lease at its counter's limit,
-    /// and leaves the thread's busy word idle: a cutover afterwards does
-    /// not wait forever for an update that panicked.
+    /// without writing it, and cutovers afterwards count what is held.
     #[test]
     fn an_owned_lease_at_the_limit_is_refused_and_cutovers_go_on() {
         let drops = Arc::new(AtomicUsize::new(0));

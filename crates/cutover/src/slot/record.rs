@@ -33,93 +33,99 @@
 //!
 //! # The asymmetric-fence path
 //!
-//! Where the platform offers a process-wide memory barrier (Linux
-//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, see [`super::fence`]),
-//! a slot made for it (opt-in; the default is the atomic path) counts the leases of its first threads differently: the thread
+//! Where the platform lets a thread update memory in a *restartable
+//! sequence* and the writer restart every such sequence in progress with a
+//! process-wide barrier (Linux `rseq` and
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` on x86-64, see
+//! [`super::fence`]), a slot made for it (opt-in; the default is the atomic
+//! path) counts the leases of its first threads differently: the thread
 //! holding index `i` (below `owners`, at most 64 and at most the stripe
-//! count; indices are exclusive among live threads, see
-//! [`super::stripe`]) *owns* the `owned` counter of stripe `i` of every
+//! count; indices are exclusive among live threads, see [`super::stripe`])
+//! *owns* the `owned` and `released` counters of stripe `i` of every
 //! record, and takes and drops its leases with a plain load and store of
-//! that counter: no read-modify-write, no fence. The price is paid by the
+//! one of them: no read-modify-write, no fence. The price is paid by the
 //! cutover, as in Linux's `percpu_ref` and liburcu's membarrier flavour.
-//! Threads without an owned counter use the atomic path described above
-//! (both paths count into the same record; the sweep adds both).
+//! Threads without owned counters (index 64 and above, or no registered
+//! `rseq` area) use the atomic path described above (both paths count into
+//! the same record; the sweep adds both).
 //!
-//! *The busy word.* Each owner index has a cache-padded *busy* word,
-//! written only by its owner, with constant stores: `IN_UPDATE` from before
-//! the owner loads `current` until after it stored its counter, `IDLE`
-//! otherwise. The first store is followed by a compiler fence only. (A
-//! sequence number, incremented by each store, would also work, but its
-//! load-and-store makes each update wait for the previous one's store to be
-//! forwarded: measured at about 10% of a lease.)
+//! *Owner acquire*, one restartable sequence: load `current`; if that
+//! record is `draining`, leave (then retry, or `None` if the slot is
+//! closed); if `owned - released` is at the limit, leave (and refuse);
+//! else store `owned + 1`: the *commit*, the sequence's last instruction.
+//! No validation of `current` is needed: a lease that loaded a record just
+//! before the swap is counted on it, as if it had started a moment
+//! earlier. *Owner release*, one restartable sequence: if the record is
+//! `draining`, leave, and decrement `central` as any release of a draining
+//! generation; else store `released + 1` (the commit). *Release on another
+//! thread* (a lease that moved, or whose owner gave its index back):
+//! `remote.fetch_add(1)` (release); if that word was frozen, decrement
+//! `central`.
 //!
-//! *Owner acquire:* busy `IN_UPDATE`; load `current`; if that record is
-//! `draining`, busy `IDLE` and retry (or `None` if the slot is closed);
-//! otherwise `owned += 1` (plain) and busy `IDLE` (release). No validation of
-//! `current` is needed: a lease that loaded a record just before the swap is
-//! counted on it, as if it had started a moment earlier. *Owner release:*
-//! busy `IN_UPDATE`; if the record is not `draining`, `owned -= 1` (plain),
-//! busy `IDLE`; else busy `IDLE` and decrement `central`, as any release of a
-//! draining generation. *Release on another thread* (a lease that moved, or
-//! whose owner gave its index back): `remote.fetch_add(1)` (release); if
-//! that word was frozen, decrement `central`.
+//! *Two owned counters.* Acquisitions and releases go to two words, so
+//! that a lease's store and the next release's load (and that release's
+//! store and the next lease's load) are of different words: a lease loop
+//! does not wait for store-to-load forwarding between the two. The count
+//! is their difference, in wrapping arithmetic.
 //!
 //! *The sweep* (in `retire`, after the swap or the close): set `draining`;
 //! issue the barrier; freeze `remote` with a `fetch_or` of
-//! [`DRAINING_BIT`] (acquire), reading its count `r`; for each owner index,
-//! wait until its busy word is seen `IDLE` once (acquire); sum the owned
-//! counters; then freeze the atomic stripes as above. The generation's
-//! count is `Σ owned − r + Σ frozen stripes`, moved into `central` with the
-//! bias as before.
+//! [`DRAINING_BIT`] (acquire), reading its count `r`; sum `owned -
+//! released` over the owner indices; then freeze the atomic stripes as
+//! above. The generation's count is `Σ (owned − released) − r + Σ frozen
+//! stripes`, moved into `central` with the bias as before. **The writer
+//! waits for no thread.**
 //!
-//! *Why the sum is exact.* Model the barrier as a `SeqCst` fence executed
-//! by every thread of the process at some instant `F` during the system
-//! call, between two `SeqCst` fences of the writer. Take any owner update
-//! of this record (acquire or release; in both, the busy store precedes the
-//! loads of `current`/`draining` in program order, kept there by the
-//! compiler fence and by `F`):
+//! *Why the sum is exact.* The barrier makes every thread of the process
+//! that is running execute a full memory barrier at some instant `F`
+//! during the system call, and restarts its restartable sequence if it is
+//! inside one; a thread that is not running does both when it is next
+//! scheduled, before it runs any user code. Take any owner update of this
+//! record (acquire or release):
 //!
-//! * it ended (busy `IDLE`) before the owner's `F`: its counter store is
-//!   visible to the sum, which reads after the barrier;
-//! * it straddles `F` (busy `IN_UPDATE` before `F`, `IDLE` after): the
-//!   writer, reading after the barrier, sees that `IN_UPDATE` store or a
-//!   later one in the word's modification order (coherence), so the `IDLE`
-//!   it waits for is the store ending this update or a later update's; either
-//!   follows this update's counter store in the owner's program order and
-//!   synchronizes with the writer's acquire load, so the counter store is
-//!   visible to the sum;
-//! * it started after `F`: its loads follow the writer's `draining` store
-//!   and swap (both before the barrier), so it sees `draining` and does
-//!   not touch the owned counter: an acquire retries on the new `current`
-//!   (or returns `None`), a release goes to `central`.
+//! * it committed before its thread's `F`: its store is visible to the
+//!   sum, which reads after the barrier;
+//! * it had started but not committed at `F` (or when its thread was
+//!   preempted, or a signal arrived): the kernel restarts it, so it never
+//!   commits as started; its restart loads `draining` after `F`;
+//! * it loads `draining` after `F`: that load follows the writer's
+//!   `draining` store and swap (both before the barrier), so it sees
+//!   `draining` and does not commit: an acquire retries on the new
+//!   `current` (or returns `None`), a release goes to `central`.
 //!
 //! So every owned increment of a lease is in the sum, and so is every owned
-//! decrement; later releases go to `central`. A remote release counted in
+//! release; later releases go to `central`. A remote release counted in
 //! `r` follows (release/acquire on `remote`) the owner's increment of that
 //! lease, which the sum therefore also sees, because the owned counters
 //! are read after `remote` was frozen; a remote release after the freeze
 //! goes to `central`. The subtraction and the bias use wrapping arithmetic,
-//! so an owned counter that only goes up (its leases dropped elsewhere)
-//! still sums exactly. After the sweep, no owner update of the record is in
-//! progress and none can start while it is unpublished, so a drained
-//! record's counters can be reset (in `prepare`) and republished by the
-//! swap, as for the atomic path.
+//! so owned counters that only go up (leases dropped elsewhere) still sum
+//! exactly. After the sweep, no owner update of the record is in progress
+//! and none can start while it is unpublished, so a drained record's
+//! counters can be reset (in `prepare`) and republished by the swap, as for
+//! the atomic path.
 //!
-//! *Bounds.* An owned counter is refused at 2^54 (acquisitions minus the
-//! owner's releases), so 64 owned counters and the atomic stripes together
-//! stay below half the bias. The path is used on 64-bit targets only.
+//! *Signals.* The kernel restarts an owner's update that a signal
+//! interrupts, so a lease taken or dropped in a handler, on the
+//! interrupted thread, is counted like any other (checked by
+//! `leases_taken_in_signal_handlers_are_counted_exactly`, which fails
+//! without the restart).
 //!
-//! *What the writer waits for.* Only updates in progress on an owner thread
-//! at the barrier: a few instructions, unless that thread is preempted
-//! inside one (then the writer spins briefly and yields). The per-call path
-//! stays wait-free apart from the retry after a cutover.
+//! *Bounds.* The owned count is refused at 2^54 (acquisitions minus the
+//! owner's releases), so 64 owned counts and the atomic stripes together
+//! stay below half the bias. The path is used on x86-64 only.
 //!
-//! *How it is checked.* Loom cannot model `membarrier`; under `--cfg loom`
-//! (and Miri) every slot uses the atomic path, which the loom models cover.
-//! The barrier path is covered by the stress tests in `tests/lease_paths.rs`
-//! (cross-thread drops, thread churn, 100k replaces with pinned
-//! generations and record reuse) and a litmus test that fails when the
-//! barrier is compiled out (`--cfg cutover_unsound_no_barrier`).
+//! *What the writer waits for.* Nothing but the barrier's system call
+//! (microseconds: it interrupts every CPU running one of our threads). The
+//! per-call path stays wait-free apart from the retry after a cutover (a
+//! restarted sequence restarts once per interruption).
+//!
+//! *How it is checked.* Loom cannot model `membarrier` or `rseq`; under
+//! `--cfg loom` (and Miri) every slot uses the atomic path, which the loom
+//! models cover. The barrier path is covered by the stress tests in
+//! `tests/lease_paths.rs` (cross-thread drops, thread churn, 100k replaces
+//! with pinned generations and record reuse) and a litmus test that fails
+//! when the barrier is compiled out (`--cfg cutover_unsound_no_barrier`).
 //!
 //! # Taking a lease never completes a drain
 //!
@@ -298,6 +304,11 @@ const BIAS: usize = 1 << (usize::BITS - 2);
 // Every stripe at its limit, plus a stray per thread, stays far below the bias.
 const _: () = assert!(MAX_STRIPES.checked_mul(COUNT_LIMIT).is_some() && MAX_STRIPES * COUNT_LIMIT <= BIAS / 4);
 
+/// Where a stripe's owned counter is, from the stripe's start.
+const OWNED_COUNTER: usize = std::mem::offset_of!(Stripe, owned);
+// The owners' restartable sequences find `released` right after `owned`.
+const _: () = assert!(std::mem::offset_of!(Stripe, released) == OWNED_COUNTER + 8 || usize::BITS < 64);
+
 /// Set in a lease's stripe number when it was counted on an owned counter
 /// (the asymmetric-fence path).
 pub(crate) const OWNED: usize = 1 << (usize::BITS - 1);
@@ -318,9 +329,16 @@ const OWNED_LIMIT: usize = (1u64 << 54) as usize;
 /// allocation, one every `stride` bytes (see "Memory layout" in the module
 /// docs), written by one thread at a time in the common case.
 #[derive(Default)]
+#[repr(C)]
 struct Stripe {
     shared: AtomicUsize,
+    /// The owner's acquisitions, and (next word) its own releases: two
+    /// counters rather than their difference, so that a lease and the
+    /// release after it do not wait for each other's store (see "Two owned
+    /// counters" in the module docs). The owned count is `owned -
+    /// released`, in wrapping arithmetic.
     owned: AtomicUsize,
+    released: AtomicUsize,
 }
 
 /// The part of a record written by releases on the draining (`central`)
@@ -371,13 +389,15 @@ struct Cold<T: ?Sized + 'static> {
 /// reference to the header.
 #[repr(C)]
 pub(crate) struct Record<T: ?Sized + 'static> {
-    /// The line every lease reads (64-byte aligned: first in the record).
-    incarnation: UnsafeCell<Option<Incarnation<T>>>,
     /// Set by the cutover (after the swap, before the barrier): owners stop
-    /// updating their counters with plain stores.
+    /// updating their counters with plain stores. The record's first byte:
+    /// the owners' restartable sequences test it there (see `fence`).
     draining: AtomicBool,
     /// log2 of the distance between two stripes, in bytes.
     stride_shift: u8,
+    /// With the flags above, the line every lease reads (64-byte aligned:
+    /// first in the record).
+    incarnation: UnsafeCell<Option<Incarnation<T>>>,
     cold: Line<Cold<T>>,
 }
 
@@ -639,6 +659,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // No owner touches a retired record after its sweep (see the
             // module docs): plain resets, published by the swap.
             stripe.owned.store(0, Ordering::Relaxed);
+            stripe.released.store(0, Ordering::Relaxed);
             let stripe = &stripe.shared;
             let mut word = stripe.load(Ordering::Acquire);
             loop {
@@ -707,48 +728,51 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     }
 
     /// The asymmetric-fence path: a plain increment of the counter this
-    /// thread owns (see the module docs).
+    /// thread owns, in a restartable sequence (see the module docs).
     #[inline]
     fn acquire_owned(&self, index: usize) -> Option<Counted<T>> {
-        // SAFETY: `index < owners <= MAX_OWNERS`.
-        let busy = unsafe { fence::BUSY.get_unchecked(index) };
+        let offset = self.offset(index) + OWNED_COUNTER;
         loop {
-            // Only this thread writes its busy word and its owned counters.
-            busy.store(fence::IN_UPDATE, Ordering::Relaxed);
-            // The store above must not sink below the loads that follow in
-            // program order: the barrier (or the writer's wait) orders them.
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            let ptr = self.current.load(Ordering::Acquire);
-            // SAFETY: `current` always points at a record in `all`, which stays
-            // allocated while `self` lives, and the caller borrows `self`.
-            let rec = unsafe { &*ptr };
-            // Acquire: having seen the flag, the retry's load of `current`
-            // sees the swap (or `closed`) that came before it.
-            if rec.draining.load(Ordering::Acquire) {
-                busy.store(fence::IDLE, Ordering::Release);
-                if self.closed.load(Ordering::SeqCst) {
-                    return None;
+            // SAFETY: `current` always points at a live record of this slot
+            // (records stay allocated while `self` lives, and the caller
+            // borrows `self`), whose first byte is `draining`; `offset` is
+            // this thread's owned counter in it, which only this thread
+            // writes (it holds `index < owners`, exclusively among live
+            // threads, and its `rseq` area is registered: see
+            // `stripe::thread_stripe`); the writer marks records draining
+            // and then runs the barrier (`sweep_owned`).
+            let (ptr, update) = unsafe { fence::owned_acquire(self.current_ptr(), offset) };
+            let ptr = ptr.cast::<Record<T>>();
+            match update {
+                // SAFETY: the increment is counted by the generation's sweep
+                // (it committed before the barrier), so the generation cannot
+                // complete until we release; its incarnation was written
+                // before the record was published.
+                fence::Update::Done => return Some(unsafe { Counted::new(ptr, index | OWNED) }),
+                fence::Update::Draining => {
+                    // Having seen the flag, the retry's load of `current` sees
+                    // the swap (or `closed`) that came before it (x86-64
+                    // keeps loads in order; `closed` is read `SeqCst`).
+                    if self.closed.load(Ordering::SeqCst) {
+                        return None;
+                    }
                 }
-                continue;
+                fence::Update::AtLimit => self.refuse(OWNED_LIMIT),
             }
-            // SAFETY: `index < owners <= mask + 1`; `ptr` is the record's
-            // allocation pointer, as stored in `current`.
-            let counter = &unsafe { stripe_at(ptr, self.offset(index)) }.owned;
-            let count = counter.load(Ordering::Relaxed);
-            if count >= OWNED_LIMIT {
-                busy.store(fence::IDLE, Ordering::Release);
-                self.refuse(OWNED_LIMIT);
-            }
-            counter.store(count + 1, Ordering::Relaxed);
-            // Release: a writer that waits for this word to change sees the
-            // count above.
-            busy.store(fence::IDLE, Ordering::Release);
-            // SAFETY: the increment is counted by the generation's sweep (it
-            // happened before the barrier, or inside an update the sweep
-            // waits for), so the generation cannot complete until we release;
-            // its incarnation was written before the record was published.
-            return Some(unsafe { Counted::new(ptr, index | OWNED) });
         }
+    }
+
+    /// The address of `current`, for the owners' restartable sequences.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn current_ptr(&self) -> *const *mut u8 {
+        self.current.as_ptr().cast_const().cast()
+    }
+
+    /// Loom models run the atomic path only.
+    #[cfg(loom)]
+    fn current_ptr(&self) -> *const *mut u8 {
+        unreachable!("no owners under loom")
     }
 
     /// Refuse a lease at a counter's limit.
@@ -945,10 +969,10 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let remote = rec.cold.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
         let mut sum = 0usize;
         for index in 0..self.owners {
-            fence::wait_quiescent(index);
             // SAFETY: `index < owners <= mask + 1`; the record is live.
             let stripe = unsafe { stripe_at(record.as_ptr(), self.offset(index)) };
-            sum = sum.wrapping_add(stripe.owned.load(Ordering::Relaxed));
+            let owned = stripe.owned.load(Ordering::Relaxed).wrapping_sub(stripe.released.load(Ordering::Relaxed));
+            sum = sum.wrapping_add(owned);
         }
         sum.wrapping_sub(remote)
     }
@@ -1050,7 +1074,10 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             .offsets()
             // SAFETY: as above; `ptr` is the record's allocation pointer.
             .map(|offset| unsafe { stripe_at(ptr, offset) })
-            .map(|s| (s.shared.load(Ordering::Relaxed) & COUNT_MASK).wrapping_add(s.owned.load(Ordering::Relaxed)))
+            .map(|s| {
+                let owned = s.owned.load(Ordering::Relaxed).wrapping_sub(s.released.load(Ordering::Relaxed));
+                (s.shared.load(Ordering::Relaxed) & COUNT_MASK).wrapping_add(owned)
+            })
             .fold(0, usize::wrapping_add)
             .wrapping_sub(remote);
         // A racy snapshot may be momentarily off (a remote release seen
@@ -1076,9 +1103,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let index = owner_index().expect("this thread holds an index");
         assert!(index <= self.mask);
         // SAFETY: records stay allocated while `self` lives.
-        unsafe { stripe_at(self.current.load(Ordering::Acquire), self.offset(index)) }
-            .owned
-            .swap(count, Ordering::SeqCst)
+        let stripe = unsafe { stripe_at(self.current.load(Ordering::Acquire), self.offset(index)) };
+        let released = stripe.released.load(Ordering::SeqCst);
+        stripe.owned.swap(released.wrapping_add(count), Ordering::SeqCst).wrapping_sub(released)
     }
 
     /// The owned-counter limit (for unit tests).
@@ -1215,19 +1242,13 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
 unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, index: usize) {
     // SAFETY: our count keeps the record live (see `release`).
     let rec = unsafe { record.as_ref() };
-    // SAFETY: owned leases are taken only with `index < MAX_OWNERS`.
-    let busy = unsafe { fence::BUSY.get_unchecked(index) };
-    busy.store(fence::IN_UPDATE, Ordering::Relaxed);
-    std::sync::atomic::compiler_fence(Ordering::SeqCst);
-    if !rec.draining.load(Ordering::Relaxed) {
-        // SAFETY: `index` is below the record's stripe count; `record` is
-        // the allocation pointer.
-        let counter = &unsafe { stripe_at(record.as_ptr(), stripe_offset::<T>(index, rec.stride_shift)) }.owned;
-        counter.store(counter.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
-        busy.store(fence::IDLE, Ordering::Release);
+    let offset = stripe_offset::<T>(index, rec.stride_shift) + OWNED_COUNTER;
+    // SAFETY: `record` is live, its first byte is `draining`, and `offset`
+    // is the owned counter of `index`, which this thread holds (see
+    // `acquire_owned`).
+    if unsafe { fence::owned_release(record.as_ptr().cast(), offset) } == fence::Update::Done {
         return;
     }
-    busy.store(fence::IDLE, Ordering::Release);
     // The sweep counted our increment: our count is in `central`.
     // SAFETY: forwarded from the caller.
     unsafe { release_draining(record) }

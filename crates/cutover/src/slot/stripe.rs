@@ -57,6 +57,13 @@ pub(crate) fn default_stripes() -> usize {
     }
 }
 
+/// Set in a thread's index (as [`owner_index`] returns it) when the thread
+/// cannot own counters (its `rseq` area is not registered): the index is
+/// then above every slot's owner count, and masking it still gives the
+/// thread's stripe.
+#[cfg(not(loom))]
+const CANNOT_OWN: usize = 1 << (usize::BITS - 2);
+
 /// This thread's stripe index (before masking): the smallest number no
 /// other live thread holds, so that up to `stripes` concurrent threads never
 /// share a counter, however many threads came and went before. A thread's
@@ -100,7 +107,10 @@ mod index {
         fn take() -> Self {
             let reused = FREE.lock().ok().and_then(|mut free| free.pop());
             let index = reused.map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(i)| i);
-            OWNER.with(|owner| owner.set(index));
+            // A thread that cannot run the owners' restartable sequences
+            // keeps its stripe but never owns a counter.
+            let owner = if crate::slot::fence::thread_can_own() { index } else { index | super::CANNOT_OWN };
+            OWNER.with(|cell| cell.set(owner));
             Index(index)
         }
     }
