@@ -1,0 +1,56 @@
+//! A profiling target: registry lookups spread over many plugins.
+//!
+//! Builds a [`Registry`] of `N` plugins (default 10,000, as in the benchmark)
+//! and looks them all up in a shuffled order, many times; prints the cost
+//! per lookup + lease. Run it under a sampling profiler to see where a
+//! spread-key lookup spends its time (BENCHMARKS.md, "Issue 14, item 2,
+//! session 21"):
+//!
+//! ```text
+//! cargo build --release -p cutover --example spread_lookups
+//! perf record -e cpu-clock -F 10000 target/release/examples/spread_lookups
+//! perf report --no-children
+//! ```
+//!
+//! Run: `cargo run --release -p cutover --example spread_lookups [N]`
+
+use std::{hint::black_box, sync::Arc, time::Instant};
+
+use cutover::{PluginId, Registry, Slot};
+
+struct Plugin {
+    id: u64,
+}
+
+fn main() {
+    let plugins: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000).max(1);
+    let registry = Registry::new();
+    registry
+        .extend((0..plugins).map(|i| {
+            let key = format!("plugin-{i}");
+            let slot = Slot::new(PluginId::new(&key), Arc::new(Plugin { id: i as u64 }));
+            (key, slot)
+        }))
+        .expect("distinct keys");
+    // Every key once per pass, in a fixed shuffled order (xorshift64*).
+    let mut keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..keys.len()).rev() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        keys.swap(i, (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize);
+    }
+    let passes = (20_000_000 / plugins).max(1);
+    let start = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..passes {
+        for key in &keys {
+            let lease = registry.lease(key.as_str()).expect("every key is registered");
+            sum = sum.wrapping_add(black_box(&*lease).id);
+        }
+    }
+    let per_lookup = start.elapsed().as_nanos() as f64 / (passes * plugins) as f64;
+    black_box(sum);
+    println!("{plugins} plugins, {} lookups: {per_lookup:.1} ns per lookup + lease", passes * plugins);
+}
