@@ -112,6 +112,31 @@ mod imp {
     /// (glibc's `__rseq_offset`), `isize::MIN` until known.
     static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(isize::MIN);
 
+    /// The end of an owner's restartable sequence: its descriptor (label
+    /// 3: version, flags, start = label 2, length up to label 6, abort
+    /// handler = label 4), in a data section, 32-byte aligned as the `rseq`
+    /// ABI requires; and the abort handler, after the 4-byte signature
+    /// glibc registered (`RSEQ_SIG`, 0x53053053, as the operand of a `ud1`
+    /// so that it is never executed), which starts the sequence over.
+    macro_rules! rseq_descriptor {
+        () => {
+            concat!(
+                ".pushsection __rseq_cs, \"aw\"\n",
+                ".balign 32\n",
+                "3:\n",
+                ".long 0, 0\n",
+                ".quad 2b, 6b - 2b, 4f\n",
+                ".popsection\n",
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "4:\n",
+                "jmp 2b\n",
+                ".popsection",
+            )
+        };
+    }
+
     /// `membarrier(cmd, 0, 0)`.
     fn membarrier(cmd: libc::c_int) -> libc::c_long {
         // SAFETY: `membarrier` takes two integer arguments (and a CPU id
@@ -240,18 +265,7 @@ mod imp {
                 "8:",
                 "mov {out:e}, 2",
                 "7:",
-                ".pushsection __rseq_cs, \"aw\"",
-                ".balign 32",
-                "3:",
-                ".long 0, 0",
-                ".quad 2b, 6b - 2b, 4f",
-                ".popsection",
-                ".pushsection __rseq_failure, \"ax\"",
-                ".byte 0x0f, 0xb9, 0x3d",
-                ".long 0x53053053",
-                "4:",
-                "jmp 2b",
-                ".popsection",
+                rseq_descriptor!(),
                 rseq = in(reg) rseq,
                 cur = in(reg) current,
                 off = in(reg) offset,
@@ -296,18 +310,7 @@ mod imp {
                 "5:",
                 "mov {out:e}, 1",
                 "7:",
-                ".pushsection __rseq_cs, \"aw\"",
-                ".balign 32",
-                "3:",
-                ".long 0, 0",
-                ".quad 2b, 6b - 2b, 4f",
-                ".popsection",
-                ".pushsection __rseq_failure, \"ax\"",
-                ".byte 0x0f, 0xb9, 0x3d",
-                ".long 0x53053053",
-                "4:",
-                "jmp 2b",
-                ".popsection",
+                rseq_descriptor!(),
                 rseq = in(reg) rseq,
                 rec = in(reg) record,
                 off = in(reg) offset,
