@@ -34,6 +34,10 @@
 //! ([`default_on`]): a slot uses it when made with
 //! `Slot::with_lease_path(.., LeasePath::AsymmetricFence)`, or every slot
 //! when `CUTOVER_LEASE_PATH=asymmetric` is set.
+//!
+//! A child of `fork()` keeps both registrations (the process's and its one
+//! thread's `rseq` area), so its cutovers work as the parent's
+//! (`tests/fork.rs`).
 
 use std::sync::OnceLock;
 
