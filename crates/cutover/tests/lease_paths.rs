@@ -370,6 +370,7 @@ fn plain_updates_are_fenced_by_the_barrier() {
 fn leases_taken_in_signal_handlers_are_counted_exactly() {
     use std::sync::atomic::AtomicPtr;
 
+    const SIGNALS: usize = 10_000;
     static SLOT: AtomicPtr<Slot<Value>> = AtomicPtr::new(std::ptr::null_mut());
     static HANDLED: AtomicUsize = AtomicUsize::new(0);
 
@@ -389,13 +390,14 @@ fn leases_taken_in_signal_handlers_are_counted_exactly() {
         let slot = Box::new(slot(path, &table));
         SLOT.store(std::ptr::addr_of!(*slot).cast_mut(), Ordering::SeqCst);
         HANDLED.store(0, Ordering::SeqCst);
-        // SAFETY: installs a handler that only leases (see above) for
-        // SIGUSR1, which nothing else in this test binary uses.
+        // SAFETY: installs a handler that only leases (see above) for a
+        // real-time signal (queued, never merged), which nothing else in
+        // this test binary uses.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = take_and_keep as extern "C" fn(libc::c_int) as libc::sighandler_t;
             action.sa_flags = libc::SA_RESTART;
-            assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+            assert_eq!(libc::sigaction(libc::SIGRTMIN(), &action, std::ptr::null_mut()), 0);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
@@ -419,12 +421,15 @@ fn leases_taken_in_signal_handlers_are_counted_exactly() {
             })
         };
         let target = rx.recv().expect("the leaser started") as libc::pthread_t;
-        for sent in 1..=10_000 {
-            // SAFETY: the leaser runs until `stop`, so the thread id is live.
-            assert_eq!(unsafe { libc::pthread_kill(target, libc::SIGUSR1) }, 0);
-            // One at a time: a signal sent while the previous one is pending
-            // would merge with it.
-            while HANDLED.load(Ordering::SeqCst) < sent {
+        // In batches of 16, each waited for, so that the handlers land at
+        // many points of the leaser's loop and never overflow the queue
+        // (real-time signals queue; they do not merge).
+        for batch in 1..=SIGNALS / 16 {
+            for _ in 0..16 {
+                // SAFETY: the leaser runs until `stop`, so the thread id is live.
+                assert_eq!(unsafe { libc::pthread_kill(target, libc::SIGRTMIN()) }, 0);
+            }
+            while HANDLED.load(Ordering::SeqCst) < batch * 16 {
                 thread::yield_now();
             }
         }

@@ -121,7 +121,11 @@ mod imp {
     /// handler = label 4), in a data section, 32-byte aligned as the `rseq`
     /// ABI requires; and the abort handler, after the 4-byte signature
     /// glibc registered (`RSEQ_SIG`, 0x53053053, as the operand of a `ud1`
-    /// so that it is never executed), which starts the sequence over.
+    /// so that it is never executed), which starts the sequence over from
+    /// label 9, *arming it again*: the kernel clears the thread's
+    /// `rseq_cs` when it aborts a sequence, so a restart that skipped the
+    /// arming store would run unprotected (a second interruption would not
+    /// abort it; found by `leases_taken_in_signal_handlers_are_counted_exactly`).
     macro_rules! rseq_descriptor {
         () => {
             concat!(
@@ -135,7 +139,7 @@ mod imp {
                 ".byte 0x0f, 0xb9, 0x3d\n",
                 ".long 0x53053053\n",
                 "4:\n",
-                "jmp 2b\n",
+                "jmp 9b\n",
                 ".popsection",
             )
         };
@@ -242,11 +246,13 @@ mod imp {
         // SAFETY: forwarded from the caller. The sequence runs from label 2
         // to the commit store before label 6; an interruption in between
         // makes the kernel resume at label 4 (after the signature glibc
-        // registered, 0x53053053), which starts over. Nothing before the
+        // registered, 0x53053053), which arms it again and starts over (label
+        // 9). Nothing before the
         // commit writes memory; the descriptor (label 3) is in a data
         // section, 32-byte aligned, as the `rseq` ABI requires.
         unsafe {
             asm!(
+                "9:",
                 "lea {tmp}, [rip + 3f]",
                 "mov qword ptr fs:[{rseq} + 8], {tmp}",
                 "2:",
@@ -300,6 +306,7 @@ mod imp {
         // SAFETY: as in `owned_acquire`.
         unsafe {
             asm!(
+                "9:",
                 "lea {tmp}, [rip + 3f]",
                 "mov qword ptr fs:[{rseq} + 8], {tmp}",
                 "2:",
