@@ -116,7 +116,8 @@ mod imp {
     /// (glibc's `__rseq_offset`), `isize::MIN` until known.
     static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(isize::MIN);
 
-    /// The end of an owner's restartable sequence: its descriptor (label
+    /// The start of an owner's restartable sequence (`rseq_start!`, labels
+    /// 9 and 2) and its end (`rseq_descriptor!`): its descriptor (label
     /// 3: version, flags, start = label 2, length up to label 6, abort
     /// handler = label 4), in a data section, 32-byte aligned as the `rseq`
     /// ABI requires; and the abort handler, after the 4-byte signature
@@ -126,6 +127,15 @@ mod imp {
     /// `rseq_cs` when it aborts a sequence, so a restart that skipped the
     /// arming store would run unprotected (a second interruption would not
     /// abort it; found by `leases_taken_in_signal_handlers_are_counted_exactly`).
+    macro_rules! rseq_start {
+        () => {
+            // Label 9: arm the sequence (the thread's `rseq_cs` = label 3's
+            // descriptor); the abort handler comes back here. Label 2: the
+            // sequence starts. Uses the operands `tmp` (clobbered) and `rseq`.
+            concat!("9:\n", "lea {tmp}, [rip + 3f]\n", "mov qword ptr fs:[{rseq} + 8], {tmp}\n", "2:",)
+        };
+    }
+
     macro_rules! rseq_descriptor {
         () => {
             concat!(
@@ -246,16 +256,13 @@ mod imp {
         // SAFETY: forwarded from the caller. The sequence runs from label 2
         // to the commit store before label 6; an interruption in between
         // makes the kernel resume at label 4 (after the signature glibc
-        // registered, 0x53053053), which arms it again and starts over (label
-        // 9). Nothing before the
-        // commit writes memory; the descriptor (label 3) is in a data
-        // section, 32-byte aligned, as the `rseq` ABI requires.
+        // registered, 0x53053053), which arms it again and starts over
+        // (label 9). Nothing before the commit writes memory; the descriptor
+        // (label 3) is in a data section, 32-byte aligned, as the `rseq` ABI
+        // requires.
         unsafe {
             asm!(
-                "9:",
-                "lea {tmp}, [rip + 3f]",
-                "mov qword ptr fs:[{rseq} + 8], {tmp}",
-                "2:",
+                rseq_start!(),
                 "mov {rec}, qword ptr [{cur}]",
                 "cmp byte ptr [{rec}], 0",
                 "jne 5f",
@@ -306,10 +313,7 @@ mod imp {
         // SAFETY: as in `owned_acquire`.
         unsafe {
             asm!(
-                "9:",
-                "lea {tmp}, [rip + 3f]",
-                "mov qword ptr fs:[{rseq} + 8], {tmp}",
-                "2:",
+                rseq_start!(),
                 "cmp byte ptr [{rec}], 0",
                 "jne 5f",
                 "mov {tmp}, qword ptr [{rec} + {off} + 8]",

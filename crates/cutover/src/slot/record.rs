@@ -722,8 +722,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// of receiving a five-word `Acquired` through memory.
     #[inline(never)]
     fn count(&self) -> Option<Counted<T>> {
+        // An owner thread's lease never gets here: `acquire` took it inline.
         match owner_index() {
-            Some(index) if index < self.owners => self.acquire_owned(index),
             Some(index) => self.acquire_atomic(index),
             None => self.acquire_first(),
         }
