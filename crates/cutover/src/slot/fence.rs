@@ -103,7 +103,10 @@ pub(crate) use imp::{owned_acquire, owned_release};
 mod imp {
     use std::{
         arch::asm,
-        sync::atomic::{AtomicIsize, Ordering},
+        sync::{
+            atomic::{AtomicIsize, Ordering},
+            OnceLock,
+        },
     };
 
     use super::Update;
@@ -113,7 +116,8 @@ mod imp {
     const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 8;
 
     /// The offset of the thread's `struct rseq` from the thread pointer
-    /// (glibc's `__rseq_offset`), `isize::MIN` until known.
+    /// (glibc's `__rseq_offset`), set by [`rseq_offset`] before any slot can
+    /// have owners (`available` calls it), read by the owners' sequences.
     static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(isize::MIN);
 
     /// The start of an owner's restartable sequence (`rseq_start!`, labels
@@ -164,31 +168,31 @@ mod imp {
 
     /// glibc's `rseq` area offset, if glibc registered one (it does for
     /// every thread since 2.35, unless disabled with the tunable
-    /// `glibc.pthread.rseq=0`). Looked up with `dlsym`, so that linking
-    /// does not need a glibc that has the symbols.
+    /// `glibc.pthread.rseq=0`). Looked up once, with `dlsym`, so that
+    /// linking does not need a glibc that has the symbols; also kept in
+    /// [`RSEQ_OFFSET`] for the owners' sequences.
     fn rseq_offset() -> Option<isize> {
-        let known = RSEQ_OFFSET.load(Ordering::Relaxed);
-        if known != isize::MIN {
-            return Some(known);
-        }
-        // SAFETY: `dlsym` with a NUL-terminated name; the results are read
-        // only if not null, as the types glibc documents (`unsigned int`,
-        // `ptrdiff_t`), and they are constant after start-up.
-        let (size, offset) = unsafe {
-            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()).cast::<libc::c_uint>();
-            let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()).cast::<isize>();
-            if size.is_null() || offset.is_null() {
+        static FOUND: OnceLock<Option<isize>> = OnceLock::new();
+        *FOUND.get_or_init(|| {
+            // SAFETY: `dlsym` with a NUL-terminated name; the results are
+            // read only if not null, as the types glibc documents (`unsigned
+            // int`, `ptrdiff_t`), and they are constant after start-up.
+            let (size, offset) = unsafe {
+                let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()).cast::<libc::c_uint>();
+                let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()).cast::<isize>();
+                if size.is_null() || offset.is_null() {
+                    return None;
+                }
+                (size.read(), offset.read())
+            };
+            // `rseq_cs` is at bytes 8..16 of the area: registered areas are
+            // at least 20 bytes (0 means glibc did not register).
+            if size < 16 {
                 return None;
             }
-            (size.read(), offset.read())
-        };
-        // `rseq_cs` is at bytes 8..16 of the area: registered areas are at
-        // least 20 bytes (0 means glibc did not register).
-        if size < 16 {
-            return None;
-        }
-        RSEQ_OFFSET.store(offset, Ordering::Relaxed);
-        Some(offset)
+            RSEQ_OFFSET.store(offset, Ordering::Relaxed);
+            Some(offset)
+        })
     }
 
     pub(super) fn register() -> bool {
