@@ -24,7 +24,7 @@
 
 use std::{
     borrow::Borrow,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     hash::{BuildHasher, Hash, RandomState},
     sync::Arc,
@@ -301,11 +301,11 @@ where
         let replaced = {
             let _write = lock(&self.write);
             let current = self.map.current();
-            let taken = incoming
-                .iter()
-                .enumerate()
-                .find(|(i, (key, _))| current.contains_key(key) || incoming[..*i].iter().any(|(k, _)| k == key));
-            if let Some((_, (key, _))) = taken {
+            // Repeats within the batch are found with a set (hashing with
+            // the map's own hasher), so a batch of n costs O(n), not O(n²).
+            let mut seen = HashSet::with_capacity_and_hasher(incoming.len(), current.hasher().clone());
+            let taken = incoming.iter().find(|(key, _)| current.contains_key(key) || !seen.insert(key));
+            if let Some((key, _)) = taken {
                 let err = RegistryError::AlreadyExists { key: format!("{key:?}") };
                 drop(_write);
                 // The refused slots (and their values) go after the lock.

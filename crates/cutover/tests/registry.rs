@@ -73,6 +73,20 @@ fn errors_name_the_key() {
 }
 
 #[test]
+fn extend_names_the_first_key_repeated_within_the_batch() {
+    let r = registry();
+    let slot = |k: &str| (k.to_string(), Slot::new(PluginId::new(k), Arc::new(|x: i64| x) as Arc<Scalar>));
+    let e = r.extend([slot("x"), slot("y"), slot("z"), slot("y"), slot("x")]).unwrap_err();
+    assert_eq!(e, RegistryError::AlreadyExists { key: "\"y\"".into() });
+    assert!(r.is_empty(), "extend is all or nothing");
+    // A large batch with one repeat at the very end is refused too.
+    let n = if cfg!(miri) { 50 } else { 20_000 };
+    let batch = (0..n).map(|i| slot(&format!("p{i}"))).chain([slot("p0")]);
+    assert_eq!(r.extend(batch).unwrap_err(), RegistryError::AlreadyExists { key: "\"p0\"".into() });
+    assert!(r.is_empty());
+}
+
+#[test]
 fn ten_thousand_plugins() {
     let n = if cfg!(miri) { 100 } else { 10_000 };
     let r = registry();
