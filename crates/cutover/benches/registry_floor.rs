@@ -1,0 +1,424 @@
+//! The floor of a registry lookup spread over 10,000 plugins (issue 14,
+//! item 2): what the memory layout and the kind of counter update cost, apart
+//! from everything else a lease does.
+//!
+//! Run with `cargo bench -p cutover --bench registry_floor` (about 50 s;
+//! `CUTOVER_BENCH_QUICK=1` for a smoke run).
+//!
+//! Every row looks up the same 10,000 keys (`plugin-{i}`) in the same
+//! shuffled order, in a `HashMap<String, _>` with the standard hasher, and
+//! reads the plugin's `id` through the pointer it finds; each row builds its
+//! own keys, values and bookkeeping, allocated in the same order (key, value,
+//! bookkeeping, plugin after plugin). The rows, on one thread:
+//!
+//! * **arc-swap map of `ArcSwap`** (the baseline): `load()` the map, `get`,
+//!   `load()` the entry, as in the `cutover` bench's registry section.
+//! * **cutover `Registry`**, on the atomic and on the asymmetric-fence path:
+//!   the real thing.
+//! * **Models**, which are *not* lease protocols (no drain, no cutover: no
+//!   writer runs), only their memory traffic:
+//!   * *per-record counters*: today's layout. The entry points at a 256-byte
+//!     shared state whose first word is the current record; the record
+//!     (640 bytes: a header line with the value pointer, then four stripes
+//!     128 bytes apart) is a separate allocation; the entry's prefetch hint
+//!     names the record, the stripe and the value. The lease increments the
+//!     thread's stripe, the release another counter in it.
+//!   * *dense per-thread counters*: the current-record pointer and the value
+//!     pointer share one 24-byte line per plugin, and the thread's counters
+//!     for every plugin are one array (16 bytes a plugin: 160 KB for 10,000).
+//!   * *two hops, dense per-thread counters*: today's two hops (shared
+//!     state, then a separate record header holding the value and the
+//!     record's counter index) with the counters of the dense layout: which
+//!     part of the gap the counters make, which the hops;
+//!   * each with *locked* updates (a `lock xadd`, as on the atomic path, and
+//!     the validating load of the current pointer after it) or *plain* ones
+//!     (a load and a store, as in the asymmetric-fence path's restartable
+//!     sequences);
+//!   * *no counting*: the dense layout's lookup and dereference alone.
+//!
+//! Rows are measured interleaved, round after round (a round: one pass over
+//! all keys to warm up, then five timed ones); the table gives the minimum
+//! and the median ns per lookup over the timed passes, and each as a ratio
+//! to the baseline's. On a shared host, whose neighbours thrash the last
+//! level cache, the minimum is the figure to read: a pass no neighbour
+//! disturbed. Results and their reading: BENCHMARKS.md, "Issue 14,
+//! item 2: the floor".
+
+use std::{
+    collections::HashMap,
+    hint::black_box,
+    sync::{
+        atomic::{AtomicPtr, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use arc_swap::ArcSwap;
+use cutover::{LeasePath, PluginId, Registry, Slot};
+
+const PLUGINS: usize = 10_000;
+
+/// Timed passes over all keys per row and round, after one to warm up.
+const PASSES: usize = 5;
+
+/// A plugin value, as in the `cutover` bench (32 bytes behind an `Arc`).
+struct Plugin {
+    id: u64,
+    _payload: [u64; 3],
+}
+
+fn plugin(id: usize) -> Arc<Plugin> {
+    Arc::new(Plugin { id: id as u64, _payload: [id as u64; 3] })
+}
+
+fn key(i: usize) -> String {
+    format!("plugin-{i}")
+}
+
+/// The lookup order: every key once, shuffled (xorshift64*, fixed seed).
+fn lookup_order() -> Vec<String> {
+    let mut keys: Vec<String> = (0..PLUGINS).map(key).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..keys.len()).rev() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        keys.swap(i, (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize);
+    }
+    keys
+}
+
+/// How a row is built (for its turn in each round).
+type Build = fn() -> Box<dyn Row>;
+
+/// One row: look `key` up and read the plugin's id.
+trait Row {
+    fn lookup(&self, key: &str) -> u64;
+}
+
+struct ArcSwapMap(ArcSwap<HashMap<String, Arc<ArcSwap<Plugin>>>>);
+
+impl ArcSwapMap {
+    fn new() -> Self {
+        let map = (0..PLUGINS).map(|i| (key(i), Arc::new(ArcSwap::new(plugin(i))))).collect();
+        Self(ArcSwap::from_pointee(map))
+    }
+}
+
+impl Row for ArcSwapMap {
+    #[inline]
+    fn lookup(&self, key: &str) -> u64 {
+        let map = self.0.load();
+        let entry = map.get(key).expect("registered key").load();
+        black_box(&**entry).id
+    }
+}
+
+struct CutoverRegistry(Registry<String, Plugin>);
+
+impl CutoverRegistry {
+    fn new(path: LeasePath) -> Self {
+        let registry = Registry::new();
+        registry
+            .extend((0..PLUGINS).map(|i| {
+                let key = key(i);
+                let slot = Slot::with_lease_path(PluginId::new(&key), plugin(i), 4, path);
+                (key, slot)
+            }))
+            .expect("distinct keys");
+        Self(registry)
+    }
+}
+
+impl Row for CutoverRegistry {
+    #[inline]
+    fn lookup(&self, key: &str) -> u64 {
+        let lease = self.0.lease(key).expect("registered key");
+        black_box(&*lease).id
+    }
+}
+
+/// A counter update: a locked read-modify-write, or a plain load and store.
+#[derive(Clone, Copy, PartialEq)]
+enum Update {
+    Locked,
+    Plain,
+}
+
+impl Update {
+    #[inline(always)]
+    fn bump(self, counter: &AtomicU64) {
+        match self {
+            Update::Locked => {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            Update::Plain => counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// A prefetch into every cache level; never faults, whatever the address.
+#[inline(always)]
+fn prefetch<P>(p: *const P) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` (SSE, baseline on x86-64) only hints the cache; it
+    // reads nothing the program can observe and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Two counters of one thread, 128 bytes from the next thread's.
+#[repr(C, align(128))]
+struct StripeModel {
+    acquired: AtomicU64,
+    released: AtomicU64,
+}
+
+/// A generation record as laid out today: a header line, then the stripes.
+#[repr(C, align(128))]
+struct RecordModel {
+    value: Arc<Plugin>,
+    stripes: [StripeModel; 4],
+}
+
+/// A slot's shared state: the current record first, then cold fields.
+#[repr(C, align(64))]
+struct SharedModel {
+    current: AtomicPtr<RecordModel>,
+    _cold: [u64; 31],
+}
+
+struct PerRecordEntry {
+    shared: Arc<SharedModel>,
+    hint_record: *const RecordModel,
+    hint_value: *const Plugin,
+    /// Keeps the record `shared.current` points at alive.
+    _record: Arc<RecordModel>,
+}
+
+struct PerRecord {
+    map: HashMap<String, PerRecordEntry>,
+    update: Update,
+    _values: Vec<Arc<Plugin>>,
+}
+
+impl PerRecord {
+    fn new(update: Update) -> Self {
+        let mut map = HashMap::with_capacity(PLUGINS);
+        let mut values = Vec::with_capacity(PLUGINS);
+        for i in 0..PLUGINS {
+            let key = key(i);
+            let value = plugin(i);
+            let shared = Arc::new(SharedModel { current: AtomicPtr::default(), _cold: [0; 31] });
+            let record = Arc::new(RecordModel {
+                value: Arc::clone(&value),
+                stripes: std::array::from_fn(|_| StripeModel {
+                    acquired: AtomicU64::new(0),
+                    released: AtomicU64::new(0),
+                }),
+            });
+            shared.current.store(Arc::as_ptr(&record).cast_mut(), Ordering::Release);
+            let entry = PerRecordEntry {
+                shared,
+                hint_record: Arc::as_ptr(&record),
+                hint_value: Arc::as_ptr(&value),
+                _record: record,
+            };
+            map.insert(key, entry);
+            values.push(value);
+        }
+        Self { map, update, _values: values }
+    }
+}
+
+impl Row for PerRecord {
+    #[inline]
+    fn lookup(&self, key: &str) -> u64 {
+        let entry = self.map.get(key).expect("registered key");
+        prefetch(entry.hint_record);
+        // Stripe 0: the benchmark thread's (a prefetch of a field address
+        // computed without dereferencing).
+        prefetch(entry.hint_record.wrapping_byte_add(128));
+        prefetch(entry.hint_value);
+        let record = entry.shared.current.load(Ordering::Acquire);
+        // SAFETY: the entry keeps its record alive, and it is never replaced.
+        let record = unsafe { &*record };
+        let stripe = &record.stripes[0];
+        self.update.bump(&stripe.acquired);
+        if self.update == Update::Locked {
+            assert!(std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), record));
+        }
+        let id = black_box(&*record.value).id;
+        self.update.bump(&stripe.released);
+        id
+    }
+}
+
+/// A record header alone: the value and the record's index into every
+/// thread's counter array.
+struct HeaderModel {
+    value: Arc<Plugin>,
+    index: usize,
+}
+
+/// A slot's shared state pointing at a [`HeaderModel`].
+#[repr(C, align(64))]
+struct SplitShared {
+    current: AtomicPtr<HeaderModel>,
+    _cold: [u64; 31],
+}
+
+struct SplitEntry {
+    shared: Arc<SplitShared>,
+    /// Keeps the header `shared.current` points at alive.
+    _header: Arc<HeaderModel>,
+}
+
+/// Today's two hops (shared state, then the record), with the counters moved
+/// out into dense per-thread arrays: which half of the gap is the counters'.
+struct Split {
+    map: HashMap<String, SplitEntry>,
+    counters: Box<[AtomicU64]>,
+    update: Update,
+}
+
+impl Split {
+    fn new(update: Update) -> Self {
+        let mut map = HashMap::with_capacity(PLUGINS);
+        for i in 0..PLUGINS {
+            let key = key(i);
+            let value = plugin(i);
+            let shared = Arc::new(SplitShared { current: AtomicPtr::default(), _cold: [0; 31] });
+            let header = Arc::new(HeaderModel { value, index: i });
+            shared.current.store(Arc::as_ptr(&header).cast_mut(), Ordering::Release);
+            map.insert(key, SplitEntry { shared, _header: header });
+        }
+        let counters = (0..2 * PLUGINS).map(|_| AtomicU64::new(0)).collect();
+        Self { map, counters, update }
+    }
+}
+
+impl Row for Split {
+    #[inline]
+    fn lookup(&self, key: &str) -> u64 {
+        let entry = self.map.get(key).expect("registered key");
+        let header = entry.shared.current.load(Ordering::Acquire);
+        // SAFETY: the entry keeps its header alive, and it is never replaced.
+        let header = unsafe { &*header };
+        self.update.bump(&self.counters[2 * header.index]);
+        if self.update == Update::Locked {
+            assert!(std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), header));
+        }
+        let id = black_box(&*header.value).id;
+        self.update.bump(&self.counters[2 * header.index + 1]);
+        id
+    }
+}
+
+/// One plugin's hot line in the dense layout: the current record and what
+/// a lease reads from it, side by side.
+struct DenseLine {
+    current: AtomicPtr<Plugin>,
+    index: usize,
+}
+
+struct Dense {
+    map: HashMap<String, Arc<DenseLine>>,
+    /// This thread's counters for every plugin: acquired, released.
+    counters: Box<[AtomicU64]>,
+    update: Option<Update>,
+    _values: Vec<Arc<Plugin>>,
+}
+
+impl Dense {
+    fn new(update: Option<Update>) -> Self {
+        let mut map = HashMap::with_capacity(PLUGINS);
+        let mut values = Vec::with_capacity(PLUGINS);
+        for i in 0..PLUGINS {
+            let key = key(i);
+            let value = plugin(i);
+            let line = Arc::new(DenseLine { current: AtomicPtr::new(Arc::as_ptr(&value).cast_mut()), index: i });
+            map.insert(key, line);
+            values.push(value);
+        }
+        let counters = (0..2 * PLUGINS).map(|_| AtomicU64::new(0)).collect();
+        Self { map, counters, update, _values: values }
+    }
+}
+
+impl Row for Dense {
+    #[inline]
+    fn lookup(&self, key: &str) -> u64 {
+        let line = self.map.get(key).expect("registered key");
+        let value = line.current.load(Ordering::Acquire);
+        let Some(update) = self.update else {
+            // SAFETY: the value is kept alive by `_values`.
+            return black_box(unsafe { &*value }).id;
+        };
+        update.bump(&self.counters[2 * line.index]);
+        if update == Update::Locked {
+            assert_eq!(line.current.load(Ordering::SeqCst), value);
+        }
+        // SAFETY: the value is kept alive by `_values`.
+        let id = black_box(unsafe { &*value }).id;
+        update.bump(&self.counters[2 * line.index + 1]);
+        id
+    }
+}
+
+fn main() {
+    let quick = std::env::var_os("CUTOVER_BENCH_QUICK").is_some();
+    let rounds = if quick { 5 } else { 80 };
+    let order = lookup_order();
+    let rows: [(&str, Build); 10] = [
+        ("arc-swap map of ArcSwap (baseline)", || Box::new(ArcSwapMap::new())),
+        ("cutover Registry, atomic path", || Box::new(CutoverRegistry::new(LeasePath::Atomic))),
+        ("cutover Registry, asymmetric-fence path", || Box::new(CutoverRegistry::new(LeasePath::AsymmetricFence))),
+        ("model: per-record counters, locked", || Box::new(PerRecord::new(Update::Locked))),
+        ("model: per-record counters, plain", || Box::new(PerRecord::new(Update::Plain))),
+        ("model: two hops, dense per-thread counters, locked", || Box::new(Split::new(Update::Locked))),
+        ("model: two hops, dense per-thread counters, plain", || Box::new(Split::new(Update::Plain))),
+        ("model: dense per-thread counters, locked", || Box::new(Dense::new(Some(Update::Locked)))),
+        ("model: dense per-thread counters, plain", || Box::new(Dense::new(Some(Update::Plain)))),
+        ("model: no counting (lookup + deref)", || Box::new(Dense::new(None))),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds * PASSES); rows.len()];
+    let mut sum = 0u64;
+    for _ in 0..rounds {
+        for ((_, build), samples) in rows.iter().zip(&mut samples) {
+            // Built afresh for its turn and freed after it, so that every
+            // row gets much the same memory from the allocator: where a
+            // structure lands moves these figures more than its layout does.
+            let row = build();
+            for key in &order {
+                sum = sum.wrapping_add(row.lookup(key));
+            }
+            for _ in 0..PASSES {
+                let start = Instant::now();
+                for key in &order {
+                    sum = sum.wrapping_add(row.lookup(key));
+                }
+                samples.push(start.elapsed().as_nanos() as f64 / PLUGINS as f64);
+            }
+        }
+    }
+    black_box(sum);
+    let stats: Vec<(f64, f64)> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort_by(f64::total_cmp);
+            (s[0], s[s.len() / 2])
+        })
+        .collect();
+    let (base_min, base_median) = stats[0];
+    println!("registry lookup + lease, 10,000 plugins, keys spread, 1 thread ({} passes):", rounds * PASSES);
+    println!("| row | min ns | min / baseline | median ns | median / baseline |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, _), (min, median)) in rows.iter().zip(&stats) {
+        println!("| {name} | {min:.0} | {:.2}× | {median:.0} | {:.2}× |", min / base_min, median / base_median);
+    }
+}
