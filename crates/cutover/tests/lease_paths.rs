@@ -406,8 +406,9 @@ fn leases_taken_in_signal_handlers_are_counted_exactly() {
             thread::spawn(move || {
                 // SAFETY: as in the handler.
                 let slot = unsafe { &*(slot as *const Slot<Value>) };
-                drop(slot.lease()); // take this thread's index before the first signal
-                                    // SAFETY: `pthread_self` has no preconditions.
+                // Take this thread's index before the first signal.
+                drop(slot.lease());
+                // SAFETY: `pthread_self` has no preconditions.
                 tx.send(unsafe { libc::pthread_self() } as usize).expect("main thread waits");
                 let mut held = Vec::with_capacity(1 << 16);
                 while !stop.load(Ordering::Relaxed) {

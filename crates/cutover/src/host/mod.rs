@@ -207,6 +207,13 @@ impl<P: Plugin> Host<P> {
     }
 
     /// Snapshots of every loaded plugin, sorted by id.
+    ///
+    /// Each snapshot is of one moment of its plugin; the list as a whole is
+    /// not one moment of the host: it holds the plugins loaded when it
+    /// started, each read in turn, so a change committed meanwhile may show
+    /// in some entries and not in others (and a plugin removed meanwhile is
+    /// still listed, as `Removed`). To see changes in commit order, use
+    /// [`subscribe`](Self::subscribe).
     pub fn snapshots(&self) -> Vec<PluginSnapshot> {
         let entries: Vec<_> = lock(&self.entries).values().cloned().collect();
         entries.iter().map(|e| e.snapshot(&self.plugins)).collect()
