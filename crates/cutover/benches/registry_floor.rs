@@ -2,14 +2,17 @@
 //! item 2): what the memory layout and the kind of counter update cost, apart
 //! from everything else a lease does.
 //!
-//! Run with `cargo bench -p cutover --bench registry_floor` (about 50 s;
+//! Run with `cargo bench -p cutover --bench registry_floor` (about 2 minutes;
 //! `CUTOVER_BENCH_QUICK=1` for a smoke run).
 //!
 //! Every row looks up the same 10,000 keys (`plugin-{i}`) in the same
 //! shuffled order, in a `HashMap<String, _>` with the standard hasher, and
 //! reads the plugin's `id` through the pointer it finds; each row builds its
 //! own keys, values and bookkeeping, allocated in the same order (key, value,
-//! bookkeeping, plugin after plugin). The rows, on one thread:
+//! bookkeeping, plugin after plugin). Each row is measured on 1 thread, then
+//! on 2 threads at once (each looking up every key, in the same order; the
+//! models keep each thread's counters apart, as stripes or arrays). The
+//! rows:
 //!
 //! * **arc-swap map of `ArcSwap`** (the baseline): `load()` the map, `get`,
 //!   `load()` the entry, as in the `cutover` bench's registry section.
@@ -49,8 +52,9 @@ use std::{
     hint::black_box,
     sync::{
         atomic::{AtomicPtr, AtomicU64, Ordering},
-        Arc,
+        Arc, Barrier,
     },
+    thread,
     time::Instant,
 };
 
@@ -92,10 +96,14 @@ fn lookup_order() -> Vec<String> {
 /// How a row is built (for its turn in each round).
 type Build = fn() -> Box<dyn Row>;
 
-/// One row: look `key` up and read the plugin's id.
-trait Row {
-    fn lookup(&self, key: &str) -> u64;
+/// One row: look `key` up and read the plugin's id, on benchmark thread
+/// `thread` (0 or 1: the models keep that thread's counters apart).
+trait Row: Sync {
+    fn lookup(&self, key: &str, thread: usize) -> u64;
 }
+
+/// How many threads a model keeps counters for.
+const THREADS: usize = 2;
 
 struct ArcSwapMap(ArcSwap<HashMap<String, Arc<ArcSwap<Plugin>>>>);
 
@@ -108,7 +116,7 @@ impl ArcSwapMap {
 
 impl Row for ArcSwapMap {
     #[inline]
-    fn lookup(&self, key: &str) -> u64 {
+    fn lookup(&self, key: &str, _thread: usize) -> u64 {
         let map = self.0.load();
         let entry = map.get(key).expect("registered key").load();
         black_box(&**entry).id
@@ -133,7 +141,7 @@ impl CutoverRegistry {
 
 impl Row for CutoverRegistry {
     #[inline]
-    fn lookup(&self, key: &str) -> u64 {
+    fn lookup(&self, key: &str, _thread: usize) -> u64 {
         let lease = self.0.lease(key).expect("registered key");
         black_box(&*lease).id
     }
@@ -194,8 +202,9 @@ struct SharedModel {
 
 struct PerRecordEntry {
     shared: Arc<SharedModel>,
-    hint_record: *const RecordModel,
-    hint_value: *const Plugin,
+    /// Prefetch addresses only (never dereferenced), as integers.
+    hint_record: usize,
+    hint_value: usize,
     /// Keeps the record `shared.current` points at alive.
     _record: Arc<RecordModel>,
 }
@@ -224,8 +233,8 @@ impl PerRecord {
             shared.current.store(Arc::as_ptr(&record).cast_mut(), Ordering::Release);
             let entry = PerRecordEntry {
                 shared,
-                hint_record: Arc::as_ptr(&record),
-                hint_value: Arc::as_ptr(&value),
+                hint_record: Arc::as_ptr(&record) as usize,
+                hint_value: Arc::as_ptr(&value) as usize,
                 _record: record,
             };
             map.insert(key, entry);
@@ -237,17 +246,16 @@ impl PerRecord {
 
 impl Row for PerRecord {
     #[inline]
-    fn lookup(&self, key: &str) -> u64 {
+    fn lookup(&self, key: &str, thread: usize) -> u64 {
         let entry = self.map.get(key).expect("registered key");
-        prefetch(entry.hint_record);
-        // Stripe 0: the benchmark thread's (a prefetch of a field address
-        // computed without dereferencing).
-        prefetch(entry.hint_record.wrapping_byte_add(128));
-        prefetch(entry.hint_value);
+        prefetch(entry.hint_record as *const u8);
+        // The thread's stripe.
+        prefetch((entry.hint_record + 128 * (thread + 1)) as *const u8);
+        prefetch(entry.hint_value as *const u8);
         let record = entry.shared.current.load(Ordering::Acquire);
         // SAFETY: the entry keeps its record alive, and it is never replaced.
         let record = unsafe { &*record };
-        let stripe = &record.stripes[0];
+        let stripe = &record.stripes[thread];
         self.update.bump(&stripe.acquired);
         if self.update == Update::Locked {
             assert!(std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), record));
@@ -256,6 +264,12 @@ impl Row for PerRecord {
         self.update.bump(&stripe.released);
         id
     }
+}
+
+/// Every thread's counter array: two counters (acquired, released) per
+/// plugin, each thread's in its own allocation.
+fn counter_arrays() -> [Box<[AtomicU64]>; THREADS] {
+    std::array::from_fn(|_| (0..2 * PLUGINS).map(|_| AtomicU64::new(0)).collect())
 }
 
 /// A record header alone: the value and the record's index into every
@@ -282,7 +296,7 @@ struct SplitEntry {
 /// out into dense per-thread arrays: which half of the gap is the counters'.
 struct Split {
     map: HashMap<String, SplitEntry>,
-    counters: Box<[AtomicU64]>,
+    counters: [Box<[AtomicU64]>; THREADS],
     update: Update,
 }
 
@@ -297,24 +311,24 @@ impl Split {
             shared.current.store(Arc::as_ptr(&header).cast_mut(), Ordering::Release);
             map.insert(key, SplitEntry { shared, _header: header });
         }
-        let counters = (0..2 * PLUGINS).map(|_| AtomicU64::new(0)).collect();
-        Self { map, counters, update }
+        Self { map, counters: counter_arrays(), update }
     }
 }
 
 impl Row for Split {
     #[inline]
-    fn lookup(&self, key: &str) -> u64 {
+    fn lookup(&self, key: &str, thread: usize) -> u64 {
         let entry = self.map.get(key).expect("registered key");
+        let counters = &self.counters[thread];
         let header = entry.shared.current.load(Ordering::Acquire);
         // SAFETY: the entry keeps its header alive, and it is never replaced.
         let header = unsafe { &*header };
-        self.update.bump(&self.counters[2 * header.index]);
+        self.update.bump(&counters[2 * header.index]);
         if self.update == Update::Locked {
             assert!(std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), header));
         }
         let id = black_box(&*header.value).id;
-        self.update.bump(&self.counters[2 * header.index + 1]);
+        self.update.bump(&counters[2 * header.index + 1]);
         id
     }
 }
@@ -328,8 +342,8 @@ struct DenseLine {
 
 struct Dense {
     map: HashMap<String, Arc<DenseLine>>,
-    /// This thread's counters for every plugin: acquired, released.
-    counters: Box<[AtomicU64]>,
+    /// Each thread's counters for every plugin: acquired, released.
+    counters: [Box<[AtomicU64]>; THREADS],
     update: Option<Update>,
     _values: Vec<Arc<Plugin>>,
 }
@@ -345,27 +359,27 @@ impl Dense {
             map.insert(key, line);
             values.push(value);
         }
-        let counters = (0..2 * PLUGINS).map(|_| AtomicU64::new(0)).collect();
-        Self { map, counters, update, _values: values }
+        Self { map, counters: counter_arrays(), update, _values: values }
     }
 }
 
 impl Row for Dense {
     #[inline]
-    fn lookup(&self, key: &str) -> u64 {
+    fn lookup(&self, key: &str, thread: usize) -> u64 {
         let line = self.map.get(key).expect("registered key");
+        let counters = &self.counters[thread];
         let value = line.current.load(Ordering::Acquire);
         let Some(update) = self.update else {
             // SAFETY: the value is kept alive by `_values`.
             return black_box(unsafe { &*value }).id;
         };
-        update.bump(&self.counters[2 * line.index]);
+        update.bump(&counters[2 * line.index]);
         if update == Update::Locked {
             assert_eq!(line.current.load(Ordering::SeqCst), value);
         }
         // SAFETY: the value is kept alive by `_values`.
         let id = black_box(unsafe { &*value }).id;
-        update.bump(&self.counters[2 * line.index + 1]);
+        update.bump(&counters[2 * line.index + 1]);
         id
     }
 }
@@ -386,27 +400,56 @@ fn main() {
         ("model: dense per-thread counters, plain", || Box::new(Dense::new(Some(Update::Plain)))),
         ("model: no counting (lookup + deref)", || Box::new(Dense::new(None))),
     ];
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds * PASSES); rows.len()];
-    let mut sum = 0u64;
+    for threads in 1..=THREADS {
+        let samples = measure(&rows, &order, rounds, threads);
+        report(&rows, samples, threads);
+    }
+}
+
+/// Every row's per-pass ns per lookup, on `threads` threads at once (all
+/// the threads' passes pooled).
+fn measure(rows: &[(&str, Build)], order: &[String], rounds: usize, threads: usize) -> Vec<Vec<f64>> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds * PASSES * threads); rows.len()];
     for _ in 0..rounds {
         for ((_, build), samples) in rows.iter().zip(&mut samples) {
             // Built afresh for its turn and freed after it, so that every
             // row gets much the same memory from the allocator: where a
             // structure lands moves these figures more than its layout does.
             let row = build();
-            for key in &order {
-                sum = sum.wrapping_add(row.lookup(key));
-            }
-            for _ in 0..PASSES {
-                let start = Instant::now();
-                for key in &order {
-                    sum = sum.wrapping_add(row.lookup(key));
-                }
-                samples.push(start.elapsed().as_nanos() as f64 / PLUGINS as f64);
-            }
+            let start = Barrier::new(threads);
+            let passes: Vec<Vec<f64>> = thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|thread| {
+                        let (row, start) = (&row, &start);
+                        scope.spawn(move || {
+                            let mut sum = 0u64;
+                            start.wait();
+                            for key in order {
+                                sum = sum.wrapping_add(row.lookup(key, thread));
+                            }
+                            let mut passes = Vec::with_capacity(PASSES);
+                            for _ in 0..PASSES {
+                                let began = Instant::now();
+                                for key in order {
+                                    sum = sum.wrapping_add(row.lookup(key, thread));
+                                }
+                                passes.push(began.elapsed().as_nanos() as f64 / PLUGINS as f64);
+                            }
+                            black_box(sum);
+                            passes
+                        })
+                    })
+                    .collect();
+                workers.into_iter().map(|w| w.join().expect("benchmark thread")).collect()
+            });
+            samples.extend(passes.into_iter().flatten());
         }
     }
-    black_box(sum);
+    samples
+}
+
+/// Print one table: minimum and median per row, and as ratios to row 0's.
+fn report(rows: &[(&str, Build)], mut samples: Vec<Vec<f64>>, threads: usize) {
     let stats: Vec<(f64, f64)> = samples
         .iter_mut()
         .map(|s| {
@@ -415,7 +458,9 @@ fn main() {
         })
         .collect();
     let (base_min, base_median) = stats[0];
-    println!("registry lookup + lease, 10,000 plugins, keys spread, 1 thread ({} passes):", rounds * PASSES);
+    let passes = samples[0].len();
+    let plural = if threads == 1 { "" } else { "s" };
+    println!("registry lookup + lease, 10,000 plugins, keys spread, {threads} thread{plural} ({passes} passes):");
     println!("| row | min ns | min / baseline | median ns | median / baseline |");
     println!("|---|---:|---:|---:|---:|");
     for ((name, _), (min, median)) in rows.iter().zip(&stats) {
