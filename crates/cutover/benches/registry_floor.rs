@@ -26,13 +26,17 @@
 //!     128 bytes apart) is a separate allocation; the entry's prefetch hint
 //!     names the record, the stripe and the value. The lease increments the
 //!     thread's stripe, the release another counter in it.
-//!   * *dense per-thread counters*: the current-record pointer and the value
-//!     pointer share one 24-byte line per plugin, and the thread's counters
-//!     for every plugin are one array (16 bytes a plugin: 160 KB for 10,000).
+//!   * *one hop, dense per-thread counters*: the current-record pointer and
+//!     the value pointer share one small allocation per plugin, and the
+//!     thread's counters for every plugin are one array (16 bytes a plugin:
+//!     160 KB for 10,000).
 //!   * *two hops, dense per-thread counters*: today's two hops (shared
 //!     state, then a separate record header holding the value and the
 //!     record's counter index) with the counters of the dense layout: which
-//!     part of the gap the counters make, which the hops;
+//!     part of the gap the counters make, which the hops; *prefetched*: the
+//!     entry also names the header and the value, which the lookup
+//!     prefetches before it loads the current pointer (as the real
+//!     registry's entries do);
 //!   * each with *locked* updates (a `lock xadd`, as on the atomic path, and
 //!     the validating load of the current pointer after it) or *plain* ones
 //!     (a load and a store, as in the asymmetric-fence path's restartable
@@ -288,6 +292,9 @@ struct SplitShared {
 
 struct SplitEntry {
     shared: Arc<SplitShared>,
+    /// Prefetch addresses only (never dereferenced), as integers.
+    hint_header: usize,
+    hint_value: usize,
     /// Keeps the header `shared.current` points at alive.
     _header: Arc<HeaderModel>,
 }
@@ -298,20 +305,25 @@ struct Split {
     map: HashMap<String, SplitEntry>,
     counters: [Box<[AtomicU64]>; THREADS],
     update: Update,
+    /// Whether a lookup prefetches the header and the value (as the real
+    /// registry's entries do) before it loads the current pointer.
+    hinted: bool,
 }
 
 impl Split {
-    fn new(update: Update) -> Self {
+    fn new(update: Update, hinted: bool) -> Self {
         let mut map = HashMap::with_capacity(PLUGINS);
         for i in 0..PLUGINS {
             let key = key(i);
             let value = plugin(i);
             let shared = Arc::new(SplitShared { current: AtomicPtr::default(), _cold: [0; 31] });
+            let hint_value = Arc::as_ptr(&value) as usize;
             let header = Arc::new(HeaderModel { value, index: i });
             shared.current.store(Arc::as_ptr(&header).cast_mut(), Ordering::Release);
-            map.insert(key, SplitEntry { shared, _header: header });
+            let hint_header = Arc::as_ptr(&header) as usize;
+            map.insert(key, SplitEntry { shared, hint_header, hint_value, _header: header });
         }
-        Self { map, counters: counter_arrays(), update }
+        Self { map, counters: counter_arrays(), update, hinted }
     }
 }
 
@@ -320,6 +332,10 @@ impl Row for Split {
     fn lookup(&self, key: &str, thread: usize) -> u64 {
         let entry = self.map.get(key).expect("registered key");
         let counters = &self.counters[thread];
+        if self.hinted {
+            prefetch(entry.hint_header as *const u8);
+            prefetch(entry.hint_value as *const u8);
+        }
         let header = entry.shared.current.load(Ordering::Acquire);
         // SAFETY: the entry keeps its header alive, and it is never replaced.
         let header = unsafe { &*header };
@@ -388,16 +404,20 @@ fn main() {
     let quick = std::env::var_os("CUTOVER_BENCH_QUICK").is_some();
     let rounds = if quick { 5 } else { 80 };
     let order = lookup_order();
-    let rows: [(&str, Build); 10] = [
+    let rows: [(&str, Build); 12] = [
         ("arc-swap map of ArcSwap (baseline)", || Box::new(ArcSwapMap::new())),
         ("cutover Registry, atomic path", || Box::new(CutoverRegistry::new(LeasePath::Atomic))),
         ("cutover Registry, asymmetric-fence path", || Box::new(CutoverRegistry::new(LeasePath::AsymmetricFence))),
         ("model: per-record counters, locked", || Box::new(PerRecord::new(Update::Locked))),
         ("model: per-record counters, plain", || Box::new(PerRecord::new(Update::Plain))),
-        ("model: two hops, dense per-thread counters, locked", || Box::new(Split::new(Update::Locked))),
-        ("model: two hops, dense per-thread counters, plain", || Box::new(Split::new(Update::Plain))),
-        ("model: dense per-thread counters, locked", || Box::new(Dense::new(Some(Update::Locked)))),
-        ("model: dense per-thread counters, plain", || Box::new(Dense::new(Some(Update::Plain)))),
+        ("model: two hops, dense per-thread counters, locked", || Box::new(Split::new(Update::Locked, false))),
+        ("model: two hops, dense per-thread counters, plain", || Box::new(Split::new(Update::Plain, false))),
+        ("model: two hops prefetched, dense per-thread counters, locked", || {
+            Box::new(Split::new(Update::Locked, true))
+        }),
+        ("model: two hops prefetched, dense per-thread counters, plain", || Box::new(Split::new(Update::Plain, true))),
+        ("model: one hop, dense per-thread counters, locked", || Box::new(Dense::new(Some(Update::Locked)))),
+        ("model: one hop, dense per-thread counters, plain", || Box::new(Dense::new(Some(Update::Plain)))),
         ("model: no counting (lookup + deref)", || Box::new(Dense::new(None))),
     ];
     for threads in 1..=THREADS {
