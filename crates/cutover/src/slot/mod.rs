@@ -180,12 +180,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         let lifecycle = fresh_lifecycle(&id);
         let asymmetric = path == LeasePath::AsymmetricFence && fence::available();
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, stripe::PADDED, false, asymmetric) }
+        Self { shared: Shared::new(id, value, lifecycle, stripes, false, asymmetric) }
     }
 
     fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, stripe::PADDED, false, fence::default_on()) }
+        Self { shared: Shared::new(id, value, lifecycle, stripes, false, fence::default_on()) }
     }
 
     /// Which protocol this slot's leases use.
@@ -204,17 +204,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// map); nobody may wait on such a slot's drains.
     pub(crate) fn with_deferred_completion(id: PluginId, value: Arc<T>) -> Self {
         let lifecycle = fresh_lifecycle(&id);
-        Self {
-            shared: Shared::new(
-                id,
-                value,
-                lifecycle,
-                stripe::default_stripes(),
-                stripe::PADDED,
-                true,
-                fence::default_on(),
-            ),
-        }
+        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::default_on()) }
     }
 
     /// Complete the drains deferred by lease drops (see

@@ -240,18 +240,20 @@
 //! ```text
 //! offset 0    header line: incarnation (value, generation), draining   read by every lease
 //! offset 64   cold line(s): central, remote, tracker, next_deferred      draining / cross-thread releases
-//! offset 128  stripe 0, stripe 1 (+stride), ...                          one thread each
+//! offset 128  stripe 0, stripe 1 (+128), ...                             one thread each
 //! ```
 //!
-//! Stripe `i` is at `first_stripe + i * stride` bytes from the record's
-//! start. The stride is fixed per slot; every slot made today uses
-//! [`PADDED`](super::stripe::PADDED) (128 bytes, so that no two threads' counters share a line or
-//! an adjacent-line pair, and none shares one with the header), and the
-//! block is aligned to it (to 128 bytes at most). Smaller strides were
-//! measured: 16-byte counters make two threads leasing one slot write the
-//! same line (7x the lease cost), so they are not used. A lease stores its stripe as that
-//! byte offset, so its drop reaches the counter without reading the header
-//! or the slot.
+//! Stripe `i` is at `first_stripe + i * PADDED` bytes from the record's
+//! start, the same in every slot: [`PADDED`](super::stripe::PADDED) is 128
+//! bytes, so that no two threads' counters share a line or an adjacent-line
+//! pair, and none shares one with the header; the block is aligned to it.
+//! Smaller strides were measured: 16-byte counters make two threads leasing
+//! one slot write the same line (7x the lease cost), so they are not used.
+//! The stride is a constant (not a per-slot field) so that a lease's and a
+//! release's counter address is the record pointer plus an offset computed
+//! from the thread index alone, with no load. A lease stores its stripe as
+//! that byte offset, so its drop reaches the counter without reading the
+//! header or the slot.
 //!
 //! *Why it is safe.* The layout (header, then `mask + 1` stripes at fixed
 //! offsets) is computed once per slot ([`Shared::record_layout`]); `prepare`
@@ -262,7 +264,7 @@
 //! pointer the allocator returned (kept in `current`, the free list, `all`
 //! and each lease): its provenance covers the whole block, whereas a pointer
 //! derived from a reference to the header would cover the header only (the
-//! Miri runs check this). Offsets come from the slot's own mask and stride,
+//! Miri runs check this). Offsets come from the slot's own mask and `PADDED`,
 //! so they are always inside the block. Everything the protocol above says
 //! about "the stripe" holds unchanged: only where the counter lives moved.
 //!
@@ -287,7 +289,9 @@ use std::{
 use super::{
     fence,
     signal::DrainSignal,
-    stripe::{owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
+    stripe::{
+        owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES, PADDED,
+    },
     tracking::{Straggler, Tracker},
     Finalize,
 };
@@ -326,7 +330,7 @@ const OWNED_LIMIT: usize = (1u64 << 54) as usize;
 /// their own increment (count, epoch and [`DRAINING_BIT`]), and the counter
 /// the thread owning this index updates with plain stores (asymmetric-fence
 /// path only). Stripes live right after their record's header, in the same
-/// allocation, one every `stride` bytes (see "Memory layout" in the module
+/// allocation, one every [`PADDED`] bytes (see "Memory layout" in the module
 /// docs), written by one thread at a time in the common case.
 #[derive(Default)]
 #[repr(C)]
@@ -393,9 +397,7 @@ pub(crate) struct Record<T: ?Sized + 'static> {
     /// updating their counters with plain stores. The record's first byte:
     /// the owners' restartable sequences test it there (see `fence`).
     draining: AtomicBool,
-    /// log2 of the distance between two stripes, in bytes.
-    stride_shift: u8,
-    /// With the flags above, the line every lease reads (64-byte aligned:
+    /// With the flag above, the line every lease reads (64-byte aligned:
     /// first in the record).
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
     cold: Line<Cold<T>>,
@@ -405,7 +407,7 @@ pub(crate) struct Record<T: ?Sized + 'static> {
 const _: () = assert!(std::mem::offset_of!(Record<u8>, draining) == 0);
 
 /// Where stripe 0 starts in a record's allocation: after the header, on a
-/// 128-byte boundary (two lines: so that with the padded stride no stripe
+/// 128-byte boundary (two lines: so that with the [`PADDED`] stride no stripe
 /// shares an adjacent-line pair with the header).
 const fn first_stripe<T: ?Sized + 'static>() -> usize {
     std::mem::size_of::<Record<T>>().next_multiple_of(128)
@@ -427,10 +429,10 @@ unsafe fn stripe_at<'a, T: ?Sized + 'static>(record: *const Record<T>, offset: u
 }
 
 /// The offset of stripe `index` in a record whose stripes are
-/// `1 << stride_shift` bytes apart.
+/// [`PADDED`] bytes apart.
 #[inline(always)]
-fn stripe_offset<T: ?Sized + 'static>(index: usize, stride_shift: u8) -> usize {
-    first_stripe::<T>() + (index << stride_shift)
+fn stripe_offset<T: ?Sized + 'static>(index: usize) -> usize {
+    first_stripe::<T>() + index * PADDED
 }
 
 struct Writer<T: ?Sized + 'static> {
@@ -444,7 +446,7 @@ struct Writer<T: ?Sized + 'static> {
 /// The state a slot shares with its live generations and drain handles.
 ///
 /// `repr(C)`, with what every lease reads first (`current`, `mask`,
-/// `owners`, `stride_shift`, `tracking`: 35 bytes after the `Arc`'s two
+/// `owners`, `tracking`: 26 bytes after the `Arc`'s two
 /// counts), so that those fields share one cache line in most allocations.
 #[repr(C)]
 pub(crate) struct Shared<T: ?Sized + 'static> {
@@ -453,8 +455,6 @@ pub(crate) struct Shared<T: ?Sized + 'static> {
     /// Thread indices below this own a counter of each record and lease on
     /// the asymmetric-fence path; 0 on the atomic path (see the module docs).
     owners: usize,
-    /// log2 of the distance between two stripes of a record, in bytes.
-    stride_shift: u8,
     /// Straggler tracking on (see `tracking`).
     pub(crate) tracking: AtomicBool,
     /// Set once by [`Shared::close`]: the slot has no current generation.
@@ -546,7 +546,7 @@ impl<T: ?Sized + 'static> Shared<T> {
     /// this slot's records.
     #[inline(always)]
     fn offset(&self, index: usize) -> usize {
-        stripe_offset::<T>(index & self.mask, self.stride_shift)
+        stripe_offset::<T>(index & self.mask)
     }
 
     /// The offsets of every stripe of a record.
@@ -556,8 +556,8 @@ impl<T: ?Sized + 'static> Shared<T> {
 
     /// The layout of one record allocation: the header, then the stripes.
     fn record_layout(&self) -> Layout {
-        let stripes = (self.mask + 1) << self.stride_shift;
-        let align = std::mem::align_of::<Record<T>>().max((1usize << self.stride_shift).min(128));
+        let stripes = (self.mask + 1) * PADDED;
+        let align = std::mem::align_of::<Record<T>>().max(PADDED);
         match Layout::from_size_align(first_stripe::<T>() + stripes, align) {
             Ok(layout) => layout.pad_to_align(),
             Err(_) => unreachable!("a record layout is at most a few MB"),
@@ -569,25 +569,21 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// A slot serving `value` as generation 1, with `lifecycle` set `Active`.
     /// With `defer`, completions by lease drops are left to the writer side.
     /// Its records have `stripes` counters (rounded up to a power of two),
-    /// `stride` bytes apart (a power of two, at least 16; see
-    /// [`super::stripe::PADDED`]).
+    /// [`PADDED`] bytes apart.
     pub(crate) fn new(
         id: PluginId,
         value: Arc<T>,
         lifecycle: SharedLifecycle,
         stripes: usize,
-        stride: usize,
         defer: bool,
         asymmetric: bool,
     ) -> Arc<Self> {
         let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
-        let stride = stride.clamp(std::mem::size_of::<Stripe>(), 1 << 12).next_power_of_two();
         let owners = if asymmetric && usize::BITS >= 64 { stripes.min(fence::MAX_OWNERS) } else { 0 };
         let shared = Arc::new(Self {
             id,
             current: AtomicPtr::new(std::ptr::null_mut()),
             mask: stripes - 1,
-            stride_shift: stride.trailing_zeros() as u8,
             owners,
             closed: AtomicBool::new(false),
             tracking: AtomicBool::new(false),
@@ -630,13 +626,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 let record = block.cast::<Record<T>>();
                 // SAFETY: the block is ours, large enough and aligned for the
                 // header at offset 0 and for every stripe at its offset
-                // (`first_stripe` and the stride are multiples of their
+                // (`first_stripe` and `PADDED` are multiples of their
                 // alignment). Nothing else can reach it yet.
                 unsafe {
                     record.as_ptr().write(Record {
                         incarnation: UnsafeCell::new(None),
                         draining: AtomicBool::new(false),
-                        stride_shift: self.stride_shift,
                         cold: Line(Cold {
                             tail: Tail { central: AtomicUsize::new(BIAS), remote: AtomicUsize::new(0) },
                             tracker: Tracker::default(),
@@ -1074,7 +1069,6 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             value,
             mask: u32::try_from(self.mask).ok()?,
             first: u16::try_from(first_stripe::<T>()).ok()?,
-            stride_shift: self.stride_shift,
         })
     }
 
@@ -1157,7 +1151,6 @@ pub(crate) struct Hint {
     // (a hash bucket with a `String` key: one cache line).
     mask: u32,
     first: u16,
-    stride_shift: u8,
 }
 
 // SAFETY: the pointers are never dereferenced (prefetch addresses only).
@@ -1174,8 +1167,7 @@ impl Hint {
         #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let stripe = owner_index()
-                .map(|index| usize::from(self.first) + ((index & self.mask as usize) << self.stride_shift));
+            let stripe = owner_index().map(|index| usize::from(self.first) + (index & self.mask as usize) * PADDED);
             let record = self.record.as_ptr().cast_const();
             // SAFETY: `prefetcht0` (SSE, baseline on x86-64) takes any
             // address, valid or not, and never faults; the addresses are
@@ -1254,10 +1246,8 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
 /// and this thread holds `index`.
 #[inline]
 unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, index: usize) {
-    // SAFETY: our count keeps the record live (see `release`).
-    let rec = unsafe { record.as_ref() };
-    let offset = stripe_offset::<T>(index, rec.stride_shift) + OWNED_COUNTER;
-    // SAFETY: `record` is live, its first byte is `draining`, and `offset`
+    let offset = stripe_offset::<T>(index) + OWNED_COUNTER;
+    // SAFETY: our count keeps the record live (see `release`), its first byte is `draining`, and `offset`
     // is the owned counter of `index`, which this thread holds (see
     // `acquire_owned`).
     if unsafe { fence::owned_release(record.as_ptr().cast(), offset) } == fence::Update::Done {
