@@ -79,7 +79,9 @@ pub(crate) fn default_on() -> bool {
 
 /// Whether the calling thread may own counters: its `rseq` area is
 /// registered with the kernel (so its updates restart when interrupted).
-/// Cheap; called once per thread, when it takes its index.
+/// Cheap; called once per thread, when it takes its index (loom models give
+/// threads their indices without it).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn thread_can_own() -> bool {
     imp::thread_registered()
 }
@@ -356,6 +358,7 @@ mod imp {
         false
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     pub(super) fn thread_registered() -> bool {
         false
     }
