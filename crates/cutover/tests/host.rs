@@ -495,6 +495,9 @@ fn stuck_call(
     (call.expect("spawn the stuck call"), started_rx)
 }
 
+#[path = "support/events.rs"]
+mod events;
+
 fn ladder() -> ReloadOptions {
     ReloadOptions::default()
         .deadline(Duration::from_millis(20))
@@ -512,8 +515,17 @@ fn a_cooperative_stuck_call_ends_at_the_cancel_rung() {
     let (call, started) = stuck_call(&host, true, rx);
     started.recv().unwrap();
     let opts = ladder().cancel(true, Duration::from_secs(60));
-    let report = host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap();
+    let mut report = None;
+    let warnings = events::during("cutover::host", tracing::Level::WARN, || {
+        report = Some(host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap());
+    });
+    let report = report.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Cancelled);
+    // Each rung climbed is a `tracing` event: the deadline, then the cancel.
+    let messages: Vec<_> = warnings.iter().filter_map(|e| events::field(e, "message")).collect();
+    assert_eq!(messages, ["drain deadline passed", "drain escalated: calls in flight cancelled"]);
+    assert_eq!(events::field(&warnings[1], "plugin").as_deref(), Some("p"));
+    assert_eq!(events::field(&warnings[1], "generation").as_deref(), Some("1"));
     let stragglers = report.stragglers.unwrap();
     assert_eq!((stragglers.generation, stragglers.in_flight), (1, 1));
     assert!(stragglers.oldest_at_least <= stragglers.oldest_at_most);
@@ -536,8 +548,21 @@ fn an_interruptible_stuck_call_ends_at_the_force_rung() {
     let (call, started) = stuck_call(&host, false, rx);
     started.recv().unwrap();
     let opts = ladder().force(true, Duration::from_secs(60));
-    let report = host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap();
+    let mut report = None;
+    let warnings = events::during("cutover::host", tracing::Level::WARN, || {
+        report = Some(host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap());
+    });
+    let report = report.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Forced);
+    let messages: Vec<_> = warnings.iter().filter_map(|e| events::field(e, "message")).collect();
+    assert_eq!(
+        messages,
+        [
+            "drain deadline passed",
+            "drain escalated: calls in flight cancelled",
+            "drain escalated: interrupting calls in flight"
+        ]
+    );
     assert_eq!(
         report.escalations.iter().map(|e| e.rung).collect::<Vec<_>>(),
         [Rung::Report, Rung::Cancel, Rung::Force]

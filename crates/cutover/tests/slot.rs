@@ -437,48 +437,12 @@ fn straggler_tracking_names_the_threads_a_drain_waits_for() {
     assert!(drain.is_drained() && drain.stragglers().is_empty());
 }
 
-/// Collects the fields of `ERROR` events on the target `cutover::slot`.
-mod errors {
-    use std::sync::{Arc, Mutex};
-    use tracing::field::{Field, Visit};
-    use tracing_subscriber::{layer::Context, prelude::*, Layer};
+#[path = "support/events.rs"]
+mod events;
 
-    pub type Events = Arc<Mutex<Vec<Vec<(String, String)>>>>;
-
-    #[derive(Default)]
-    struct Fields(Vec<(String, String)>);
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.push((field.name().to_string(), format!("{value:?}")));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.push((field.name().to_string(), value.to_string()));
-        }
-    }
-
-    struct Capture(Events);
-    impl<S: tracing::Subscriber> Layer<S> for Capture {
-        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-            let meta = event.metadata();
-            if meta.target() == "cutover::slot" && *meta.level() == tracing::Level::ERROR {
-                let mut fields = Fields::default();
-                event.record(&mut fields);
-                self.0.lock().unwrap().push(fields.0);
-            }
-        }
-    }
-
-    /// Run `f` with a subscriber capturing errors; returns them.
-    pub fn during(f: impl FnOnce()) -> Vec<Vec<(String, String)>> {
-        let events = Events::default();
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(Capture(Arc::clone(&events))), f);
-        let events = events.lock().unwrap().clone();
-        events
-    }
-
-    pub fn field(event: &[(String, String)], name: &str) -> Option<String> {
-        event.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
-    }
+/// The `ERROR` events of the target `cutover::slot` emitted while `f` runs.
+fn errors_during(f: impl FnOnce()) -> Vec<events::Event> {
+    events::during("cutover::slot", tracing::Level::ERROR, f)
 }
 
 /// Silences the panic hook (these tests panic on purpose) while `f` runs.
@@ -506,7 +470,7 @@ impl Drop for PanicsOnDrop {
 /// nothing in flight); during an unwind it aborted the process.
 #[test]
 fn a_panicking_value_drop_is_contained_and_the_drain_still_announced() {
-    let errors = errors::during(|| {
+    let errors = errors_during(|| {
         quietly(|| {
             // Completed by the last lease's drop.
             let slot: Slot<PanicsOnDrop> = Slot::new(id(), Arc::new(PanicsOnDrop));
@@ -541,9 +505,9 @@ fn a_panicking_value_drop_is_contained_and_the_drain_still_announced() {
     });
     assert_eq!(errors.len(), 4, "{errors:?}");
     for (event, generation) in errors.iter().zip(1..) {
-        assert_eq!(errors::field(event, "plugin").as_deref(), Some("plugin"));
-        assert_eq!(errors::field(event, "generation"), Some(generation.to_string()));
-        assert!(errors::field(event, "panic").is_some_and(|p| p.contains("plugin teardown failed")), "{event:?}");
+        assert_eq!(events::field(event, "plugin").as_deref(), Some("plugin"));
+        assert_eq!(events::field(event, "generation"), Some(generation.to_string()));
+        assert!(events::field(event, "panic").is_some_and(|p| p.contains("plugin teardown failed")), "{event:?}");
     }
 }
 
@@ -561,7 +525,7 @@ fn every_callback_and_waker_runs_though_one_panics() {
     }
     let ran = Arc::new(AtomicUsize::new(0));
     let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
-    let errors = errors::during(|| {
+    let errors = errors_during(|| {
         quietly(|| {
             let slot = Slot::new(id(), Arc::new(1u32));
             let lease = slot.lease();

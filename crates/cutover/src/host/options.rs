@@ -21,7 +21,13 @@ use std::time::Duration;
 ///    background, still tracked; it is shut down and finalized when it
 ///    drains.
 ///
-/// The outcome is one of [`DrainOutcome`](super::DrainOutcome).
+/// The outcome is one of [`DrainOutcome`](super::DrainOutcome). Every rung
+/// climbed after the first is a `tracing` warning on the target
+/// `cutover::host` ("drain deadline passed", "drain escalated: calls in
+/// flight cancelled", "drain escalated: interrupting calls in flight",
+/// "drain abandoned; finishing in the background"), with the plugin, the
+/// generation and the operations in flight, and is listed in the report's
+/// `escalations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadOptions {
     /// How long to wait for the drain before escalating. Default 30 s.

@@ -547,12 +547,18 @@ fn escalate<P: Plugin>(
           "drain deadline passed");
     if options.cancel {
         drain.cancel();
+        warn!(target: "cutover::host", plugin = %drain.plugin(), generation = stragglers.generation,
+              in_flight = drain.in_flight(), grace = ?options.cancel_grace,
+              "drain escalated: calls in flight cancelled");
         escalations.push(Escalation { rung: Rung::Cancel, after: since(Instant::now()) });
         if drain.wait_timeout(options.cancel_grace).is_ok() {
             return (DrainOutcome::Cancelled, Some(stragglers), escalations);
         }
     }
     if options.force {
+        warn!(target: "cutover::host", plugin = %drain.plugin(), generation = stragglers.generation,
+              in_flight = drain.in_flight(), grace = ?options.force_grace,
+              "drain escalated: interrupting calls in flight");
         escalations.push(Escalation { rung: Rung::Force, after: since(Instant::now()) });
         if old.interrupt() && drain.wait_timeout(options.force_grace).is_ok() {
             return (DrainOutcome::Forced, Some(stragglers), escalations);
