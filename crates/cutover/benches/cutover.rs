@@ -47,6 +47,9 @@ use std::{
 use arc_swap::ArcSwap;
 use cutover::{EpochFencedReload, LifecycleState, PluginId, PluginLifecycle, Registry, Slot};
 
+mod common;
+use common::{plugin, shuffle, Plugin, Rng};
+
 // ---------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------
@@ -113,15 +116,7 @@ const REGISTRY_SIZE: usize = 10_000;
 // The plugin value and the candidates
 // ---------------------------------------------------------------------------
 
-/// The value behind every pointer: the deref reads `id`.
-struct Plugin {
-    id: u64,
-    _payload: [u64; 3],
-}
-
-fn plugin(id: u64) -> Arc<Plugin> {
-    Arc::new(Plugin { id, _payload: [id; 3] })
-}
+// The value behind every pointer is `common::Plugin`, made by `plugin(id)`.
 
 /// One candidate for the per-call benchmark.
 trait Candidate: Send + Sync + 'static {
@@ -312,31 +307,12 @@ fn registry(ids: &[usize]) -> Registry<String, Plugin> {
     registry
 }
 
-/// A small deterministic PRNG (xorshift64*), for shuffling keys.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// `REGISTRY_SIZE` lookups cycling over the plugins `ids` (each equally
 /// often), shuffled, each key in its own allocation, so every case reads as
 /// many key strings.
 fn rotating_keys(ids: &[usize]) -> Vec<String> {
     let mut keys: Vec<String> = (0..REGISTRY_SIZE).map(|i| format!("plugin-{}", ids[i % ids.len()])).collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for i in (1..keys.len()).rev() {
-        keys.swap(i, rng.below(i + 1));
-    }
+    shuffle(&mut keys);
     keys
 }
 

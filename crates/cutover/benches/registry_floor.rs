@@ -65,35 +65,22 @@ use std::{
 use arc_swap::ArcSwap;
 use cutover::{LeasePath, PluginId, Registry, Slot};
 
+mod common;
+use common::{plugin, shuffle, Plugin};
+
 const PLUGINS: usize = 10_000;
 
 /// Timed passes over all keys per row and round, after one to warm up.
 const PASSES: usize = 5;
 
-/// A plugin value, as in the `cutover` bench (32 bytes behind an `Arc`).
-struct Plugin {
-    id: u64,
-    _payload: [u64; 3],
-}
-
-fn plugin(id: usize) -> Arc<Plugin> {
-    Arc::new(Plugin { id: id as u64, _payload: [id as u64; 3] })
-}
-
 fn key(i: usize) -> String {
     format!("plugin-{i}")
 }
 
-/// The lookup order: every key once, shuffled (xorshift64*, fixed seed).
+/// The lookup order: every key once, shuffled as in the `cutover` bench.
 fn lookup_order() -> Vec<String> {
     let mut keys: Vec<String> = (0..PLUGINS).map(key).collect();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..keys.len()).rev() {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        keys.swap(i, (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize);
-    }
+    shuffle(&mut keys);
     keys
 }
 
@@ -113,7 +100,7 @@ struct ArcSwapMap(ArcSwap<HashMap<String, Arc<ArcSwap<Plugin>>>>);
 
 impl ArcSwapMap {
     fn new() -> Self {
-        let map = (0..PLUGINS).map(|i| (key(i), Arc::new(ArcSwap::new(plugin(i))))).collect();
+        let map = (0..PLUGINS).map(|i| (key(i), Arc::new(ArcSwap::new(plugin(i as u64))))).collect();
         Self(ArcSwap::from_pointee(map))
     }
 }
@@ -135,7 +122,7 @@ impl CutoverRegistry {
         registry
             .extend((0..PLUGINS).map(|i| {
                 let key = key(i);
-                let slot = Slot::with_lease_path(PluginId::new(&key), plugin(i), 4, path);
+                let slot = Slot::with_lease_path(PluginId::new(&key), plugin(i as u64), 4, path);
                 (key, slot)
             }))
             .expect("distinct keys");
@@ -168,6 +155,27 @@ impl Update {
             Update::Plain => counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed),
         }
     }
+
+    /// A modelled lease around `read`: count it on `acquired`, validate
+    /// (locked updates only, as the atomic path does after its increment)
+    /// that the record is `still_current`, read, count the release on
+    /// `released`.
+    #[inline(always)]
+    fn lease(
+        self,
+        acquired: &AtomicU64,
+        released: &AtomicU64,
+        still_current: impl FnOnce() -> bool,
+        read: impl FnOnce() -> u64,
+    ) -> u64 {
+        self.bump(acquired);
+        if self == Update::Locked {
+            assert!(still_current());
+        }
+        let id = read();
+        self.bump(released);
+        id
+    }
 }
 
 /// A prefetch into every cache level; never faults, whatever the address.
@@ -197,15 +205,28 @@ struct RecordModel {
     stripes: [StripeModel; 4],
 }
 
-/// A slot's shared state: the current record first, then cold fields.
+/// A slot's shared state (256 bytes, as the real one with its `Arc` header
+/// and writer lock): the current record (`R`) first, then cold fields.
 #[repr(C, align(64))]
-struct SharedModel {
-    current: AtomicPtr<RecordModel>,
+struct SharedModel<R> {
+    current: AtomicPtr<R>,
     _cold: [u64; 31],
 }
 
+impl<R> SharedModel<R> {
+    /// Allocated before its record, as a real slot's shared state is; the
+    /// record is published with [`publish`](Self::publish).
+    fn empty() -> Arc<Self> {
+        Arc::new(Self { current: AtomicPtr::default(), _cold: [0; 31] })
+    }
+
+    fn publish(&self, record: &Arc<R>) {
+        self.current.store(Arc::as_ptr(record).cast_mut(), Ordering::Release);
+    }
+}
+
 struct PerRecordEntry {
-    shared: Arc<SharedModel>,
+    shared: Arc<SharedModel<RecordModel>>,
     /// Prefetch addresses only (never dereferenced), as integers.
     hint_record: usize,
     hint_value: usize,
@@ -225,8 +246,8 @@ impl PerRecord {
         let mut values = Vec::with_capacity(PLUGINS);
         for i in 0..PLUGINS {
             let key = key(i);
-            let value = plugin(i);
-            let shared = Arc::new(SharedModel { current: AtomicPtr::default(), _cold: [0; 31] });
+            let value = plugin(i as u64);
+            let shared = SharedModel::empty();
             let record = Arc::new(RecordModel {
                 value: Arc::clone(&value),
                 stripes: std::array::from_fn(|_| StripeModel {
@@ -234,7 +255,7 @@ impl PerRecord {
                     released: AtomicU64::new(0),
                 }),
             });
-            shared.current.store(Arc::as_ptr(&record).cast_mut(), Ordering::Release);
+            shared.publish(&record);
             let entry = PerRecordEntry {
                 shared,
                 hint_record: Arc::as_ptr(&record) as usize,
@@ -260,13 +281,12 @@ impl Row for PerRecord {
         // SAFETY: the entry keeps its record alive, and it is never replaced.
         let record = unsafe { &*record };
         let stripe = &record.stripes[thread];
-        self.update.bump(&stripe.acquired);
-        if self.update == Update::Locked {
-            assert!(std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), record));
-        }
-        let id = black_box(&*record.value).id;
-        self.update.bump(&stripe.released);
-        id
+        self.update.lease(
+            &stripe.acquired,
+            &stripe.released,
+            || std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), record),
+            || black_box(&*record.value).id,
+        )
     }
 }
 
@@ -283,15 +303,8 @@ struct HeaderModel {
     index: usize,
 }
 
-/// A slot's shared state pointing at a [`HeaderModel`].
-#[repr(C, align(64))]
-struct SplitShared {
-    current: AtomicPtr<HeaderModel>,
-    _cold: [u64; 31],
-}
-
 struct SplitEntry {
-    shared: Arc<SplitShared>,
+    shared: Arc<SharedModel<HeaderModel>>,
     /// Prefetch addresses only (never dereferenced), as integers.
     hint_header: usize,
     hint_value: usize,
@@ -315,11 +328,11 @@ impl Split {
         let mut map = HashMap::with_capacity(PLUGINS);
         for i in 0..PLUGINS {
             let key = key(i);
-            let value = plugin(i);
-            let shared = Arc::new(SplitShared { current: AtomicPtr::default(), _cold: [0; 31] });
+            let value = plugin(i as u64);
+            let shared = SharedModel::empty();
             let hint_value = Arc::as_ptr(&value) as usize;
             let header = Arc::new(HeaderModel { value, index: i });
-            shared.current.store(Arc::as_ptr(&header).cast_mut(), Ordering::Release);
+            shared.publish(&header);
             let hint_header = Arc::as_ptr(&header) as usize;
             map.insert(key, SplitEntry { shared, hint_header, hint_value, _header: header });
         }
@@ -339,13 +352,12 @@ impl Row for Split {
         let header = entry.shared.current.load(Ordering::Acquire);
         // SAFETY: the entry keeps its header alive, and it is never replaced.
         let header = unsafe { &*header };
-        self.update.bump(&counters[2 * header.index]);
-        if self.update == Update::Locked {
-            assert!(std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), header));
-        }
-        let id = black_box(&*header.value).id;
-        self.update.bump(&counters[2 * header.index + 1]);
-        id
+        self.update.lease(
+            &counters[2 * header.index],
+            &counters[2 * header.index + 1],
+            || std::ptr::eq(entry.shared.current.load(Ordering::SeqCst), header),
+            || black_box(&*header.value).id,
+        )
     }
 }
 
@@ -370,7 +382,7 @@ impl Dense {
         let mut values = Vec::with_capacity(PLUGINS);
         for i in 0..PLUGINS {
             let key = key(i);
-            let value = plugin(i);
+            let value = plugin(i as u64);
             let line = Arc::new(DenseLine { current: AtomicPtr::new(Arc::as_ptr(&value).cast_mut()), index: i });
             map.insert(key, line);
             values.push(value);
@@ -385,18 +397,17 @@ impl Row for Dense {
         let line = self.map.get(key).expect("registered key");
         let counters = &self.counters[thread];
         let value = line.current.load(Ordering::Acquire);
-        let Some(update) = self.update else {
-            // SAFETY: the value is kept alive by `_values`.
-            return black_box(unsafe { &*value }).id;
-        };
-        update.bump(&counters[2 * line.index]);
-        if update == Update::Locked {
-            assert_eq!(line.current.load(Ordering::SeqCst), value);
-        }
         // SAFETY: the value is kept alive by `_values`.
-        let id = black_box(unsafe { &*value }).id;
-        update.bump(&counters[2 * line.index + 1]);
-        id
+        let read = || black_box(unsafe { &*value }).id;
+        match self.update {
+            None => read(),
+            Some(update) => update.lease(
+                &counters[2 * line.index],
+                &counters[2 * line.index + 1],
+                || line.current.load(Ordering::SeqCst) == value,
+                read,
+            ),
+        }
     }
 }
 

@@ -18,6 +18,13 @@ use std::{hint::black_box, sync::Arc, time::Instant};
 
 use cutover::{PluginId, Registry, Slot};
 
+// The benchmarks' key shuffle, so that this profiles the lookup order of
+// their spread-key rows (the module's plugin value is theirs, unused here).
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+use common::shuffle;
+
 struct Plugin {
     id: u64,
 }
@@ -32,15 +39,9 @@ fn main() {
             (key, slot)
         }))
         .expect("distinct keys");
-    // Every key once per pass, in a fixed shuffled order (xorshift64*).
+    // Every key once per pass, in a fixed shuffled order.
     let mut keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..keys.len()).rev() {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        keys.swap(i, (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize);
-    }
+    shuffle(&mut keys);
     let passes = (20_000_000 / plugins).max(1);
     let start = Instant::now();
     let mut sum = 0u64;
