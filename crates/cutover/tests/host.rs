@@ -16,6 +16,9 @@ use cutover::{
     LifecycleState, PluginId,
 };
 
+#[path = "support/events.rs"]
+mod events;
+
 /// Where a test plugin misbehaves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum At {
@@ -495,9 +498,6 @@ fn stuck_call(
     (call.expect("spawn the stuck call"), started_rx)
 }
 
-#[path = "support/events.rs"]
-mod events;
-
 fn ladder() -> ReloadOptions {
     ReloadOptions::default()
         .deadline(Duration::from_millis(20))
@@ -515,11 +515,9 @@ fn a_cooperative_stuck_call_ends_at_the_cancel_rung() {
     let (call, started) = stuck_call(&host, true, rx);
     started.recv().unwrap();
     let opts = ladder().cancel(true, Duration::from_secs(60));
-    let mut report = None;
-    let warnings = events::during("cutover::host", tracing::Level::WARN, || {
-        report = Some(host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap());
+    let (report, warnings) = events::during("cutover::host", tracing::Level::WARN, || {
+        host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap()
     });
-    let report = report.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Cancelled);
     // Each rung climbed is a `tracing` event: the deadline, then the cancel.
     let messages: Vec<_> = warnings.iter().filter_map(|e| events::field(e, "message")).collect();
@@ -548,11 +546,9 @@ fn an_interruptible_stuck_call_ends_at_the_force_rung() {
     let (call, started) = stuck_call(&host, false, rx);
     started.recv().unwrap();
     let opts = ladder().force(true, Duration::from_secs(60));
-    let mut report = None;
-    let warnings = events::during("cutover::host", tracing::Level::WARN, || {
-        report = Some(host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap());
+    let (report, warnings) = events::during("cutover::host", tracing::Level::WARN, || {
+        host.reload(&id("p"), &Source::new(2, &counters), &opts).unwrap()
     });
-    let report = report.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Forced);
     let messages: Vec<_> = warnings.iter().filter_map(|e| events::field(e, "message")).collect();
     assert_eq!(

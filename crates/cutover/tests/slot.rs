@@ -16,6 +16,9 @@ use std::{
 
 use cutover::{DrainError, Lease, LifecycleState, PluginId, Slot};
 
+#[path = "support/events.rs"]
+mod events;
+
 const LONG: Duration = Duration::from_secs(60);
 
 /// A value that counts its drops.
@@ -437,12 +440,9 @@ fn straggler_tracking_names_the_threads_a_drain_waits_for() {
     assert!(drain.is_drained() && drain.stragglers().is_empty());
 }
 
-#[path = "support/events.rs"]
-mod events;
-
 /// The `ERROR` events of the target `cutover::slot` emitted while `f` runs.
 fn errors_during(f: impl FnOnce()) -> Vec<events::Event> {
-    events::during("cutover::slot", tracing::Level::ERROR, f)
+    events::during("cutover::slot", tracing::Level::ERROR, f).1
 }
 
 /// Silences the panic hook (these tests panic on purpose) while `f` runs.

@@ -36,13 +36,13 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
 }
 
 /// Run `f` with a subscriber capturing the events of `target` at `level`
-/// emitted on this thread; returns them.
-pub fn during(target: &'static str, level: tracing::Level, f: impl FnOnce()) -> Vec<Event> {
+/// emitted on this thread; returns what `f` returned, and the events.
+pub fn during<R>(target: &'static str, level: tracing::Level, f: impl FnOnce() -> R) -> (R, Vec<Event>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let capture = Capture { target, level, events: Arc::clone(&events) };
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(capture), f);
+    let out = tracing::subscriber::with_default(tracing_subscriber::registry().with(capture), f);
     let events = events.lock().unwrap().clone();
-    events
+    (out, events)
 }
 
 /// The value of field `name` of `event`, as it was recorded.
