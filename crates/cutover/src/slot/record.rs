@@ -446,7 +446,7 @@ struct Writer<T: ?Sized + 'static> {
 /// The state a slot shares with its live generations and drain handles.
 ///
 /// `repr(C)`, with what every lease reads first (`current`, `mask`,
-/// `owners`, `tracking`: 26 bytes after the `Arc`'s two
+/// `owners`, `tracking`: 25 bytes after the `Arc`'s two
 /// counts), so that those fields share one cache line in most allocations.
 #[repr(C)]
 pub(crate) struct Shared<T: ?Sized + 'static> {
