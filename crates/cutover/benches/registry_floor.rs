@@ -37,6 +37,16 @@
 //!     entry also names the header and the value, which the lookup
 //!     prefetches before it loads the current pointer (as the real
 //!     registry's entries do);
+//!   * *chunked records*: today's protocol and hops (shared state, then
+//!     record), with records packed densely in chunks shared by all slots:
+//!     a record is a 32-byte header (value, generation) in a chunk's first
+//!     region and a 32-byte counter cell in each of the next four, every
+//!     region 256 records long, so stripe `i` is at `header + (i + 1) *
+//!     8 KiB`: reached from the record pointer with one add, as today's
+//!     stripes are. With the slot's *own shared state* (today's 256-byte
+//!     allocation per slot), or with *dense slot cells* (the current
+//!     pointer in a 32-byte cell of one array of all slots, which the entry
+//!     points at);
 //!   * each with *locked* updates (a `lock xadd`, as on the atomic path, and
 //!     the validating load of the current pointer after it) or *plain* ones
 //!     (a load and a store, as in the asymmetric-fence path's restartable
@@ -411,16 +421,149 @@ impl Row for Dense {
     }
 }
 
+/// Records per chunk, and the bytes between a chunk's regions: a record's
+/// 32-byte header in region 0, its stripe `i` counters 32 bytes in region
+/// `i + 1`, so stripe `i` is at `header + (i + 1) * REGION`, as today's
+/// `record + first + i * 128`: no load, no arithmetic beyond an add.
+const CHUNK_RECORDS: usize = 256;
+const REGION: usize = CHUNK_RECORDS * 32;
+/// Header region plus four stripes, as today's records have.
+const REGIONS: usize = 5;
+
+/// A 32-byte record header in a chunk: the value, the generation.
+#[repr(C, align(32))]
+struct ChunkHeader {
+    value: *const Plugin,
+    generation: u64,
+}
+
+/// A 32-byte counter cell of one stripe of one record.
+#[repr(C, align(32))]
+struct ChunkStripe {
+    shared: AtomicU64,
+    acquired: AtomicU64,
+    released: AtomicU64,
+}
+
+/// A 32-byte slot cell: the current record, and (unused here) the slot's
+/// other hot fields.
+#[repr(C, align(32))]
+struct SlotCell {
+    current: AtomicPtr<ChunkHeader>,
+    _hot: [u64; 3],
+}
+
+/// Where a chunked model's slot state lives.
+enum SlotState {
+    /// Today's 256-byte shared state, one allocation per slot.
+    Own(Arc<SharedModel<ChunkHeader>>),
+    /// A 32-byte cell in a dense array of all slots' cells.
+    Cell(*const SlotCell),
+}
+
+struct ChunkEntry {
+    slot: SlotState,
+    /// Prefetch addresses only: the header and the value.
+    hint_header: usize,
+    hint_value: usize,
+}
+
+// SAFETY: the pointers are into allocations the row owns, read-only apart
+// from the atomics.
+unsafe impl Send for ChunkEntry {}
+// SAFETY: as above.
+unsafe impl Sync for ChunkEntry {}
+
+/// Record headers and their counters in shared chunks (a record is 32 bytes
+/// in each of five regions: 160 bytes, against 640), the slot state either
+/// as today or in dense 32-byte cells.
+struct Chunked {
+    map: HashMap<String, ChunkEntry>,
+    _chunks: Vec<Box<[ChunkRegion]>>,
+    _cells: Box<[SlotCell]>,
+    _values: Vec<Arc<Plugin>>,
+    update: Update,
+}
+
+/// One region of a chunk: 256 cells of 32 bytes.
+#[repr(C, align(4096))]
+struct ChunkRegion([[u64; 4]; CHUNK_RECORDS]);
+
+impl Chunked {
+    fn new(update: Update, cells: bool) -> Self {
+        let mut map = HashMap::with_capacity(PLUGINS);
+        let mut values = Vec::with_capacity(PLUGINS);
+        let slot_cells: Box<[SlotCell]> = (0..if cells { PLUGINS } else { 0 })
+            .map(|_| SlotCell { current: AtomicPtr::default(), _hot: [0; 3] })
+            .collect();
+        let mut chunks: Vec<Box<[ChunkRegion]>> = Vec::new();
+        for i in 0..PLUGINS {
+            let key = key(i);
+            let value = plugin(i as u64);
+            if i % CHUNK_RECORDS == 0 {
+                chunks.push((0..REGIONS).map(|_| ChunkRegion([[0; 4]; CHUNK_RECORDS])).collect());
+            }
+            let chunk = chunks.last_mut().expect("a chunk").as_mut_ptr();
+            // SAFETY: cell `i % 256` of region 0 of the chunk: ours, 32 bytes.
+            let header = unsafe { chunk.cast::<u8>().add(32 * (i % CHUNK_RECORDS)).cast::<ChunkHeader>() };
+            // SAFETY: as above; nothing else refers to it yet.
+            unsafe { header.write(ChunkHeader { value: Arc::as_ptr(&value), generation: 1 }) };
+            let slot = if cells {
+                let cell = &slot_cells[i];
+                cell.current.store(header, Ordering::Release);
+                SlotState::Cell(cell)
+            } else {
+                let shared = SharedModel::empty();
+                shared.current.store(header, Ordering::Release);
+                SlotState::Own(shared)
+            };
+            let entry = ChunkEntry { slot, hint_header: header as usize, hint_value: Arc::as_ptr(&value) as usize };
+            map.insert(key, entry);
+            values.push(value);
+        }
+        Self { map, _chunks: chunks, _cells: slot_cells, _values: values, update }
+    }
+}
+
+impl Row for Chunked {
+    #[inline]
+    fn lookup(&self, key: &str, thread: usize) -> u64 {
+        let entry = self.map.get(key).expect("registered key");
+        prefetch(entry.hint_header as *const u8);
+        prefetch((entry.hint_header + (thread + 1) * REGION) as *const u8);
+        prefetch(entry.hint_value as *const u8);
+        let current = match &entry.slot {
+            SlotState::Own(shared) => &shared.current,
+            // SAFETY: the row owns the cells.
+            SlotState::Cell(cell) => unsafe { &(**cell).current },
+        };
+        let header = current.load(Ordering::Acquire);
+        // SAFETY: the stripe cell of this thread, in the header's chunk.
+        let stripe = unsafe { &*header.cast::<u8>().add((thread + 1) * REGION).cast::<ChunkStripe>() };
+        self.update.lease(
+            &stripe.acquired,
+            &stripe.released,
+            || current.load(Ordering::SeqCst) == header,
+            // SAFETY: the header and its value live as long as the row.
+            || black_box(unsafe { &*(*header).value }).id,
+        )
+    }
+}
+
 fn main() {
     let quick = std::env::var_os("CUTOVER_BENCH_QUICK").is_some();
     let rounds = if quick { 5 } else { 80 };
     let order = lookup_order();
-    let rows: [(&str, Build); 12] = [
+    let rows: [(&str, Build); 16] = [
         ("arc-swap map of ArcSwap (baseline)", || Box::new(ArcSwapMap::new())),
         ("cutover Registry, atomic path", || Box::new(CutoverRegistry::new(LeasePath::Atomic))),
         ("cutover Registry, asymmetric-fence path", || Box::new(CutoverRegistry::new(LeasePath::AsymmetricFence))),
         ("model: per-record counters, locked", || Box::new(PerRecord::new(Update::Locked))),
         ("model: per-record counters, plain", || Box::new(PerRecord::new(Update::Plain))),
+        ("model: chunked records, own shared state, locked", || Box::new(Chunked::new(Update::Locked, false))),
+        ("model: chunked records, own shared state, plain", || Box::new(Chunked::new(Update::Plain, false))),
+        ("model: chunked records, dense slot cells, locked", || Box::new(Chunked::new(Update::Locked, true))),
+        ("model: chunked records, dense slot cells, plain", || Box::new(Chunked::new(Update::Plain, true))),
         ("model: two hops, dense per-thread counters, locked", || Box::new(Split::new(Update::Locked, false))),
         ("model: two hops, dense per-thread counters, plain", || Box::new(Split::new(Update::Plain, false))),
         ("model: two hops prefetched, dense per-thread counters, locked", || {
