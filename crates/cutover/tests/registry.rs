@@ -248,3 +248,29 @@ fn lookups_are_right_whatever_the_prefetch_hints_say() {
     assert!(registry.lease("k0").is_none());
     assert_eq!(registry.lease("k7").map(|f| f(1)), Some(100 + 5 + 7));
 }
+
+/// Dropping a registry retires every registered plugin, as dropping their
+/// slots would: a value with no lease out is dropped at once, a value whose
+/// lease is still out when that lease ends.
+#[test]
+fn dropping_the_registry_retires_its_plugins() {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let counted = || Arc::new(Counted(Arc::clone(&drops)));
+    let r: Registry<String, Counted> = Registry::new();
+    for i in 0..3 {
+        r.add(format!("p{i}"), PluginId::new("p"), counted()).unwrap();
+    }
+    r.replace("p0", counted()).unwrap().wait();
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "the replaced value, nothing in flight");
+    let held = r.lease("p1").unwrap();
+    drop(r);
+    assert_eq!(drops.load(Ordering::SeqCst), 3, "p0's and p2's current values, at once");
+    drop(held);
+    assert_eq!(drops.load(Ordering::SeqCst), 4, "p1's value, when its last lease ended");
+}

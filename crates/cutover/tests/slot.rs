@@ -618,3 +618,41 @@ fn lease_never_runs_a_drop_or_a_callback_under_churn() {
     assert_eq!(inside_lease.load(Ordering::SeqCst), 0, "a value was dropped inside lease()");
     assert_eq!(callbacks_inside.load(Ordering::SeqCst), 0, "a callback ran inside lease()");
 }
+
+/// Slots' records and heads are cells of chunks shared by every slot, handed
+/// back when a slot is gone and reused by the next one, whatever its plugin
+/// type. Many short-lived slots of two types, leased, replaced and dropped
+/// on two threads at once while a long-lived slot's leases stay out: every
+/// lease reads its own generation's value, and every value is dropped once.
+#[test]
+fn record_cells_are_reused_across_slots_of_other_types() {
+    let rounds = if cfg!(miri) { 20 } else { 2_000 };
+    let drops = Arc::new(AtomicUsize::new(0));
+    let keeper = Slot::new(id(), tracked(0, &drops));
+    let held = keeper.lease();
+    thread::scope(|scope| {
+        for thread in 0..2u64 {
+            let drops = &drops;
+            scope.spawn(move || {
+                for round in 0..rounds {
+                    let tag = thread * 1_000_000 + round;
+                    let words = Slot::new(id(), Arc::new(vec![tag; 3]));
+                    let tracked_slot = Slot::new(id(), tracked(tag, drops));
+                    let before = tracked_slot.lease();
+                    tracked_slot.replace(tracked(tag + 1, drops));
+                    assert_eq!(words.lease()[2], tag);
+                    assert_eq!(before.tag, tag);
+                    assert_eq!(tracked_slot.lease().tag, tag + 1);
+                    let late = words.lease();
+                    drop(words);
+                    assert_eq!(late[0], tag, "a lease outlives its slot handle");
+                    drop((late, before, tracked_slot));
+                }
+            });
+        }
+    });
+    assert_eq!(held.tag, 0);
+    assert_eq!(drops.load(Ordering::SeqCst), 2 * 2 * rounds as usize, "every short-lived value dropped once");
+    drop((held, keeper));
+    assert_eq!(drops.load(Ordering::SeqCst), 2 * 2 * rounds as usize + 1);
+}

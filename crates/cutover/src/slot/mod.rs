@@ -38,9 +38,14 @@
 //!   stripes (default: twice the cores, 4 to 64) has some threads share a
 //!   counter. That is still correct, only slower under contention; see
 //!   [`Slot::with_stripes`].
-//! * Each generation's bookkeeping (one block: a 128-byte header and 128
-//!   bytes per stripe) is kept for reuse after it drains; a slot's memory is bounded
-//!   by the largest number of generations that were ever alive at once.
+//! * Each generation's bookkeeping (32-byte cells: a header, a cold part and
+//!   one per stripe, in chunks shared by all slots, plus a small body) is
+//!   kept for reuse after it drains; a slot's memory is bounded by the
+//!   largest number of generations that were ever alive at once. The cells
+//!   go back to a process-wide pool when the slot is gone, and the pool
+//!   keeps its chunks (256 records each) for later slots: the process's
+//!   record memory is bounded by the most records alive at once.
+//! * At most 64 stripes per slot.
 //! * The old value is dropped on the thread that drops its last lease (or in
 //!   `replace`, if nothing was in flight), never inside [`Slot::lease`]. If
 //!   dropping a plugin is slow, keep an `Arc` of it and drop that elsewhere
@@ -53,15 +58,17 @@
 //!   the asymmetric-fence path the limit is 2^54 leases taken by the thread
 //!   in one generation and not dropped on that same thread.
 
+mod chunk;
 mod drain;
 mod fence;
+mod handle;
 mod lease;
 mod record;
 mod signal;
 mod stripe;
 mod tracking;
 
-use std::{fmt, ptr::NonNull, sync::Arc};
+use std::{fmt, sync::Arc};
 
 pub use drain::{Drain, Drained};
 
@@ -107,6 +114,7 @@ pub enum LeasePath {
     /// or with `CUTOVER_LEASE_PATH=atomic` set in the environment.
     Atomic,
 }
+pub(crate) use handle::SlotRef;
 pub(crate) use record::fresh_lifecycle;
 pub(crate) use record::Hint;
 use record::Shared;
@@ -142,8 +150,12 @@ use crate::{lifecycle::SharedLifecycle, PluginId};
 ///
 /// Dropping the slot retires its current generation as `replace` would: the
 /// value is dropped once the leases still out are gone.
+#[repr(transparent)]
 pub struct Slot<T: ?Sized + Send + Sync + 'static> {
-    shared: Arc<Shared<T>>,
+    /// Points at the slot's head, which every lease starts from, and owns a
+    /// strong count of its shared state. The only field: a registry keeps
+    /// its slots as `SlotRef`s and borrows them as `Slot`s.
+    slot: SlotRef<T>,
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
@@ -161,9 +173,9 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     }
 
     /// Like [`Slot::new`], with `stripes` lease counters per generation
-    /// (rounded up to a power of two, at least 1). Threads beyond that number
-    /// share counters: correct, but contended. The default is twice the
-    /// available parallelism, 4 to 64.
+    /// (rounded up to a power of two, at least 1 and at most 64). Threads
+    /// beyond that number share counters: correct, but contended. The
+    /// default is twice the available parallelism, 4 to 64.
     pub fn with_stripes(id: PluginId, value: Arc<T>, stripes: usize) -> Self {
         let lifecycle = fresh_lifecycle(&id);
         Self::build(id, value, lifecycle, stripes)
@@ -180,17 +192,17 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         let lifecycle = fresh_lifecycle(&id);
         let asymmetric = path == LeasePath::AsymmetricFence && fence::available();
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, false, asymmetric) }
+        Self::from_shared(Shared::new(id, value, lifecycle, stripes, false, asymmetric))
     }
 
     fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self { shared: Shared::new(id, value, lifecycle, stripes, false, fence::default_on()) }
+        Self::from_shared(Shared::new(id, value, lifecycle, stripes, false, fence::default_on()))
     }
 
     /// Which protocol this slot's leases use.
     pub fn lease_path(&self) -> LeasePath {
-        if self.shared.owners() > 0 {
+        if self.slot.shared().owners() > 0 {
             LeasePath::AsymmetricFence
         } else {
             LeasePath::Atomic
@@ -204,19 +216,19 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// map); nobody may wait on such a slot's drains.
     pub(crate) fn with_deferred_completion(id: PluginId, value: Arc<T>) -> Self {
         let lifecycle = fresh_lifecycle(&id);
-        Self { shared: Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::default_on()) }
+        Self::from_shared(Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::default_on()))
     }
 
     /// Complete the drains deferred by lease drops (see
     /// [`with_deferred_completion`](Self::with_deferred_completion)). Call it
     /// without holding locks that a plugin value's drop might take.
     pub(crate) fn run_deferred(&self) {
-        self.shared.run_deferred();
+        self.slot.shared().run_deferred();
     }
 
     /// The plugin this slot holds.
     pub fn id(&self) -> &PluginId {
-        &self.shared.id
+        &self.slot.shared().id
     }
 
     /// Capture the current generation for one in-flight operation.
@@ -254,21 +266,27 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
 
     #[inline]
     pub(crate) fn try_lease(&self) -> Option<Lease<T>> {
-        // SAFETY: `self` is alive for the call.
-        unsafe { self.raw().try_lease() }
+        self.slot.try_lease()
     }
 
-    /// A pointer straight to the slot's shared state, for containers that
-    /// keep the `Slot` alive and want one hop less per lookup.
-    pub(crate) fn raw(&self) -> RawSlot<T> {
-        RawSlot { shared: NonNull::from(&*self.shared) }
+    fn from_shared(shared: Arc<Shared<T>>) -> Self {
+        Self { slot: SlotRef::new(shared) }
+    }
+
+    /// The pointer this slot is, without closing the slot: for containers
+    /// (the registry) that keep slots and close them themselves.
+    pub(crate) fn into_ref(self) -> SlotRef<T> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the field is
+        // moved out exactly once.
+        unsafe { std::ptr::read(&this.slot) }
     }
 
     /// Retire the current generation and leave the slot empty (registry
     /// removal). `None` if it was already closed.
     pub(crate) fn close(&self, finalize: Finalize) -> Option<Drain> {
-        let (signal, record) = self.shared.close(finalize)?;
-        Some(Drain::new(signal, Arc::clone(&self.shared), record))
+        let (signal, record) = self.slot.shared().close(finalize)?;
+        Some(Drain::new(signal, self.slot.arc(), record))
     }
 
     /// Turn straggler tracking on or off for leases taken from now on.
@@ -279,12 +297,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// lock and a clock read per lease: a diagnostic mode. Off (the default),
     /// the per-call path only reads this flag.
     pub fn set_tracking(&self, on: bool) {
-        self.shared.tracking.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.slot.shared().head().tracking.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether straggler tracking is on.
     pub fn is_tracking(&self) -> bool {
-        self.shared.tracking.load(std::sync::atomic::Ordering::Relaxed)
+        self.slot.shared().head().tracking.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current generation: 1 for the first value, +1 per replace.
@@ -305,18 +323,18 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// not hold off a drain; the value lives as long as the `Arc`).
     /// Lock-free.
     pub fn current(&self) -> Arc<T> {
-        match self.shared.with_current(|inc| Arc::clone(&inc.value)) {
+        match self.slot.shared().with_current(|inc| Arc::clone(&inc.value)) {
             Some(value) => value,
             None => unreachable!("value of a closed slot"),
         }
     }
 
     pub(crate) fn try_generation(&self) -> Option<u64> {
-        self.shared.with_current(|inc| inc.generation)
+        self.slot.shared().with_current(|inc| inc.generation)
     }
 
     pub(crate) fn try_lifecycle(&self) -> Option<SharedLifecycle> {
-        self.shared.with_current(|inc| Arc::clone(inc.signal.fence.old_lifecycle()))
+        self.slot.shared().with_current(|inc| Arc::clone(inc.signal.fence.old_lifecycle()))
     }
 
     /// The atomic cutover: `value` becomes generation `generation() + 1`,
@@ -327,7 +345,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// Concurrent replaces are serialized; each gets the `Drain` of the
     /// generation it retired.
     pub fn replace(&self, value: Arc<T>) -> Drain {
-        let lifecycle = fresh_lifecycle(&self.shared.id);
+        let lifecycle = fresh_lifecycle(&self.slot.shared().id);
         self.replace_with_lifecycle(value, lifecycle)
     }
 
@@ -350,62 +368,22 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// [`replace_with`](Self::replace_with), or `None` (nothing changed) if
     /// the slot was closed.
     pub(crate) fn try_replace(&self, value: Arc<T>, lifecycle: SharedLifecycle, finalize: Finalize) -> Option<Drain> {
-        let (signal, record) = self.shared.replace(value, lifecycle, finalize)?;
-        Some(Drain::new(signal, Arc::clone(&self.shared), record))
+        let shared = self.slot.arc();
+        let (signal, record) = shared.replace(value, lifecycle, finalize)?;
+        Some(Drain::new(signal, shared, record))
     }
 
     /// How many operations are in flight on the current generation (a
     /// snapshot, summed over the lease counters).
     pub fn in_flight(&self) -> usize {
-        self.shared.current_in_flight()
-    }
-}
-
-/// A borrowed-by-contract pointer to a slot's shared state; see [`Slot::raw`].
-pub(crate) struct RawSlot<T: ?Sized + 'static> {
-    shared: NonNull<Shared<T>>,
-}
-
-impl<T: ?Sized + 'static> Clone for RawSlot<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T: ?Sized + 'static> Copy for RawSlot<T> {}
-
-// SAFETY: only used to reach `Shared<T>`, which is `Send + Sync`.
-unsafe impl<T: ?Sized + Send + Sync + 'static> Send for RawSlot<T> {}
-// SAFETY: as above.
-unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for RawSlot<T> {}
-
-impl<T: ?Sized + Send + Sync + 'static> RawSlot<T> {
-    /// A prefetch hint for leases of the current generation (see [`Hint`]);
-    /// `None` if the slot is closed.
-    ///
-    /// # Safety
-    /// The `Slot` this came from is alive.
-    pub(crate) unsafe fn hint(&self) -> Option<Hint> {
-        // SAFETY: the caller keeps the slot, and so its shared state, alive.
-        unsafe { self.shared.as_ref() }.hint()
-    }
-
-    /// [`Slot::try_lease`] through the pointer.
-    ///
-    /// # Safety
-    /// The `Slot` this came from is alive.
-    #[inline]
-    pub(crate) unsafe fn try_lease(&self) -> Option<Lease<T>> {
-        // SAFETY: the caller keeps the slot, and so its shared state, alive.
-        let shared = unsafe { self.shared.as_ref() };
-        Some(Lease::new(shared.acquire()?))
+        self.slot.shared().current_in_flight()
     }
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Drop for Slot<T> {
     fn drop(&mut self) {
-        self.shared.close(Finalize::OnDrain);
-        self.shared.run_deferred();
+        self.slot.shared().close(Finalize::OnDrain);
+        self.slot.shared().run_deferred();
     }
 }
 
@@ -447,7 +425,7 @@ mod tests {
             Slot::with_lease_path(PluginId::new("p"), Arc::new(Counted(Arc::clone(&drops))), 1, LeasePath::Atomic);
         let held = slot.lease();
         // `held` plus COUNT_LIMIT - 1 leaked leases.
-        assert_eq!(slot.shared.add_to_current_stripe(0, COUNT_LIMIT - 1), COUNT_LIMIT);
+        assert_eq!(slot.slot.shared().add_to_current_stripe(0, COUNT_LIMIT - 1), COUNT_LIMIT);
         let refused = catch_unwind(AssertUnwindSafe(|| slot.lease()));
         let message = match refused {
             Ok(lease) => panic!("a lease beyond the limit was granted (generation {})", lease.generation()),
@@ -455,9 +433,9 @@ mod tests {
         };
         assert!(message.contains("leases are held at once") && message.contains("`p`"), "{message}");
         // The refused increment was undone: the count is still the limit.
-        assert_eq!(slot.shared.add_to_current_stripe(0, 0), COUNT_LIMIT);
+        assert_eq!(slot.slot.shared().add_to_current_stripe(0, 0), COUNT_LIMIT);
         // Give back the simulated leases: the slot works as before.
-        assert_eq!(slot.shared.add_to_current_stripe(0, (COUNT_LIMIT - 1).wrapping_neg()), 1);
+        assert_eq!(slot.slot.shared().add_to_current_stripe(0, (COUNT_LIMIT - 1).wrapping_neg()), 1);
         let drain = slot.replace(Arc::new(Counted(Arc::clone(&drops))));
         assert_eq!(drain.in_flight(), 1);
         assert!(!drain.is_drained(), "drained while a lease is held");
@@ -483,14 +461,14 @@ mod tests {
         }
         let held = slot.lease();
         let limit = super::record::Shared::<Counted>::OWNED_LIMIT;
-        assert_eq!(slot.shared.set_current_owned(limit), 1);
+        assert_eq!(slot.slot.shared().set_current_owned(limit), 1);
         let refused = catch_unwind(AssertUnwindSafe(|| slot.lease()));
         let message = match refused {
             Ok(lease) => panic!("a lease beyond the limit was granted (generation {})", lease.generation()),
             Err(payload) => crate::unwind::message(&*payload),
         };
         assert!(message.contains("leases are held at once") && message.contains("`p`"), "{message}");
-        assert_eq!(slot.shared.set_current_owned(1), limit, "the refused lease changed the counter");
+        assert_eq!(slot.slot.shared().set_current_owned(1), limit, "the refused lease changed the counter");
         let drain = slot.replace(Arc::new(Counted(Arc::clone(&drops))));
         assert_eq!(drain.in_flight(), 1);
         drop(held);
@@ -502,11 +480,11 @@ mod tests {
     #[test]
     fn a_lease_just_below_the_count_limit_is_granted() {
         let slot = Slot::with_lease_path(PluginId::new("p"), Arc::new(1u8), 1, LeasePath::Atomic);
-        slot.shared.add_to_current_stripe(0, COUNT_LIMIT - 1);
+        slot.slot.shared().add_to_current_stripe(0, COUNT_LIMIT - 1);
         let lease = slot.lease();
-        assert_eq!(slot.shared.add_to_current_stripe(0, 0), COUNT_LIMIT);
+        assert_eq!(slot.slot.shared().add_to_current_stripe(0, 0), COUNT_LIMIT);
         drop(lease);
-        slot.shared.add_to_current_stripe(0, (COUNT_LIMIT - 1).wrapping_neg());
+        slot.slot.shared().add_to_current_stripe(0, (COUNT_LIMIT - 1).wrapping_neg());
         assert_eq!(slot.in_flight(), 0);
     }
 

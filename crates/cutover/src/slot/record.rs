@@ -4,8 +4,8 @@
 //! # How leases are counted
 //!
 //! Each generation lives in a [`Record`]: the value, and a small array of
-//! padded counters, one per *stripe* (see [`super::stripe`]), in the same
-//! allocation (see "Memory layout" below). A lease
+//! counters, one per *stripe* (see [`super::stripe`]), each on a line only
+//! threads of that stripe write (see "Memory layout" below). A lease
 //! increments its thread's stripe; dropping it decrements the same stripe,
 //! on whatever thread that happens. While a generation is current, nobody
 //! ever sums the stripes, so the per-call path writes one cache line that
@@ -225,48 +225,61 @@
 //! touch that record's stripe (and fail to validate) after the generation has
 //! drained. Records are therefore *type-stable*, as with Linux's
 //! `SLAB_TYPESAFE_BY_RCU`: a drained record goes on the slot's free list and
-//! is reused for a later generation, and its memory is freed only when the
-//! slot itself is gone (every handle dropped and every generation drained).
-//! The plugin value is dropped as soon as its generation drains; only the
-//! small counter block is kept, so a slot's memory is bounded by the largest
-//! number of generations ever alive at once.
+//! is reused for a later generation, and its cells go back to the chunk pool
+//! (see `chunk`) only when the slot itself is gone (every handle dropped and
+//! every generation drained: no stray reader is left then, as each holds the
+//! slot's shared state alive). The plugin value is dropped as soon as its
+//! generation drains; only the record's small cells are kept, so a slot's
+//! memory is bounded by the largest number of generations ever alive at once.
 //!
 //! # Memory layout
 //!
-//! A record is one allocation, so that a lease touches few lines, all close
-//! together (a registry lookup over many plugins misses the caches and the
-//! TLB on each of them):
+//! A record is not an allocation of its own but one cell (32 bytes) in each
+//! region of a chunk shared by every slot of the process (see `chunk`), so
+//! that the lines a lease touches are shared with other plugins' and a
+//! registry lookup spread over many plugins misses on few of them:
 //!
 //! ```text
-//! offset 0    header line: incarnation (value, generation), draining   read by every lease
-//! offset 64   cold line(s): central, remote, tracker, next_deferred      draining / cross-thread releases
-//! offset 128  stripe 0, stripe 1 (+128), ...                             one thread each
+//! region 0      the record's header: draining, value, generation     read by every lease
+//!               (or a slot's head: current, mask, owners, tracking)  read by every lease
+//! region 1      the cold part: central, remote, next_deferred, body  draining / cross-thread releases
+//! region i + 2  stripe i: shared, owned, released                    the threads of index i
+//! body          (its own allocation) incarnation, tracker            completion, tracking
 //! ```
 //!
-//! Stripe `i` is at `first_stripe + i * PADDED` bytes from the record's
-//! start, the same in every slot: [`PADDED`](super::stripe::PADDED) is 128
-//! bytes, so that no two threads' counters share a line or an adjacent-line
-//! pair, and none shares one with the header; the block is aligned to it.
-//! Smaller strides were measured: 16-byte counters make two threads leasing
-//! one slot write the same line (7x the lease cost), so they are not used.
-//! The stride is a constant (not a per-slot field) so that a lease's and a
+//! Stripe `i` of a record is at `(i + 2) * REGION` bytes from its header,
+//! the same in every slot ([`REGION`] is a constant), so a lease's and a
 //! release's counter address is the record pointer plus an offset computed
-//! from the thread index alone, with no load. A lease stores its stripe as
-//! that byte offset, so its drop reaches the counter without reading the
-//! header or the slot.
+//! from the thread index alone, with no load, as when the stripes followed
+//! the header in one allocation; a lease stores its stripe as that byte
+//! offset, so its drop reaches the counter without reading the header or the
+//! slot. Two threads of different indices never write the same counter line
+//! of one record (their cells are regions apart); the neighbours of a
+//! thread's cell in its line are the same stripe of other records. A
+//! slot's head (what every lease reads before the record: see [`Head`]) is a
+//! cell of the header region too, taken just before the slot's first record,
+//! so the two are usually neighbours.
 //!
-//! *Why it is safe.* The layout (header, then `mask + 1` stripes at fixed
-//! offsets) is computed once per slot ([`Shared::record_layout`]); `prepare`
-//! allocates it, writes the header at offset 0 and a zeroed stripe at each
-//! offset before the record can be reached, and the slot's drop drops each
-//! part once and frees the block with the same layout. The header is reached
-//! through a reference, the stripes only through [`stripe_at`], from the
-//! pointer the allocator returned (kept in `current`, the free list, `all`
-//! and each lease): its provenance covers the whole block, whereas a pointer
-//! derived from a reference to the header would cover the header only (the
-//! Miri runs check this). Offsets come from the slot's own mask and `PADDED`,
-//! so they are always inside the block. Everything the protocol above says
-//! about "the stripe" holds unchanged: only where the counter lives moved.
+//! What a lease reads from the header (the value pointer and the
+//! generation, `hot`) is a copy of the incarnation's, written with it by
+//! `prepare` before publication and cleared with it by the completion,
+//! under the same rules; the incarnation itself (which owns the value and
+//! the drain signal) lives in the record's body.
+//!
+//! *Why it is safe.* `prepare` takes a record's cells from the pool and
+//! writes the header, the cold part and a zeroed stripe for each of the
+//! slot's `mask + 1` stripe offsets before the record can be reached, and
+//! the slot's drop drops each part once (the body with its `Box`) and gives
+//! the cells back once. The header is reached through a reference, the
+//! other parts only through [`cold`] and [`stripe_at`], from the pointer the
+//! pool returned (kept in `current`, the free list, `all` and each lease),
+//! which is derived from the chunk's allocation pointer: its provenance
+//! covers the whole chunk, whereas a pointer derived from a reference to the
+//! header would cover the header only (the Miri runs check this). Offsets
+//! come from the slot's own mask (at most [`MAX_STRIPES`], the chunk's stripe
+//! regions) and `REGION`, so they are always inside the chunk. Everything
+//! the protocol above says about "the stripe" holds unchanged: only where the
+//! counter lives moved.
 //!
 //! *Prefetch hints.* A container that finds a slot through its own data
 //! structure (the registry) may keep a [`Hint`]: where the current record,
@@ -280,18 +293,16 @@
 //! completes a drain and is safe under the registry's lock.
 
 use std::{
-    alloc::{self, Layout},
     fmt,
     ptr::NonNull,
     sync::{atomic::Ordering, Arc},
 };
 
 use super::{
+    chunk::{self, CELL, REGION},
     fence,
     signal::DrainSignal,
-    stripe::{
-        owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES, PADDED,
-    },
+    stripe::{owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
     tracking::{Straggler, Tracker},
     Finalize,
 };
@@ -329,9 +340,9 @@ const OWNED_LIMIT: usize = (1u64 << 54) as usize;
 /// The counters of one stripe: the atomic word threads without a counter of
 /// their own increment (count, epoch and [`DRAINING_BIT`]), and the counter
 /// the thread owning this index updates with plain stores (asymmetric-fence
-/// path only). Stripes live right after their record's header, in the same
-/// allocation, one every [`PADDED`] bytes (see "Memory layout" in the module
-/// docs), written by one thread at a time in the common case.
+/// path only). A record's stripe `i` is its cell in stripe region `i` of
+/// its chunk (see "Memory layout" in the module docs), written by one
+/// thread at a time in the common case.
 #[derive(Default)]
 #[repr(C)]
 struct Stripe {
@@ -365,74 +376,103 @@ pub(crate) struct Incarnation<T: ?Sized + 'static> {
     keep: Arc<Shared<T>>,
 }
 
-/// Aligns a value to a 64-byte cache line (and pads it to whole lines).
-#[repr(align(64))]
-struct Line<T>(T);
+/// The part of a record that only draining and cross-thread releases, the
+/// deferred list and the writer touch: its cell in the chunk's second region
+/// (see "Memory layout" in the module docs).
+struct Cold<T: ?Sized + 'static> {
+    tail: Tail,
+    /// The next record on the slot's `deferred` list.
+    next_deferred: AtomicPtr<Record<T>>,
+    /// The rest, in an allocation of its own; fixed for the record's life.
+    body: NonNull<Body<T>>,
+}
 
-impl<T> std::ops::Deref for Line<T> {
-    type Target = T;
-    #[inline(always)]
-    fn deref(&self) -> &T {
-        &self.0
+/// What a record holds that does not fit its cells: the incarnation (which
+/// owns the value and the drain signal) and the straggler tracker.
+struct Body<T: ?Sized + 'static> {
+    incarnation: UnsafeCell<Option<Incarnation<T>>>,
+    /// Leases taken with straggler tracking on (empty when it is off).
+    tracker: Tracker,
+}
+
+/// What a lease reads from its generation: a copy of the incarnation's value
+/// pointer and generation, next to the `draining` flag.
+struct Hot<T: ?Sized + 'static> {
+    value: NonNull<T>,
+    generation: u64,
+}
+
+impl<T: ?Sized + 'static> Clone for Hot<T> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// The rarely-touched part of a record, on its own line(s) after the line
-/// every lease reads.
-struct Cold<T: ?Sized + 'static> {
-    tail: Tail,
-    /// Leases taken with straggler tracking on (empty when it is off).
-    tracker: Tracker,
-    /// The next record on the slot's `deferred` list.
-    next_deferred: AtomicPtr<Record<T>>,
-}
+impl<T: ?Sized + 'static> Copy for Hot<T> {}
 
-/// One generation's header: its value and state. Its stripes follow it in
-/// the same allocation (see "Memory layout" in the module docs); reach them
-/// with [`stripe_at`] from a pointer to the allocation, never from a
-/// reference to the header.
+/// One generation's header: what every lease reads. Its cold part and its
+/// stripes are its cells in the chunk's other regions (see "Memory layout"
+/// in the module docs); reach them with [`cold`] and [`stripe_at`] from the
+/// pointer the chunk pool returned, never from a reference to the header.
 #[repr(C)]
 pub(crate) struct Record<T: ?Sized + 'static> {
     /// Set by the cutover (after the swap, before the barrier): owners stop
     /// updating their counters with plain stores. The record's first byte:
     /// the owners' restartable sequences test it there (see `fence`).
     draining: AtomicBool,
-    /// With the flag above, the line every lease reads (64-byte aligned:
-    /// first in the record).
-    incarnation: UnsafeCell<Option<Incarnation<T>>>,
-    cold: Line<Cold<T>>,
+    /// Written only while no lease can read it, as the incarnation it copies
+    /// (`None` while the record is free).
+    hot: UnsafeCell<Option<Hot<T>>>,
 }
 
-// The owners' restartable sequences test a record's first byte.
+// The owners' restartable sequences test a record's first byte; a record's
+// parts each fit one cell (a fat value pointer included).
 const _: () = assert!(std::mem::offset_of!(Record<u8>, draining) == 0);
+const _: () = assert!(std::mem::size_of::<Record<dyn std::any::Any + Send + Sync>>() <= CELL);
+const _: () = assert!(std::mem::size_of::<Cold<dyn std::any::Any + Send + Sync>>() <= CELL);
+const _: () = assert!(std::mem::size_of::<Stripe>() <= CELL);
 
-/// Where stripe 0 starts in a record's allocation: after the header, on a
-/// 128-byte boundary (two lines: so that with the [`PADDED`] stride no stripe
-/// shares an adjacent-line pair with the header).
-const fn first_stripe<T: ?Sized + 'static>() -> usize {
-    std::mem::size_of::<Record<T>>().next_multiple_of(128)
-}
-
-/// The stripe at byte `offset` of the record allocation `record`.
+/// The cold part of the record at `record`.
 ///
 /// # Safety
-/// `record` points at a record allocated by [`Shared::prepare`] that is
-/// still allocated for `'a`, and was derived from that allocation's pointer
-/// (not from a reference to the header); `offset` is [`Shared::offset`] of
-/// a stripe index of its slot.
+/// `record` is a record of a live slot (one `prepare` filled), derived from
+/// the pointer the chunk pool returned, and stays allocated for `'a`.
+#[inline(always)]
+unsafe fn cold<'a, T: ?Sized + 'static>(record: NonNull<Record<T>>) -> &'a Cold<T> {
+    // SAFETY: forwarded from the caller: the cell is inside the chunk, was
+    // written by `prepare`, and `record`'s provenance covers the chunk.
+    unsafe { &*record.as_ptr().cast::<u8>().add(REGION).cast::<Cold<T>>() }
+}
+
+/// The body of the record at `record`.
+///
+/// # Safety
+/// As for [`cold`].
+#[inline(always)]
+unsafe fn body<'a, T: ?Sized + 'static>(record: NonNull<Record<T>>) -> &'a Body<T> {
+    // SAFETY: forwarded from the caller; the body lives as long as the record.
+    unsafe { cold(record).body.as_ref() }
+}
+
+/// The stripe at byte `offset` of the record at `record`.
+///
+/// # Safety
+/// `record` points at a record of a slot that is still allocated for `'a`
+/// (filled by [`Shared::prepare`]), and was derived from the pointer the
+/// chunk pool returned (not from a reference to the header); `offset` is
+/// [`Shared::offset`] of a stripe index of its slot.
 #[inline(always)]
 unsafe fn stripe_at<'a, T: ?Sized + 'static>(record: *const Record<T>, offset: usize) -> &'a Stripe {
     // SAFETY: forwarded from the caller: the stripe lies inside the record's
-    // allocation, initialized by `prepare`, and `record`'s provenance covers
-    // the whole allocation.
+    // chunk, initialized by `prepare`, and `record`'s provenance covers
+    // the whole chunk.
     unsafe { &*record.cast::<u8>().add(offset).cast::<Stripe>() }
 }
 
-/// The offset of stripe `index` in a record whose stripes are
-/// [`PADDED`] bytes apart.
+/// The offset of stripe `index`'s cell from its record's header cell.
 #[inline(always)]
-fn stripe_offset<T: ?Sized + 'static>(index: usize) -> usize {
-    first_stripe::<T>() + index * PADDED
+fn stripe_offset(index: usize) -> usize {
+    (index + 2) * REGION
 }
 
 struct Writer<T: ?Sized + 'static> {
@@ -443,22 +483,36 @@ struct Writer<T: ?Sized + 'static> {
     all: Vec<NonNull<Record<T>>>,
 }
 
-/// The state a slot shares with its live generations and drain handles.
-///
-/// `repr(C)`, with what every lease reads first (`current`, `mask`,
-/// `owners`, `tracking`: 25 bytes after the `Arc`'s two
-/// counts), so that those fields share one cache line in most allocations.
+/// A slot's head: what every lease reads before it reaches a record (the
+/// current record, the slot's stripe mask and owner count, the tracking
+/// flag). It is one cell in the header region of the record chunks (see
+/// "Memory layout" in the module docs), like a record's header: so a lookup
+/// spread over many slots finds it in a dense array, next to the headers of
+/// the slot's first records, not in an allocation of its own.
 #[repr(C)]
-pub(crate) struct Shared<T: ?Sized + 'static> {
+pub(crate) struct Head<T: ?Sized + 'static> {
     current: AtomicPtr<Record<T>>,
-    mask: usize,
+    mask: u32,
     /// Thread indices below this own a counter of each record and lease on
     /// the asymmetric-fence path; 0 on the atomic path (see the module docs).
-    owners: usize,
+    owners: u32,
+    /// The shared state that owns this head (for the rare paths).
+    shared: NonNull<Shared<T>>,
     /// Straggler tracking on (see `tracking`).
     pub(crate) tracking: AtomicBool,
     /// Set once by [`Shared::close`]: the slot has no current generation.
     closed: AtomicBool,
+}
+
+const _: () = assert!(std::mem::size_of::<Head<dyn std::any::Any + Send + Sync>>() <= CELL);
+
+/// The state a slot shares with its live generations and drain handles.
+pub(crate) struct Shared<T: ?Sized + 'static> {
+    /// This slot's head, owned by it (see [`Head`]); freed with it.
+    head: NonNull<Head<T>>,
+    mask: usize,
+    /// As [`Head::owners`].
+    owners: usize,
     pub(crate) id: PluginId,
     /// Completions by a lease's drop are deferred to the writer side (see
     /// the module docs). Fixed at construction.
@@ -541,153 +595,32 @@ fn undo_or_adopt(counter: &AtomicUsize, counted: impl Fn(usize) -> bool) -> Undo
     }
 }
 
-impl<T: ?Sized + 'static> Shared<T> {
-    /// The byte offset of the stripe thread index `index` uses, in each of
-    /// this slot's records.
+impl<T: ?Sized + 'static> Head<T> {
+    /// The byte offset of the stripe thread index `index` uses, from each
+    /// of this slot's records.
     #[inline(always)]
     fn offset(&self, index: usize) -> usize {
-        stripe_offset::<T>(index & self.mask)
+        stripe_offset(index & self.mask as usize)
     }
 
-    /// The offsets of every stripe of a record.
-    fn offsets(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..=self.mask).map(|index| self.offset(index))
+    /// The shared state that owns this head, as the pointer of the `Arc`
+    /// that holds it (its provenance covers the `Arc`'s counts: see
+    /// `SlotRef`).
+    #[inline(always)]
+    pub(crate) fn shared_ptr(&self) -> NonNull<Shared<T>> {
+        self.shared
     }
 
-    /// The layout of one record allocation: the header, then the stripes.
-    fn record_layout(&self) -> Layout {
-        let stripes = (self.mask + 1) * PADDED;
-        let align = std::mem::align_of::<Record<T>>().max(PADDED);
-        match Layout::from_size_align(first_stripe::<T>() + stripes, align) {
-            Ok(layout) => layout.pad_to_align(),
-            Err(_) => unreachable!("a record layout is at most a few MB"),
-        }
+    /// The shared state that owns this head.
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> &Shared<T> {
+        // SAFETY: the shared state owns this head and frees it in its drop,
+        // so it is alive while the head is.
+        unsafe { self.shared.as_ref() }
     }
 }
 
-impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
-    /// A slot serving `value` as generation 1, with `lifecycle` set `Active`.
-    /// With `defer`, completions by lease drops are left to the writer side.
-    /// Its records have `stripes` counters (rounded up to a power of two),
-    /// [`PADDED`] bytes apart.
-    pub(crate) fn new(
-        id: PluginId,
-        value: Arc<T>,
-        lifecycle: SharedLifecycle,
-        stripes: usize,
-        defer: bool,
-        asymmetric: bool,
-    ) -> Arc<Self> {
-        let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
-        let owners = if asymmetric && usize::BITS >= 64 { stripes.min(fence::MAX_OWNERS) } else { 0 };
-        let shared = Arc::new(Self {
-            id,
-            current: AtomicPtr::new(std::ptr::null_mut()),
-            mask: stripes - 1,
-            owners,
-            closed: AtomicBool::new(false),
-            tracking: AtomicBool::new(false),
-            defer,
-            deferred: AtomicPtr::new(std::ptr::null_mut()),
-            value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-            writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), all: Vec::new() }),
-        });
-        {
-            let mut writer = lock(&shared.writer);
-            let record = shared.prepare(&mut writer, value, lifecycle);
-            shared.current.store(record.as_ptr(), Ordering::SeqCst);
-        }
-        shared
-    }
-
-    /// Thread indices that own a counter (0: the atomic path).
-    pub(crate) fn owners(&self) -> usize {
-        self.owners
-    }
-
-    /// Take a record (reused or new) and fill it with the next generation.
-    /// The record is not yet reachable by leases.
-    fn prepare(
-        self: &Arc<Self>,
-        writer: &mut Writer<T>,
-        value: Arc<T>,
-        lifecycle: SharedLifecycle,
-    ) -> NonNull<Record<T>> {
-        let generation = writer.next_generation;
-        writer.next_generation += 1;
-        self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
-        let record = match writer.free.pop() {
-            Some(record) => record,
-            None => {
-                let layout = self.record_layout();
-                // SAFETY: the layout has a non-zero size (the header).
-                let block = unsafe { alloc::alloc(layout) };
-                let Some(block) = NonNull::new(block) else { alloc::handle_alloc_error(layout) };
-                let record = block.cast::<Record<T>>();
-                // SAFETY: the block is ours, large enough and aligned for the
-                // header at offset 0 and for every stripe at its offset
-                // (`first_stripe` and `PADDED` are multiples of their
-                // alignment). Nothing else can reach it yet.
-                unsafe {
-                    record.as_ptr().write(Record {
-                        incarnation: UnsafeCell::new(None),
-                        draining: AtomicBool::new(false),
-                        cold: Line(Cold {
-                            tail: Tail { central: AtomicUsize::new(BIAS), remote: AtomicUsize::new(0) },
-                            tracker: Tracker::default(),
-                            next_deferred: AtomicPtr::new(std::ptr::null_mut()),
-                        }),
-                    });
-                    for offset in self.offsets() {
-                        block.as_ptr().add(offset).cast::<Stripe>().write(Stripe::default());
-                    }
-                }
-                writer.all.push(record);
-                record
-            }
-        };
-        // SAFETY: records in `all` stay allocated while `self` lives.
-        let rec = unsafe { record.as_ref() };
-        // A reused record drained completely: no lease of it remains, but a
-        // thread may be between a stray increment of a frozen stripe and its
-        // undo. Unfreeze and bump the epoch, keeping such counts.
-        for offset in self.offsets() {
-            // SAFETY: a record of this slot, allocated while `self` lives.
-            let stripe = unsafe { stripe_at(record.as_ptr(), offset) };
-            // No owner touches a retired record after its sweep (see the
-            // module docs): plain resets, published by the swap.
-            stripe.owned.store(0, Ordering::Relaxed);
-            stripe.released.store(0, Ordering::Relaxed);
-            let stripe = &stripe.shared;
-            let mut word = stripe.load(Ordering::Acquire);
-            loop {
-                let epoch = (word & EPOCH_MASK).wrapping_add(1 << EPOCH_SHIFT) & EPOCH_MASK;
-                match stripe.compare_exchange_weak(
-                    word,
-                    epoch | (word & COUNT_MASK),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => break,
-                    Err(seen) => word = seen,
-                }
-            }
-        }
-        rec.draining.store(false, Ordering::Relaxed);
-        rec.cold.tail.remote.store(0, Ordering::Relaxed);
-        rec.cold.tail.central.store(BIAS, Ordering::Release);
-        if lifecycle.state() != LifecycleState::Active {
-            lifecycle.set(LifecycleState::Active);
-        }
-        let signal = Arc::new(DrainSignal::new(generation, EpochFencedReload::new(lifecycle)));
-        let incarnation = Incarnation { generation, value, signal, keep: Arc::clone(self) };
-        // SAFETY: the record is not current and has no incarnation (fresh, or
-        // drained and taken off the free list under the writer lock), so no
-        // lease reads the cell; stray readers only touch the stripes.
-        rec.incarnation.with_mut(|cell| unsafe { *cell = Some(incarnation) });
-        record
-    }
-
+impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     /// Take a lease on the current generation: the per-call path. `None`
     /// only once the slot is closed. Never completes a drain (see the module
     /// docs).
@@ -701,9 +634,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // instructions and no call); everything else is out of line. On the
         // atomic path this costs one load of a line `count` reads anyway
         // and a predicted branch (measured: no slower, BENCHMARKS.md).
-        if self.owners != 0 {
+        if (self.owners as usize) != 0 {
             if let Some(index) = owner_index() {
-                if index < self.owners {
+                if index < (self.owners as usize) {
                     return Some(self.leased(self.acquire_owned(index)?));
                 }
             }
@@ -731,7 +664,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     fn acquire_first(&self) -> Option<Counted<T>> {
         let stripe = thread_stripe();
         match owner_index() {
-            Some(index) if index < self.owners => self.acquire_owned(index),
+            Some(index) if index < (self.owners as usize) => self.acquire_owned(index),
             _ => self.acquire_atomic(stripe),
         }
     }
@@ -791,7 +724,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         panic!(
             "cutover: plugin `{}`: {limit} leases are held at once on one lease counter, the most it can count; \
              leases are being leaked (e.g. with mem::forget) or accumulated without bound",
-            self.id
+            self.shared().id
         );
     }
 
@@ -879,13 +812,179 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // its incarnation from completing, and that incarnation was written
         // before (see `Counted::new`).
         let rec = unsafe { record.as_ref() };
-        let (value, generation) = rec.incarnation.with(|cell| match unsafe { &*cell } {
-            Some(inc) => (NonNull::from(&*inc.value), inc.generation),
+        let Hot { value, generation } = rec.hot.with(|cell| match unsafe { *cell } {
+            Some(hot) => hot,
             // A counted generation always has an incarnation.
             None => unreachable!("leased generation record without a value"),
         });
-        let ticket = if self.tracking.load(Ordering::Relaxed) { rec.cold.tracker.track() } else { 0 };
+        // SAFETY: as above.
+        let ticket = if self.tracking.load(Ordering::Relaxed) { unsafe { body(record) }.tracker.track() } else { 0 };
         Acquired { record, stripe, value, generation, ticket }
+    }
+}
+
+impl<T: ?Sized + 'static> Shared<T> {
+    /// This slot's head.
+    #[inline(always)]
+    pub(crate) fn head(&self) -> &Head<T> {
+        // SAFETY: the head is ours, written in `new` and freed in our drop.
+        unsafe { self.head.as_ref() }
+    }
+
+    /// The byte offset of the stripe thread index `index` uses, in each of
+    /// this slot's records.
+    #[inline(always)]
+    fn offset(&self, index: usize) -> usize {
+        stripe_offset(index & self.mask)
+    }
+
+    /// The offsets of every stripe of a record.
+    fn offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..=self.mask).map(|index| self.offset(index))
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
+    /// A slot serving `value` as generation 1, with `lifecycle` set `Active`.
+    /// With `defer`, completions by lease drops are left to the writer side.
+    /// Its records have `stripes` counters (rounded up to a power of two, at
+    /// most [`MAX_STRIPES`]).
+    pub(crate) fn new(
+        id: PluginId,
+        value: Arc<T>,
+        lifecycle: SharedLifecycle,
+        stripes: usize,
+        defer: bool,
+        asymmetric: bool,
+    ) -> Arc<Self> {
+        let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
+        let owners = if asymmetric && usize::BITS >= 64 { stripes.min(fence::MAX_OWNERS) } else { 0 };
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
+            let head = chunk::take().cast::<Head<T>>();
+            let back = NonNull::new(weak.as_ptr().cast_mut()).unwrap_or_else(|| unreachable!("an Arc is not null"));
+            // SAFETY: the pool gave us the cell (aligned and large enough
+            // for a head); nothing else can reach it yet.
+            unsafe {
+                head.as_ptr().write(Head {
+                    current: AtomicPtr::new(std::ptr::null_mut()),
+                    mask: (stripes - 1) as u32,
+                    owners: owners as u32,
+                    shared: back,
+                    tracking: AtomicBool::new(false),
+                    closed: AtomicBool::new(false),
+                })
+            };
+            Self {
+                head,
+                id,
+                mask: stripes - 1,
+                owners,
+                defer,
+                deferred: AtomicPtr::new(std::ptr::null_mut()),
+                value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+                writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), all: Vec::new() }),
+            }
+        });
+        {
+            let mut writer = lock(&shared.writer);
+            let record = shared.prepare(&mut writer, value, lifecycle);
+            shared.head().current.store(record.as_ptr(), Ordering::SeqCst);
+        }
+        shared
+    }
+
+    /// Thread indices that own a counter (0: the atomic path).
+    pub(crate) fn owners(&self) -> usize {
+        self.owners
+    }
+
+    /// A lease on the current generation (see [`Head::acquire`]).
+    #[inline]
+    pub(crate) fn acquire(&self) -> Option<Acquired<T>> {
+        self.head().acquire()
+    }
+
+    /// Take a record (reused or new) and fill it with the next generation.
+    /// The record is not yet reachable by leases.
+    fn prepare(
+        self: &Arc<Self>,
+        writer: &mut Writer<T>,
+        value: Arc<T>,
+        lifecycle: SharedLifecycle,
+    ) -> NonNull<Record<T>> {
+        let generation = writer.next_generation;
+        writer.next_generation += 1;
+        self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
+        let record = match writer.free.pop() {
+            Some(record) => record,
+            None => {
+                let cells = chunk::take();
+                let record = cells.cast::<Record<T>>();
+                let body = Box::new(Body { incarnation: UnsafeCell::new(None), tracker: Tracker::default() });
+                // SAFETY: the pool gave us the record's cells: `CELL` bytes
+                // at the record's offset in every region of its chunk (each
+                // aligned to 32 bytes, and every part fits one cell), and
+                // `cells`' provenance covers the chunk. Nothing else can
+                // reach them yet.
+                unsafe {
+                    record.as_ptr().write(Record { draining: AtomicBool::new(false), hot: UnsafeCell::new(None) });
+                    cells.as_ptr().add(REGION).cast::<Cold<T>>().write(Cold {
+                        tail: Tail { central: AtomicUsize::new(BIAS), remote: AtomicUsize::new(0) },
+                        next_deferred: AtomicPtr::new(std::ptr::null_mut()),
+                        body: NonNull::from(Box::leak(body)),
+                    });
+                    for offset in self.offsets() {
+                        cells.as_ptr().add(offset).cast::<Stripe>().write(Stripe::default());
+                    }
+                }
+                writer.all.push(record);
+                record
+            }
+        };
+        // SAFETY: records in `all` stay allocated while `self` lives.
+        let (rec, cold) = unsafe { (record.as_ref(), cold(record)) };
+        // A reused record drained completely: no lease of it remains, but a
+        // thread may be between a stray increment of a frozen stripe and its
+        // undo. Unfreeze and bump the epoch, keeping such counts.
+        for offset in self.offsets() {
+            // SAFETY: a record of this slot, allocated while `self` lives.
+            let stripe = unsafe { stripe_at(record.as_ptr(), offset) };
+            // No owner touches a retired record after its sweep (see the
+            // module docs): plain resets, published by the swap.
+            stripe.owned.store(0, Ordering::Relaxed);
+            stripe.released.store(0, Ordering::Relaxed);
+            let stripe = &stripe.shared;
+            let mut word = stripe.load(Ordering::Acquire);
+            loop {
+                let epoch = (word & EPOCH_MASK).wrapping_add(1 << EPOCH_SHIFT) & EPOCH_MASK;
+                match stripe.compare_exchange_weak(
+                    word,
+                    epoch | (word & COUNT_MASK),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(seen) => word = seen,
+                }
+            }
+        }
+        rec.draining.store(false, Ordering::Relaxed);
+        cold.tail.remote.store(0, Ordering::Relaxed);
+        cold.tail.central.store(BIAS, Ordering::Release);
+        if lifecycle.state() != LifecycleState::Active {
+            lifecycle.set(LifecycleState::Active);
+        }
+        let signal = Arc::new(DrainSignal::new(generation, EpochFencedReload::new(lifecycle)));
+        let hot = Hot { value: NonNull::from(&*value), generation };
+        let incarnation = Incarnation { generation, value, signal, keep: Arc::clone(self) };
+        // SAFETY: the record is not current and has no incarnation (fresh, or
+        // drained and taken off the free list under the writer lock), so no
+        // lease reads the cells; stray readers only touch the stripes.
+        unsafe {
+            cold.body.as_ref().incarnation.with_mut(|cell| *cell = Some(incarnation));
+            rec.hot.with_mut(|cell| *cell = Some(hot));
+        }
+        record
     }
 
     /// The cutover: publish `value` as the next generation and start draining
@@ -899,12 +998,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     ) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
         let (old, new_generation) = {
             let mut writer = lock(&self.writer);
-            if self.closed.load(Ordering::Relaxed) {
+            if self.head().closed.load(Ordering::Relaxed) {
                 // `value` is dropped by our caller's frame, after the lock.
                 return None;
             }
             let record = self.prepare(&mut writer, value, lifecycle);
-            let old = self.current.swap(record.as_ptr(), Ordering::SeqCst);
+            let old = self.head().current.swap(record.as_ptr(), Ordering::SeqCst);
             (old, writer.next_generation - 1)
         };
         // SAFETY: `old` was current, so it is a live record.
@@ -919,7 +1018,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     pub(crate) fn close(&self, finalize: Finalize) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
         {
             let _writer = lock(&self.writer);
-            if self.closed.swap(true, Ordering::SeqCst) {
+            if self.head().closed.swap(true, Ordering::SeqCst) {
                 return None;
             }
         }
@@ -934,8 +1033,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // SAFETY: an unpublished record whose drain has not completed (we
         // are the only party that can start it) is live and its incarnation
         // stable: only the drain's completion takes it.
-        let rec = unsafe { record.as_ref() };
-        let signal = rec.incarnation.with(|cell| match unsafe { &*cell } {
+        let (body, cold) = unsafe { (body(record), cold(record)) };
+        let signal = body.incarnation.with(|cell| match unsafe { &*cell } {
             Some(inc) => Arc::clone(&inc.signal),
             None => unreachable!("retiring a generation record without a value"),
         });
@@ -953,7 +1052,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // Releases that raced the sweep have already decremented `central`;
         // remove the bias, keeping the frozen count.
         let adjust = BIAS.wrapping_sub(frozen);
-        if rec.cold.tail.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
+        if cold.tail.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
             // SAFETY: the central count reached zero by our hand, on the
             // writer side: we complete.
             unsafe { complete(record) };
@@ -970,12 +1069,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             return 0;
         }
         // SAFETY: the caller's record is live.
-        let rec = unsafe { record.as_ref() };
+        let (rec, cold) = unsafe { (record.as_ref(), cold(record)) };
         rec.draining.store(true, Ordering::Release);
         fence::barrier();
         // Acquire: a remote release we count here follows the owner's
         // increment of the lease it ends, which the sum below must then see.
-        let remote = rec.cold.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
+        let remote = cold.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
         let mut sum = 0usize;
         for index in 0..self.owners {
             // SAFETY: `index < owners <= mask + 1`; the record is live.
@@ -1000,7 +1099,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         while let Some(record) = NonNull::new(next) {
             // SAFETY: a record on the list is allocated (its incarnation keeps
             // `self` alive) and was pushed once, after its count reached zero.
-            next = unsafe { record.as_ref() }.cold.next_deferred.load(Ordering::Relaxed);
+            next = unsafe { cold(record) }.next_deferred.load(Ordering::Relaxed);
             // SAFETY: taking the list made us the one party completing it.
             unsafe { complete(record) };
         }
@@ -1013,7 +1112,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             return 0;
         }
         // SAFETY: records stay allocated while `self` lives.
-        let central = unsafe { record.as_ref() }.cold.tail.central.load(Ordering::Acquire);
+        let central = unsafe { cold(record) }.tail.central.load(Ordering::Acquire);
         // A reused record's counter is reset (with release ordering) only
         // after its previous generation was announced done, so a counter that
         // belongs to a later generation is caught by this second look.
@@ -1031,7 +1130,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             return Vec::new();
         }
         // SAFETY: records stay allocated while `self` lives.
-        let stragglers = unsafe { record.as_ref() }.cold.tracker.stragglers();
+        let stragglers = unsafe { body(record) }.tracker.stragglers();
         // A reused record belongs to a later generation: done was announced
         // before the reuse.
         if signal.is_done() {
@@ -1046,7 +1145,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Incarnation<T>) -> R) -> Option<R> {
         let acquired = self.acquire()?;
         // SAFETY: the lease we hold keeps the incarnation in place.
-        let out = unsafe { acquired.record.as_ref() }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f));
+        let out = unsafe { body(acquired.record) }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f));
         // SAFETY: we give back the count (and ticket) `acquire` took.
         unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
         out
@@ -1059,25 +1158,21 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// and may be called under any lock); a cutover racing it may leave the
     /// hint pointing at either generation, which only matters to speed.
     pub(crate) fn hint(&self) -> Option<Hint> {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.head().closed.load(Ordering::Relaxed) {
             return None;
         }
-        let record = NonNull::new(self.current.load(Ordering::Relaxed))?;
-        let value = self.value_hint.load(Ordering::Relaxed).cast_const();
-        Some(Hint {
-            record: record.cast::<u8>(),
-            value,
-            mask: u32::try_from(self.mask).ok()?,
-            first: u16::try_from(first_stripe::<T>()).ok()?,
-        })
+        let record = self.head().current.load(Ordering::Relaxed).addr();
+        let value = self.value_hint.load(Ordering::Relaxed).addr();
+        let record = std::num::NonZeroUsize::new(record | (self.mask + 1).trailing_zeros() as usize)?;
+        Some(Hint { record, value })
     }
 
     /// Operations in flight on the current generation (a snapshot).
     pub(crate) fn current_in_flight(&self) -> usize {
-        let ptr = self.current.load(Ordering::Acquire);
+        let ptr = self.head().current.load(Ordering::Acquire);
         // SAFETY: records stay allocated while `self` lives; only atomics are read.
-        let rec = unsafe { &*ptr };
-        let remote = rec.cold.tail.remote.load(Ordering::Relaxed) & !DRAINING_BIT;
+        // SAFETY: `current` is never null after construction.
+        let remote = unsafe { cold(NonNull::new_unchecked(ptr)) }.tail.remote.load(Ordering::Relaxed) & !DRAINING_BIT;
         let count = self
             .offsets()
             // SAFETY: as above; `ptr` is the record's allocation pointer.
@@ -1100,7 +1195,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// The current record, for retiring it when the slot handle goes away.
     pub(crate) fn current_record(&self) -> NonNull<Record<T>> {
         // SAFETY: `current` is never null after construction.
-        unsafe { NonNull::new_unchecked(self.current.load(Ordering::Acquire)) }
+        unsafe { NonNull::new_unchecked(self.head().current.load(Ordering::Acquire)) }
     }
 
     /// Set this thread's owned counter of the current record (asymmetric
@@ -1111,7 +1206,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let index = owner_index().expect("this thread holds an index");
         assert!(index <= self.mask);
         // SAFETY: records stay allocated while `self` lives.
-        let stripe = unsafe { stripe_at(self.current.load(Ordering::Acquire), self.offset(index)) };
+        let stripe = unsafe { stripe_at(self.head().current.load(Ordering::Acquire), self.offset(index)) };
         let released = stripe.released.load(Ordering::SeqCst);
         stripe.owned.swap(released.wrapping_add(count), Ordering::SeqCst).wrapping_sub(released)
     }
@@ -1126,7 +1221,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     #[cfg(test)]
     pub(crate) fn add_to_current_stripe(&self, stripe: usize, delta: usize) -> usize {
         // SAFETY: records stay allocated while `self` lives.
-        unsafe { stripe_at(self.current.load(Ordering::Acquire), self.offset(stripe)) }
+        unsafe { stripe_at(self.head().current.load(Ordering::Acquire), self.offset(stripe)) }
             .shared
             .fetch_add(delta, Ordering::SeqCst)
             .wrapping_add(delta)
@@ -1145,18 +1240,15 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
 #[derive(Clone, Copy)]
 #[cfg_attr(not(all(target_arch = "x86_64", not(miri), not(loom))), allow(dead_code))]
 pub(crate) struct Hint {
-    record: NonNull<u8>,
-    value: *const u8,
-    // Small fields, so that a registry entry with its hint stays 40 bytes
-    // (a hash bucket with a `String` key: one cache line).
-    mask: u32,
-    first: u16,
+    /// The record's address, with the base-2 logarithm of the slot's stripe
+    /// count in its low bits (a record cell is 32-byte aligned, and a slot
+    /// has at most 64 stripes): two words, so that a registry entry with its
+    /// hint is 24 bytes. Addresses only, never turned back into pointers.
+    record: std::num::NonZeroUsize,
+    value: usize,
 }
 
-// SAFETY: the pointers are never dereferenced (prefetch addresses only).
-unsafe impl Send for Hint {}
-// SAFETY: as above.
-unsafe impl Sync for Hint {}
+const _: () = assert!(MAX_STRIPES.trailing_zeros() < 8 && CELL % 8 == 0);
 
 impl Hint {
     /// Prefetch the lines a lease on this thread would touch. Never reads
@@ -1166,21 +1258,30 @@ impl Hint {
     pub(crate) fn prefetch(&self) {
         #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
         {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let stripe = owner_index().map(|index| usize::from(self.first) + (index & self.mask as usize) * PADDED);
-            let record = self.record.as_ptr().cast_const();
-            // SAFETY: `prefetcht0` (SSE, baseline on x86-64) takes any
-            // address, valid or not, and never faults; the addresses are
-            // computed with wrapping arithmetic, so no pointer offset UB.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(record.cast());
-                if let Some(offset) = stripe {
-                    _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(offset).cast());
-                }
-                _mm_prefetch::<_MM_HINT_T0>(self.value.cast());
+            let record = self.record.get() & !7;
+            let mask = (1 << (self.record.get() & 7)) - 1;
+            prefetch(record as *const u8);
+            if let Some(index) = owner_index() {
+                prefetch(record.wrapping_add(stripe_offset(index & mask)) as *const u8);
             }
+            prefetch(self.value as *const u8);
         }
     }
+}
+
+/// Start fetching the line at `address` into every cache level. A hint to
+/// the cache, not a read: it cannot fault, whatever the address, and has no
+/// effect the program can see; a no-op off x86-64 and under Miri and loom.
+#[inline(always)]
+pub(crate) fn prefetch(address: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+    // SAFETY: `prefetcht0` (SSE, baseline on x86-64) takes any address,
+    // valid or not, and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
+    let _ = address;
 }
 
 /// What the cold path of an acquisition ended with.
@@ -1203,7 +1304,7 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
 ) {
     if ticket != 0 {
         // SAFETY: still leased, so the record is live.
-        unsafe { record.as_ref() }.cold.tracker.untrack(ticket);
+        unsafe { body(record) }.tracker.untrack(ticket);
     }
     // SAFETY: forwarded from the caller.
     unsafe { release(record, stripe) }
@@ -1246,7 +1347,7 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
 /// and this thread holds `index`.
 #[inline]
 unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, index: usize) {
-    let offset = stripe_offset::<T>(index) + OWNED_COUNTER;
+    let offset = stripe_offset(index) + OWNED_COUNTER;
     // SAFETY: our count keeps the record live (see `release`), its first byte is `draining`, and `offset`
     // is the owned counter of `index`, which this thread holds (see
     // `acquire_owned`).
@@ -1267,10 +1368,10 @@ unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Recor
 #[inline(never)]
 unsafe fn release_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: our count keeps the record live (see `release`).
-    let rec = unsafe { record.as_ref() };
+    let cold = unsafe { cold(record) };
     // Release: our use of the value, and the owner's increment that counted
     // this lease, happen before a sweep that reads this.
-    let before = rec.cold.tail.remote.fetch_add(1, Ordering::Release);
+    let before = cold.tail.remote.fetch_add(1, Ordering::Release);
     if before & DRAINING_BIT != 0 {
         // SAFETY: forwarded from the caller: the sweep counted our
         // increment, and our count is in `central`.
@@ -1282,14 +1383,14 @@ unsafe fn release_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Reco
 #[inline(never)]
 unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: see `release`: our count is in `central`, so the record is live.
-    let rec = unsafe { record.as_ref() };
-    if rec.cold.tail.central.fetch_sub(1, Ordering::AcqRel) != 1 {
+    let (cold, body) = unsafe { (cold(record), body(record)) };
+    if cold.tail.central.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
     // We brought the central count to zero: the incarnation is ours.
     // SAFETY: no lease remains and none can start; the record cannot be
     // completed or reused by anyone else until we complete or defer it.
-    let deferred = rec.incarnation.with(|cell| match unsafe { &*cell } {
+    let deferred = body.incarnation.with(|cell| match unsafe { &*cell } {
         Some(inc) if inc.keep.defer => Some(Arc::as_ptr(&inc.keep)),
         _ => None,
     });
@@ -1308,10 +1409,10 @@ unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Re
 /// `record`'s count reached zero by our hand and it is on no list.
 unsafe fn push_deferred<T: ?Sized + Send + Sync + 'static>(head: &AtomicPtr<Record<T>>, record: NonNull<Record<T>>) {
     // SAFETY: the record stays allocated while it is unfinished.
-    let rec = unsafe { record.as_ref() };
+    let cold = unsafe { cold(record) };
     let mut top = head.load(Ordering::Relaxed);
     loop {
-        rec.cold.next_deferred.store(top, Ordering::Relaxed);
+        cold.next_deferred.store(top, Ordering::Relaxed);
         // Release: publishes the link and the drained record to whoever
         // takes the list. (A push-only stack emptied by swaps has no ABA
         // problem: the link is whatever was on top at the successful CAS.)
@@ -1333,12 +1434,13 @@ unsafe fn push_deferred<T: ?Sized + Send + Sync + 'static>(head: &AtomicPtr<Reco
 #[cold]
 unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: the record is live until `keep` below is dropped.
-    let rec = unsafe { record.as_ref() };
-    // SAFETY: no lease remains and none can start; the writer reads the cell
-    // only for current records and writes it only for free ones (not yet).
-    let Some(Incarnation { generation, value, signal, keep }) =
-        rec.incarnation.with_mut(|cell| unsafe { (*cell).take() })
-    else {
+    let (rec, body) = unsafe { (record.as_ref(), body(record)) };
+    // SAFETY: no lease remains and none can start; the writer reads the cells
+    // only for current records and writes them only for free ones (not yet).
+    let Some(Incarnation { generation, value, signal, keep }) = body.incarnation.with_mut(|cell| unsafe {
+        rec.hot.with_mut(|hot| *hot = None);
+        (*cell).take()
+    }) else {
         return;
     };
     signal.finalize_on_drain();
@@ -1356,24 +1458,34 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
 
 impl<T: ?Sized + 'static> Drop for Shared<T> {
     fn drop(&mut self) {
-        let layout = self.record_layout();
         let offsets: Vec<usize> = self.offsets().collect();
         #[cfg(loom)]
         let writer = self.writer.get_mut().unwrap();
         #[cfg(not(loom))]
         let writer = self.writer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         for record in std::mem::take(&mut writer.all) {
-            // SAFETY: every record was allocated with `layout` and filled in
-            // `prepare`; with `Shared` gone no lease, drain or stray reader
-            // can reach it (each of those holds `Shared` alive). Each part is
-            // dropped once, then the block is freed once.
+            // SAFETY: every record was taken from the chunk pool and filled
+            // in `prepare`; with `Shared` gone no lease, drain or stray
+            // reader can reach it (each of those holds `Shared` alive). Each
+            // part is dropped once (the body freed with the `Box` it came
+            // from), then the cells go back to the pool once.
             unsafe {
                 for &offset in &offsets {
                     std::ptr::drop_in_place(record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>());
                 }
+                let cold = record.as_ptr().cast::<u8>().add(REGION).cast::<Cold<T>>();
+                drop(Box::from_raw((*cold).body.as_ptr()));
+                std::ptr::drop_in_place(cold);
                 std::ptr::drop_in_place(record.as_ptr());
-                alloc::dealloc(record.as_ptr().cast::<u8>(), layout);
+                chunk::give(record.cast());
             }
+        }
+        // SAFETY: the head was written in `new` and is reached only through
+        // us (or a `Slot` or `RawSlot`, which keep us alive): dropped once,
+        // then its cell goes back to the pool once.
+        unsafe {
+            std::ptr::drop_in_place(self.head.as_ptr());
+            chunk::give(self.head.cast());
         }
     }
 }
@@ -1396,7 +1508,7 @@ pub(crate) fn fresh_lifecycle(id: &PluginId) -> SharedLifecycle {
 #[inline]
 pub(crate) unsafe fn leased_cancelled<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) -> bool {
     // SAFETY: the lease keeps the generation (and its incarnation) in place.
-    unsafe { record.as_ref() }
+    unsafe { body(record) }
         .incarnation
         .with(|cell| unsafe { &*cell }.as_ref().is_some_and(|inc| inc.signal.is_cancelled()))
 }

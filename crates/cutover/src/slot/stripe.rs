@@ -1,11 +1,10 @@
 //! Which lease counter a thread uses.
 //!
-//! Each generation counts its leases in a small array of padded counters
-//! ("stripes"), laid out after the generation's record header in the same
-//! allocation, [`PADDED`] bytes apart (see "Memory layout" in the `record`
-//! module). A thread always increments the same stripe, so two threads
-//! leasing at once write different cache lines (and different adjacent-line
-//! pairs) and never contend.
+//! Each generation counts its leases in a small array of counters
+//! ("stripes"), one cell in each of its record chunk's stripe regions (see
+//! `chunk` and "Memory layout" in the `record` module). A thread always
+//! increments the same stripe, so two threads leasing one slot at once
+//! write different cache lines and never contend.
 
 /// Set in a stripe once its generation has begun draining: from then on the
 /// stripe's count is frozen into the generation's central counter, and no new
@@ -27,18 +26,11 @@ pub(crate) const COUNT_MASK: usize = (1 << EPOCH_SHIFT) - 1;
 /// increments past the limit are bounded by the number of threads, far below
 /// the remaining `COUNT_MASK - COUNT_LIMIT`.
 pub(crate) const COUNT_LIMIT: usize = 1 << (EPOCH_SHIFT - 1);
-/// The most stripes a slot may have, so that the frozen counts of every
-/// stripe (each at most [`COUNT_LIMIT`] plus one stray per thread) sum to
-/// less than a quarter of the central counter's bias.
-pub(crate) const MAX_STRIPES: usize = if usize::BITS >= 64 { 1 << 16 } else { 1 << 8 };
-
-/// The distance between two stripes of a slot made with [`Slot::new`]
-/// and the other public constructors: 128 bytes, two cache lines, as
-/// adjacent-line prefetchers pull pairs, so that the counters of two threads
-/// never share a line or a prefetched pair.
-///
-/// [`Slot::new`]: super::Slot::new
-pub(crate) const PADDED: usize = 128;
+/// The most stripes a slot may have: the stripe regions of a record chunk
+/// (see `chunk`). The frozen counts of every stripe (each at most
+/// [`COUNT_LIMIT`] plus one stray per thread) then sum to far less than a
+/// quarter of the central counter's bias.
+pub(crate) const MAX_STRIPES: usize = super::chunk::STRIPES;
 
 /// The stripe count used when none is given: twice the available parallelism,
 /// rounded up to a power of two, between 4 and 64.

@@ -5,42 +5,52 @@
 //! A lookup leases the key map (one slot, hot in every thread's cache), finds
 //! the key's entry and leases that plugin's slot. With many plugins and
 //! lookups spread over them, each step after the hash bucket is a cache (and
-//! often TLB) miss, so what the per-call path costs is how many of them follow
-//! one another:
+//! often TLB) miss, so what the per-call path costs is how many lines it
+//! touches, and how far apart they are:
 //!
-//! * an entry holds a pointer straight to the slot's shared state (not
-//!   through the `Arc<Slot>` that keeps it alive);
-//! * a slot's generation record holds its lease counters in the same
-//!   allocation (see the `record` module), so the counter is reached from the
-//!   record pointer without another load;
-//! * an entry also holds a prefetch hint: where its slot's current record,
-//!   this thread's counter in it and the value were when the entry was made.
-//!   A lookup prefetches those lines before it loads the slot's `current`
-//!   pointer, so the misses overlap instead of waiting on each other. A hint
-//!   is only a prefetch address, never dereferenced: after a
+//! * an entry is 24 bytes (a bucket with a `String` key: 48): a pointer
+//!   straight to the slot's *head* (the current record pointer and what a
+//!   lease reads with it), which also keeps the slot alive, and a prefetch
+//!   hint;
+//! * heads and generation records are not allocations of their own but
+//!   32-byte cells in chunks shared by all slots (see the `record` and
+//!   `chunk` modules): a slot's head sits next to its first record's header,
+//!   and a thread's lease counters of every plugin are one dense array, so a
+//!   lookup's lease touches the head's line, a counter that is usually
+//!   cached, and the value;
+//! * the key map holds its own copies of the keys, made together when the
+//!   map is built, so they are dense too;
+//! * the key map is a `hashbrown` table whose probe hands each candidate
+//!   entry to the lookup before it compares the key: the lookup prefetches
+//!   the entry's head and the lines its hint names then, so the misses on
+//!   the key and on the slot overlap instead of following one another;
+//! * the prefetch hint says where its slot's current record, this thread's
+//!   counter in it and the value were when the entry was made. A hint is
+//!   only a prefetch address, never dereferenced: after a
 //!   [`replace`](Registry::replace) it may point at the previous generation
 //!   (a wasted prefetch, no error); every `add`/`extend`/`remove`, which
 //!   copies the key map anyway, refreshes the hints of every entry.
 //!
 //! What this leaves, measured (BENCHMARKS.md, issue 14, item 2): a lookup of
-//! a fixed key costs the same with 10,000 plugins as with one, but lookups
-//! spread over 10,000 plugins cost about 4× those of a map of `ArcSwap`s,
-//! because each plugin's state is two hops (shared state, record) and its
-//! counters sit in its own record, so a spread lookup misses on more lines.
-//! The `registry_floor` benchmark models the layouts: only one hop per
-//! plugin with per-thread counter arrays shared by all plugins reaches the
-//! map of `ArcSwap`s.
+//! a fixed key costs about the same with 10,000 plugins as with one (1.1–1.2×);
+//! lookups spread over 10,000 plugins cost 1.3–1.4× those of a map of
+//! `ArcSwap`s at the minimum over many passes, 2–3.5× at the median (each
+//! slot and record an allocation of its own: up to 4–5×). The
+//! `registry_floor` benchmark compares the registry with models of the
+//! layouts; the model that reaches the map of `ArcSwap`s differs from the
+//! registry in where the plugin values are (next to their keys, fetched
+//! with them, as in the map of `ArcSwap`s) and in taking no key-map lease.
 
 use std::{
     borrow::Borrow,
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     fmt,
     hash::{BuildHasher, Hash, RandomState},
     sync::Arc,
 };
 
 use crate::{
-    slot::{Drain, Finalize, Hint, Lease, RawSlot, Slot},
+    slot::{Drain, Finalize, Lease, Slot},
     sync::{lock, Mutex},
     PluginId, SharedLifecycle,
 };
@@ -63,73 +73,11 @@ pub enum RegistryError {
     },
 }
 
-type Map<K, T, S> = HashMap<K, Entry<T>, S>;
+mod key_map;
 
-/// A registered slot, with a pointer straight to its shared state so that a
-/// lookup reaches the lease counters in one hop less, and where its current
-/// generation's lines were when the entry was made (a prefetch hint, `None`
-/// for a slot closed before it was added: see "Memory layout" in the module
-/// docs).
-struct Entry<T: ?Sized + Send + Sync + 'static> {
-    slot: Arc<Slot<T>>,
-    raw: RawSlot<T>,
-    hint: Option<Hint>,
-}
+use key_map::{Entry, KeyMap};
 
-impl<T: ?Sized + Send + Sync + 'static> Entry<T> {
-    fn new(slot: Slot<T>) -> Self {
-        let slot = Arc::new(slot);
-        let raw = slot.raw();
-        // SAFETY: `slot` is alive.
-        let hint = unsafe { raw.hint() };
-        Self { raw, slot, hint }
-    }
-
-    /// The same slot with a fresh prefetch hint (after a cutover).
-    fn refreshed(&self) -> Self {
-        // SAFETY: `self.slot` keeps the slot alive.
-        Self { slot: Arc::clone(&self.slot), raw: self.raw, hint: unsafe { self.raw.hint() } }
-    }
-
-    #[inline]
-    fn try_lease(&self) -> Option<Lease<T>> {
-        if let Some(hint) = &self.hint {
-            hint.prefetch();
-        }
-        // SAFETY: `self.slot` keeps the slot alive while we use the pointer.
-        unsafe { self.raw.try_lease() }
-    }
-}
-
-/// A copy of the key map for the next one, with every entry's prefetch hint
-/// refreshed (a change copies the map anyway; replaces leave hints stale).
-fn copy<K, T, S>(current: &Map<K, T, S>) -> Map<K, T, S>
-where
-    K: Eq + Hash + Clone,
-    T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone,
-{
-    let mut next = HashMap::with_capacity_and_hasher(current.len() + 1, current.hasher().clone());
-    next.extend(current.iter().map(|(key, entry)| (key.clone(), entry.refreshed())));
-    next
-}
-
-// An entry with its hint stays 40 bytes: a bucket with a `String` key is one
-// cache line.
-const _: () = assert!(std::mem::size_of::<Entry<u64>>() <= 40);
-
-impl<T: ?Sized + Send + Sync + 'static> Clone for Entry<T> {
-    fn clone(&self) -> Self {
-        Self { slot: Arc::clone(&self.slot), raw: self.raw, hint: self.hint }
-    }
-}
-
-impl<T: ?Sized + Send + Sync + 'static> std::ops::Deref for Entry<T> {
-    type Target = Slot<T>;
-    fn deref(&self) -> &Slot<T> {
-        &self.slot
-    }
-}
+type Map<K, T, S> = KeyMap<K, T, S>;
 
 /// Many hot-swappable plugins by key (a plugin id, a function name...).
 ///
@@ -214,7 +162,7 @@ where
         Self {
             map: Slot::with_deferred_completion(
                 PluginId::new("cutover.registry"),
-                Arc::new(HashMap::with_hasher(hasher)),
+                Arc::new(KeyMap::with_capacity_and_hasher(0, hasher)),
             ),
             write: Mutex::new(()),
         }
@@ -230,8 +178,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let map = self.map.lease();
-        map.get(key)?.try_lease()
+        self.map.lease().lease(key)
     }
 
     /// Whether a plugin is registered under `key`.
@@ -321,8 +268,10 @@ where
                 drop(incoming);
                 return Err(err);
             }
-            let mut next = copy(&current);
-            next.extend(incoming.into_iter().map(|(key, slot)| (key, Entry::new(slot))));
+            let mut next = current.copy(incoming.len());
+            for (key, slot) in incoming {
+                next.insert_new(key.clone(), Entry::new(slot));
+            }
             (self.map.replace(Arc::new(next)), current)
         };
         self.after_change(replaced);
@@ -424,7 +373,7 @@ where
             let _write = lock(&self.write);
             let current = self.map.current();
             let slot = current.get(key).ok_or_else(not_found)?.clone();
-            let mut next = copy(&current);
+            let mut next = current.copy(0);
             next.remove(key);
             (slot, (self.map.replace(Arc::new(next)), current))
         };
@@ -435,6 +384,22 @@ where
         drop(slot);
         self.after_change(replaced);
         drain
+    }
+}
+
+impl<K, T, S> Drop for Registry<K, T, S>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    T: ?Sized + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    /// Retire every registered plugin's current generation, as dropping
+    /// its `Slot` would (entries do not close their slots when dropped).
+    fn drop(&mut self) {
+        let current = self.map.current();
+        for entry in current.values() {
+            entry.close(Finalize::OnDrain);
+        }
     }
 }
 

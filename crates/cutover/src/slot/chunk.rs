@@ -1,0 +1,131 @@
+//! Where generation records live: small cells in chunks shared by every slot
+//! of the process.
+//!
+//! A record is not one allocation of its own: it is cell `k` of each region
+//! of a chunk. Region 0 holds the record's header (what a lease reads: the
+//! `draining` flag, the value and the generation), region 1 its cold part
+//! (the central and remote counters, the deferred-list link, and a pointer to
+//! the rest), region `i + 2` the counters of its stripe `i`. Every region is
+//! [`REGION`] bytes long, so stripe `i` of any record is at `record + (i +
+//! 2) * REGION`: reached from the record pointer with one add of a constant,
+//! as when the stripes followed the header in one allocation, and the
+//! record's cells in every region are [`CELL`] bytes (32) instead of a
+//! 128-byte stripe each.
+//!
+//! What this buys is density. The headers of 256 records share 8 KiB, and
+//! so do a thread's counters of 256 records, whichever slots those belong
+//! to: a registry lookup spread over 10,000 plugins touches a header and a
+//! counter in small, dense arrays (counters: 320 KiB per stripe for 10,000
+//! plugins, cache-resident) instead of two lines of a 640-byte allocation
+//! per plugin. (BENCHMARKS.md, issue 14, item 2: measured in the
+//! `registry_floor` benchmark, first as a model.)
+//!
+//! *False sharing.* A thread writes only its own stripe's cells (the owner
+//! of stripe index `i`, or the threads that share it), so two threads never
+//! write one counter line in the common case, as before; neighbouring cells
+//! of one line belong to other records of the same stripe. Headers are
+//! written only by cutovers (`prepare`, the `draining` flag).
+//!
+//! *4K aliasing.* A region is a whole number of cells plus 96 bytes, so that
+//! a record's header and its counters never share the low 12 bits of their
+//! addresses (a store to one and a load of the other would otherwise be
+//! taken for a possible overlap by the CPU's memory disambiguation).
+//!
+//! *Lifetime.* Chunks are never freed: a record's cells go back to the pool
+//! when its slot's shared state is dropped (no lease, drain or stray reader
+//! can reach it then: each of those keeps the shared state alive), and are
+//! reused for the next record of any slot. So the records' memory is
+//! type-stable while their slot lives, as the `record` module requires, and
+//! the process's record memory is bounded by the most records alive at once.
+//! A chunk's regions past the stripes its records use are never written, so
+//! the memory they take is address space, not resident pages.
+
+use std::{alloc::Layout, cmp::Reverse, collections::BinaryHeap, ptr::NonNull, sync::Mutex};
+
+/// The bytes of one record in one region. Under loom the cells hold the
+/// model's (larger) atomics.
+pub(crate) const CELL: usize = if cfg!(loom) { 256 } else { 32 };
+
+/// Records per chunk (fewer under loom and Miri, which model every byte
+/// of a chunk: the addressing is the same).
+const RECORDS: usize = if cfg!(any(loom, miri)) { 8 } else { 256 };
+
+/// The distance between two regions of a chunk: its cells, and a 96-byte
+/// skew against 4K aliasing (see the module docs).
+pub(crate) const REGION: usize = RECORDS * CELL + 96;
+
+/// The most stripes a record may have: the regions after the header's and
+/// the cold part's.
+pub(crate) const STRIPES: usize = 64;
+
+/// The regions of a chunk: header, cold part, stripes.
+const REGIONS: usize = 2 + STRIPES;
+
+/// A chunk's layout: page-aligned, so that its regions start where the
+/// aliasing argument says.
+const CHUNK: Layout = match Layout::from_size_align(REGIONS * REGION, 4096) {
+    Ok(layout) => layout,
+    Err(_) => panic!("a chunk's layout is valid"),
+};
+
+// Every cell is aligned for the atomics it holds.
+const _: () = assert!(REGION % 32 == 0 && CELL % 32 == 0);
+
+/// A free record: the address of its header cell, ordered by address.
+#[derive(PartialEq, Eq)]
+struct Free(NonNull<u8>);
+
+impl PartialOrd for Free {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Free {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_ptr().addr().cmp(&other.0.as_ptr().addr())
+    }
+}
+
+/// The free records, lowest address first: so records taken one after
+/// another (a slot's head and its first record, the slots of a registry
+/// built at once) are neighbours, as in a fresh chunk, however the cells
+/// came back. (Every chunk is reachable from its cells' pointers, here or
+/// in a slot's record lists.)
+struct Pool {
+    free: BinaryHeap<Reverse<Free>>,
+}
+
+// SAFETY: the pointers are addresses of free cells, owned by the pool and
+// handed out to one slot at a time.
+unsafe impl Send for Pool {}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { free: BinaryHeap::new() });
+
+/// A free record: the address of its header cell, from which its cell in
+/// every region is reached by adding a multiple of [`REGION`]. Its cells are
+/// uninitialized; the caller owns them until it gives them back.
+pub(crate) fn take() -> NonNull<u8> {
+    let mut pool = POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(Reverse(Free(record))) = pool.free.pop() {
+        return record;
+    }
+    // SAFETY: the layout has a non-zero size.
+    let chunk = unsafe { std::alloc::alloc(CHUNK) };
+    let Some(chunk) = NonNull::new(chunk) else { std::alloc::handle_alloc_error(CHUNK) };
+    // Handed out from the chunk's start, so that a slot's first records
+    // share lines with their neighbours'. Each pointer is derived from the
+    // chunk's, so its provenance covers every region.
+    // SAFETY: `k * CELL` is inside the chunk's first region.
+    pool.free.extend((1..RECORDS).map(|k| Reverse(Free(unsafe { chunk.add(k * CELL) }))));
+    chunk
+}
+
+/// Give back a record [`take`] returned, once nothing can reach it.
+///
+/// # Safety
+/// `record` came from [`take`], has not been given back since, and every
+/// value written into its cells was dropped (or needs no drop).
+pub(crate) unsafe fn give(record: NonNull<u8>) {
+    POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner).free.push(Reverse(Free(record)));
+}
