@@ -1,0 +1,51 @@
+//! How much memory a registry of many plugins takes: the resident set's
+//! growth (Linux `/proc/self/statm`) while `N` plugins (default 10,000) are
+//! added, per plugin, with every plugin leased once from each of two
+//! threads (so each thread's lease counters are touched, as in service).
+//!
+//! Run: `cargo run --release -p cutover --example registry_memory [N]`
+//!
+//! The figure includes the keys (`plugin-{i}`, about 32 bytes each with
+//! their allocation), the plugin values (8 bytes each, in an `Arc`), the
+//! key map and everything cutover keeps per plugin. BENCHMARKS.md (issue 14,
+//! item 2) records it.
+
+use std::{sync::Arc, thread};
+
+use cutover::{PluginId, Registry, Slot};
+
+/// Resident bytes of this process (Linux), or `None` elsewhere.
+fn resident() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn main() {
+    let plugins: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000).max(1);
+    let keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
+    let Some(before) = resident() else {
+        println!("resident memory is only read on Linux (/proc/self/statm)");
+        return;
+    };
+    let registry = Registry::new();
+    registry
+        .extend(keys.iter().map(|key| (key.clone(), Slot::new(PluginId::new(key), Arc::new(0u64)))))
+        .expect("distinct keys");
+    thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for key in &keys {
+                    assert!(registry.lease(key.as_str()).is_some());
+                }
+            });
+        }
+    });
+    let after = resident().unwrap_or(before);
+    let grown = after.saturating_sub(before);
+    println!(
+        "{plugins} plugins: resident memory grew by {:.2} MB, {} bytes per plugin",
+        grown as f64 / 1e6,
+        grown / plugins
+    );
+}
