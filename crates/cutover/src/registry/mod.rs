@@ -32,10 +32,12 @@
 //!   copies the key map anyway, refreshes the hints of every entry.
 //!
 //! What this leaves, measured (BENCHMARKS.md, issue 14, item 2): a lookup of
-//! a fixed key costs about the same with 10,000 plugins as with one (1.1–1.2×);
-//! lookups spread over 10,000 plugins cost 1.3–1.4× those of a map of
-//! `ArcSwap`s at the minimum over many passes, 2–3.5× at the median (each
-//! slot and record an allocation of its own: up to 4–5×). The
+//! a fixed key costs the same with 10,000 plugins as with one (1.1–1.2× when
+//! a benchmark rotates over 8 such registries: a record's header and its
+//! counters are on different pages); lookups spread over 10,000 plugins cost
+//! 1.4–1.5× those of a map of `ArcSwap`s on a quiet host (up to 2–3.5× at
+//! the median of a busy one; 3.2–4.5× when each slot and record was an
+//! allocation of its own). The
 //! `registry_floor` benchmark compares the registry with models of the
 //! layouts; the model that reaches the map of `ArcSwap`s differs from the
 //! registry in where the plugin values are (next to their keys, fetched
