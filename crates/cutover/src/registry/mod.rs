@@ -79,8 +79,6 @@ mod key_map;
 
 use key_map::{Entry, KeyMap};
 
-type Map<K, T, S> = KeyMap<K, T, S>;
-
 /// Many hot-swappable plugins by key (a plugin id, a function name...).
 ///
 /// The per-call path, [`Registry::lease`], takes a lease on the current
@@ -128,7 +126,7 @@ where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     S: BuildHasher + Clone + Send + Sync + 'static,
 {
-    map: Slot<Map<K, T, S>>,
+    map: Slot<KeyMap<K, T, S>>,
     write: Mutex<()>,
 }
 

@@ -510,9 +510,6 @@ const _: () = assert!(std::mem::size_of::<Head<dyn std::any::Any + Send + Sync>>
 pub(crate) struct Shared<T: ?Sized + 'static> {
     /// This slot's head, owned by it (see [`Head`]); freed with it.
     head: NonNull<Head<T>>,
-    mask: usize,
-    /// As [`Head::owners`].
-    owners: usize,
     pub(crate) id: PluginId,
     /// Completions by a lease's drop are deferred to the writer side (see
     /// the module docs). Fixed at construction.
@@ -596,11 +593,23 @@ fn undo_or_adopt(counter: &AtomicUsize, counted: impl Fn(usize) -> bool) -> Undo
 }
 
 impl<T: ?Sized + 'static> Head<T> {
+    /// The slot's stripe count minus one.
+    #[inline(always)]
+    fn mask(&self) -> usize {
+        self.mask as usize
+    }
+
+    /// Thread indices below this own a counter (0: the atomic path).
+    #[inline(always)]
+    fn owners(&self) -> usize {
+        self.owners as usize
+    }
+
     /// The byte offset of the stripe thread index `index` uses, from each
     /// of this slot's records.
     #[inline(always)]
     fn offset(&self, index: usize) -> usize {
-        stripe_offset(index & self.mask as usize)
+        stripe_offset(index & self.mask())
     }
 
     /// The shared state that owns this head, as the pointer of the `Arc`
@@ -634,9 +643,9 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
         // instructions and no call); everything else is out of line. On the
         // atomic path this costs one load of a line `count` reads anyway
         // and a predicted branch (measured: no slower, BENCHMARKS.md).
-        if (self.owners as usize) != 0 {
+        if self.owners() != 0 {
             if let Some(index) = owner_index() {
-                if index < (self.owners as usize) {
+                if index < self.owners() {
                     return Some(self.leased(self.acquire_owned(index)?));
                 }
             }
@@ -664,7 +673,7 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     fn acquire_first(&self) -> Option<Counted<T>> {
         let stripe = thread_stripe();
         match owner_index() {
-            Some(index) if index < (self.owners as usize) => self.acquire_owned(index),
+            Some(index) if index < self.owners() => self.acquire_owned(index),
             _ => self.acquire_atomic(stripe),
         }
     }
@@ -835,12 +844,12 @@ impl<T: ?Sized + 'static> Shared<T> {
     /// this slot's records.
     #[inline(always)]
     fn offset(&self, index: usize) -> usize {
-        stripe_offset(index & self.mask)
+        self.head().offset(index)
     }
 
     /// The offsets of every stripe of a record.
     fn offsets(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..=self.mask).map(|index| self.offset(index))
+        (0..=self.head().mask()).map(|index| self.offset(index))
     }
 }
 
@@ -877,8 +886,6 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             Self {
                 head,
                 id,
-                mask: stripes - 1,
-                owners,
                 defer,
                 deferred: AtomicPtr::new(std::ptr::null_mut()),
                 value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
@@ -895,7 +902,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
 
     /// Thread indices that own a counter (0: the atomic path).
     pub(crate) fn owners(&self) -> usize {
-        self.owners
+        self.head().owners()
     }
 
     /// A lease on the current generation (see [`Head::acquire`]).
@@ -1065,7 +1072,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// releases and sum the owned counters (minus the remote releases). 0 on
     /// the atomic path. See the module docs for why the sum is exact.
     fn sweep_owned(&self, record: NonNull<Record<T>>) -> usize {
-        if self.owners == 0 {
+        if self.owners() == 0 {
             return 0;
         }
         // SAFETY: the caller's record is live.
@@ -1076,7 +1083,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // increment of the lease it ends, which the sum below must then see.
         let remote = cold.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
         let mut sum = 0usize;
-        for index in 0..self.owners {
+        for index in 0..self.owners() {
             // SAFETY: `index < owners <= mask + 1`; the record is live.
             let stripe = unsafe { stripe_at(record.as_ptr(), self.offset(index)) };
             let owned = stripe.owned.load(Ordering::Relaxed).wrapping_sub(stripe.released.load(Ordering::Relaxed));
@@ -1163,7 +1170,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         }
         let record = self.head().current.load(Ordering::Relaxed).addr();
         let value = self.value_hint.load(Ordering::Relaxed).addr();
-        let record = std::num::NonZeroUsize::new(record | (self.mask + 1).trailing_zeros() as usize)?;
+        let record = std::num::NonZeroUsize::new(record | (self.head().mask() + 1).trailing_zeros() as usize)?;
         Some(Hint { record, value })
     }
 
@@ -1204,7 +1211,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     #[cfg(test)]
     pub(crate) fn set_current_owned(&self, count: usize) -> usize {
         let index = owner_index().expect("this thread holds an index");
-        assert!(index <= self.mask);
+        assert!(index <= self.head().mask());
         // SAFETY: records stay allocated while `self` lives.
         let stripe = unsafe { stripe_at(self.head().current.load(Ordering::Acquire), self.offset(index)) };
         let released = stripe.released.load(Ordering::SeqCst);
@@ -1492,7 +1499,10 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
 
 impl<T: ?Sized + 'static> fmt::Debug for Shared<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").field("id", &self.id).field("stripes", &(self.mask + 1)).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("id", &self.id)
+            .field("stripes", &(self.head().mask() + 1))
+            .finish_non_exhaustive()
     }
 }
 
