@@ -14,10 +14,10 @@
 //!   hint;
 //! * heads and generation records are not allocations of their own but
 //!   32-byte cells in chunks shared by all slots (see the `record` and
-//!   `chunk` modules): a slot's head sits next to its first record's header,
-//!   and a thread's lease counters of every plugin are one dense array, so a
-//!   lookup's lease touches the head's line, a counter that is usually
-//!   cached, and the value;
+//!   `chunk` modules): the heads of a registry built at once are one dense
+//!   array, so are its records' headers, and so are a thread's lease
+//!   counters of every plugin, so a lookup's lease touches the head's line,
+//!   the header's, a counter that is usually cached, and the value;
 //! * the key map holds its own copies of the keys, made together when the
 //!   map is built, so they are dense too;
 //! * the key map is a `hashbrown` table whose probe hands each candidate
@@ -32,9 +32,11 @@
 //!   copies the key map anyway, refreshes the hints of every entry.
 //!
 //! What this leaves, measured (BENCHMARKS.md, issue 14, item 2): a lookup of
-//! a fixed key costs the same with 10,000 plugins as with one (1.1–1.2× when
-//! a benchmark rotates over 8 such registries: a record's header and its
-//! counters are on different pages); lookups spread over 10,000 plugins cost
+//! a fixed key costs the same with 10,000 plugins as with one (about 1.2×
+//! when a benchmark rotates over 7 or more such registries, so that what a
+//! round of lookups touches no longer stays cached; 1.0× up to 6, and
+//! before records were cells of shared chunks up to 8: see the `fixed_key`
+//! example); lookups spread over 10,000 plugins cost
 //! 1.4–1.5× those of a map of `ArcSwap`s on a quiet host (up to 2–3.5× at
 //! the median of a busy one; 3.2–4.5× when each slot and record was an
 //! allocation of its own). The

@@ -1,5 +1,5 @@
-//! Where generation records live: small cells in chunks shared by every slot
-//! of the process.
+//! Where generation records and slot heads live: small cells in chunks
+//! shared by every slot of the process.
 //!
 //! A record is not one allocation of its own: it is cell `k` of each region
 //! of a chunk. Region 0 holds the record's header (what a lease reads: the
@@ -31,12 +31,17 @@
 //! addresses (a store to one and a load of the other would otherwise be
 //! taken for a possible overlap by the CPU's memory disambiguation).
 //!
+//! *Heads.* A slot's head (what a lease reads before the record) is a
+//! [`CELL`]-byte cell of a second pool, whose chunks are a page of heads and
+//! nothing else: a head has no counters, so taking a record's cells for it
+//! would leave that record's cell in every other region unused.
+//!
 //! *Lifetime.* Chunks are never freed: a record's cells go back to the pool
 //! when its slot's shared state is dropped (no lease, drain or stray reader
 //! can reach it then: each of those keeps the shared state alive), and are
 //! reused for the next record of any slot. So the records' memory is
 //! type-stable while their slot lives, as the `record` module requires, and
-//! the process's record memory is bounded by the most records alive at once.
+//! the process's record (and head) memory is bounded by the most alive at once.
 //! A chunk's regions past the stripes its records use are never written, so
 //! the memory they take is address space, not resident pages.
 
@@ -71,7 +76,7 @@ const CHUNK: Layout = match Layout::from_size_align(REGIONS * REGION, 4096) {
 // Every cell is aligned for the atomics it holds.
 const _: () = assert!(REGION % 32 == 0 && CELL % 32 == 0);
 
-/// A free record: the address of its header cell, ordered by address.
+/// A free cell: its address, ordered by address.
 #[derive(PartialEq, Eq)]
 struct Free(NonNull<u8>);
 
@@ -87,38 +92,73 @@ impl Ord for Free {
     }
 }
 
-/// The free records, lowest address first: so records taken one after
-/// another (a slot's head and its first record, the slots of a registry
-/// built at once) are neighbours, as in a fresh chunk, however the cells
-/// came back. (Every chunk is reachable from its cells' pointers, here or
-/// in a slot's record lists.)
+/// Free cells of one kind, lowest address first: so cells taken one after
+/// another (the slots of a registry built at once, a slot's records) are
+/// neighbours, as in a fresh chunk, however the cells came back. (Every
+/// chunk is reachable from its cells' pointers, here or in the slots that
+/// hold them.)
 struct Pool {
     free: BinaryHeap<Reverse<Free>>,
+    /// A fresh chunk of this kind.
+    chunk: Layout,
+    /// The distance between two of a chunk's cells, and how many it has.
+    stride: usize,
+    cells: usize,
 }
 
 // SAFETY: the pointers are addresses of free cells, owned by the pool and
 // handed out to one slot at a time.
 unsafe impl Send for Pool {}
 
-static POOL: Mutex<Pool> = Mutex::new(Pool { free: BinaryHeap::new() });
+impl Pool {
+    const fn new(chunk: Layout, stride: usize, cells: usize) -> Self {
+        Self { free: BinaryHeap::new(), chunk, stride, cells }
+    }
+
+    fn take(pool: &Mutex<Self>) -> NonNull<u8> {
+        let mut pool = pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(Reverse(Free(cell))) = pool.free.pop() {
+            return cell;
+        }
+        // SAFETY: every pool's layout has a non-zero size.
+        let chunk = unsafe { std::alloc::alloc(pool.chunk) };
+        let Some(chunk) = NonNull::new(chunk) else { std::alloc::handle_alloc_error(pool.chunk) };
+        // Handed out from the chunk's start, so that cells taken in turn
+        // share lines. Each pointer is derived from the chunk's, so its
+        // provenance covers the whole chunk (every region of a record).
+        let stride = pool.stride;
+        // SAFETY: `k * stride` is inside the chunk (its first region, for
+        // records).
+        let rest = (1..pool.cells).map(|k| Reverse(Free(unsafe { chunk.add(k * stride) })));
+        pool.free.extend(rest);
+        chunk
+    }
+
+    fn give(pool: &Mutex<Self>, cell: NonNull<u8>) {
+        pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).free.push(Reverse(Free(cell)));
+    }
+}
+
+/// The records' pool: chunks of [`RECORDS`] records, [`REGIONS`] regions.
+static RECORD_POOL: Mutex<Pool> = Mutex::new(Pool::new(CHUNK, CELL, RECORDS));
+
+/// Slot heads per head chunk (a page of 32-byte cells).
+const HEADS: usize = if cfg!(any(loom, miri)) { 8 } else { 4096 / CELL };
+
+/// The heads' pool: dense arrays of [`CELL`]-byte cells, nothing else.
+static HEAD_POOL: Mutex<Pool> = Mutex::new(Pool::new(HEAD_CHUNK, CELL, HEADS));
+
+/// A head chunk's layout.
+const HEAD_CHUNK: Layout = match Layout::from_size_align(HEADS * CELL, CELL) {
+    Ok(layout) => layout,
+    Err(_) => panic!("a head chunk's layout is valid"),
+};
 
 /// A free record: the address of its header cell, from which its cell in
 /// every region is reached by adding a multiple of [`REGION`]. Its cells are
 /// uninitialized; the caller owns them until it gives them back.
 pub(crate) fn take() -> NonNull<u8> {
-    let mut pool = POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(Reverse(Free(record))) = pool.free.pop() {
-        return record;
-    }
-    // SAFETY: the layout has a non-zero size.
-    let chunk = unsafe { std::alloc::alloc(CHUNK) };
-    let Some(chunk) = NonNull::new(chunk) else { std::alloc::handle_alloc_error(CHUNK) };
-    // Handed out from the chunk's start, so that a slot's first records
-    // share lines with their neighbours'. Each pointer is derived from the
-    // chunk's, so its provenance covers every region.
-    // SAFETY: `k * CELL` is inside the chunk's first region.
-    pool.free.extend((1..RECORDS).map(|k| Reverse(Free(unsafe { chunk.add(k * CELL) }))));
-    chunk
+    Pool::take(&RECORD_POOL)
 }
 
 /// Give back a record [`take`] returned, once nothing can reach it.
@@ -127,5 +167,20 @@ pub(crate) fn take() -> NonNull<u8> {
 /// `record` came from [`take`], has not been given back since, and every
 /// value written into its cells was dropped (or needs no drop).
 pub(crate) unsafe fn give(record: NonNull<u8>) {
-    POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner).free.push(Reverse(Free(record)));
+    Pool::give(&RECORD_POOL, record);
+}
+
+/// A free slot head: one [`CELL`]-byte cell, uninitialized, in a dense
+/// array of heads (no other regions: a head has no counters).
+pub(crate) fn take_head() -> NonNull<u8> {
+    Pool::take(&HEAD_POOL)
+}
+
+/// Give back a head [`take_head`] returned, once nothing can reach it.
+///
+/// # Safety
+/// `head` came from [`take_head`], has not been given back since, and the
+/// value written into it was dropped.
+pub(crate) unsafe fn give_head(head: NonNull<u8>) {
+    Pool::give(&HEAD_POOL, head);
 }

@@ -241,10 +241,11 @@
 //!
 //! ```text
 //! region 0      the record's header: draining, value, generation     read by every lease
-//!               (or a slot's head: current, mask, owners, tracking)  read by every lease
 //! region 1      the cold part: central, remote, next_deferred, body  draining / cross-thread releases
 //! region i + 2  stripe i: shared, owned, released                    the threads of index i
 //! body          (its own allocation) incarnation, tracker            completion, tracking
+//! head          (a cell of a dense array of heads) current, mask,    read by every lease
+//!               owners, tracking, closed
 //! ```
 //!
 //! Stripe `i` of a record is at `(i + 2) * REGION` bytes from its header,
@@ -257,8 +258,12 @@
 //! of one record (their cells are regions apart); the neighbours of a
 //! thread's cell in its line are the same stripe of other records. A
 //! slot's head (what every lease reads before the record: see [`Head`]) is a
-//! cell of the header region too, taken just before the slot's first record,
-//! so the two are usually neighbours.
+//! cell of another pool: a dense array of heads only, with no regions after
+//! it. (Heads used to take a record's cells, leaving that record's cold and
+//! stripe cells unused: 160 of a plugin's bytes with four stripes. Measured
+//! in BENCHMARKS.md, issue 14, item 2, session 24: the lookups spread over
+//! 10,000 plugins were no slower, as the `registry_floor` model with dense
+//! slot cells had predicted.)
 //!
 //! What a lease reads from the header (the value pointer and the
 //! generation, `hot`) is a copy of the incarnation's, written with it by
@@ -485,10 +490,9 @@ struct Writer<T: ?Sized + 'static> {
 
 /// A slot's head: what every lease reads before it reaches a record (the
 /// current record, the slot's stripe mask and owner count, the tracking
-/// flag). It is one cell in the header region of the record chunks (see
-/// "Memory layout" in the module docs), like a record's header: so a lookup
-/// spread over many slots finds it in a dense array, next to the headers of
-/// the slot's first records, not in an allocation of its own.
+/// flag). It is one cell of a dense array of heads (see "Memory layout" in
+/// the module docs): so a lookup spread over many slots finds it among
+/// other heads, not in an allocation of its own.
 #[repr(C)]
 pub(crate) struct Head<T: ?Sized + 'static> {
     current: AtomicPtr<Record<T>>,
@@ -869,7 +873,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
         let owners = if asymmetric && usize::BITS >= 64 { stripes.min(fence::MAX_OWNERS) } else { 0 };
         let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
-            let head = chunk::take().cast::<Head<T>>();
+            let head = chunk::take_head().cast::<Head<T>>();
             let back = NonNull::new(weak.as_ptr().cast_mut()).unwrap_or_else(|| unreachable!("an Arc is not null"));
             // SAFETY: the pool gave us the cell (aligned and large enough
             // for a head); nothing else can reach it yet.
@@ -1492,7 +1496,7 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
         // then its cell goes back to the pool once.
         unsafe {
             std::ptr::drop_in_place(self.head.as_ptr());
-            chunk::give(self.head.cast());
+            chunk::give_head(self.head.cast());
         }
     }
 }
