@@ -229,6 +229,86 @@ fn thread_churn_with_leases_outliving_their_thread() {
     }
 }
 
+/// A record-reuse storm across slots: three threads make and drop
+/// short-lived slots as fast as they can. Each slot is replaced while a
+/// lease on its first generation is out, that lease goes to the next thread
+/// to be dropped there, and the slot is dropped while a lease on its second
+/// generation is still held. Their records' and heads' cells go back to the
+/// process-wide pools and are taken again by the next slots, on whichever
+/// thread; meanwhile the main thread replaces a long-lived slot that the
+/// storm threads keep leasing, so its records come from the same pools. No
+/// value is dropped under a lease, and every one is dropped once.
+#[test]
+fn record_reuse_storm_across_slots() {
+    type Handed = (Arc<Table>, Lease<Value>);
+    for path in paths() {
+        const THREADS: usize = 3;
+        const ROUNDS: usize = 5_000;
+        const LONG_REPLACES: usize = 10_000;
+        let long_table = Table::new(LONG_REPLACES + 1);
+        let long = Arc::new(slot(path, &long_table));
+        let start = Arc::new(Barrier::new(THREADS + 1));
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Handed>()).unzip();
+        let workers: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(t, received)| {
+                let next = senders[(t + 1) % THREADS].clone();
+                let (long, long_table, start) = (Arc::clone(&long), Arc::clone(&long_table), Arc::clone(&start));
+                thread::spawn(move || {
+                    start.wait();
+                    let mut tables = Vec::with_capacity(ROUNDS);
+                    for _ in 0..ROUNDS {
+                        let table = Table::new(2);
+                        let short = slot(path, &table);
+                        let first = short.lease();
+                        let long_lease = long.lease();
+                        let drain = short.replace(table.value(2));
+                        let second = short.lease();
+                        assert_eq!((first.generation(), drain.generation(), second.generation()), (1, 1, 2));
+                        assert!(!drain.is_drained(), "{path:?}: a generation drained under a lease");
+                        next.send((Arc::clone(&table), first)).expect("the next storm thread is alive");
+                        drop(short);
+                        table.check_and_drop(second);
+                        long_table.check_and_drop(long_lease);
+                        while let Ok((table, lease)) = received.try_recv() {
+                            table.check_and_drop(lease);
+                        }
+                        tables.push(table);
+                    }
+                    (tables, received)
+                })
+            })
+            .collect();
+        drop(senders);
+        start.wait();
+        let drains: Vec<Drain> = (2..=LONG_REPLACES as u64 + 1).map(|g| long.replace(long_table.value(g))).collect();
+        let mut tables = Vec::new();
+        let mut leftovers = Vec::new();
+        for worker in workers {
+            let (made, received) = worker.join().expect("storm thread");
+            tables.extend(made);
+            leftovers.push(received);
+        }
+        // Every sender is gone with its thread: these iterations end.
+        for (table, lease) in leftovers.into_iter().flatten() {
+            table.check_and_drop(lease);
+        }
+        wait_all(drains);
+        long_table.assert_sound();
+        assert_eq!(long_table.drops.load(Ordering::SeqCst), LONG_REPLACES, "{path:?}");
+        assert_eq!(tables.len(), THREADS * ROUNDS);
+        for table in &tables {
+            table.assert_sound();
+            assert_eq!(
+                table.drops.load(Ordering::SeqCst),
+                2,
+                "{path:?}: both generations of a short-lived slot dropped once"
+            );
+        }
+    }
+}
+
 /// 100k replaces: every 1,000th generation is pinned by a lease held to the
 /// end (so its record cannot be reused), the others drain at once and their
 /// records are reused, while another thread leases continuously.
