@@ -277,10 +277,11 @@
 //! the slot's drop drops each part once (the body with its `Box`) and gives
 //! the cells back once. The header is reached through a reference, the
 //! other parts only through [`cold`] and [`stripe_at`], from the pointer the
-//! pool returned (kept in `current`, the free list, `all` and each lease),
-//! which is derived from the chunk's allocation pointer: its provenance
-//! covers the whole chunk, whereas a pointer derived from a reference to the
-//! header would cover the header only (the Miri runs check this). Offsets
+//! pool returned (kept in `current`, the free list, the list of every
+//! record and each lease), which is derived from the chunk's allocation
+//! pointer: its provenance covers the whole chunk, whereas a pointer derived
+//! from a reference to the header would cover the header only (the Miri
+//! runs check this). Offsets
 //! come from the slot's own mask (at most [`MAX_STRIPES`], the chunk's stripe
 //! regions) and `REGION`, so they are always inside the chunk. Everything
 //! the protocol above says about "the stripe" holds unchanged: only where the
@@ -398,6 +399,9 @@ struct Body<T: ?Sized + 'static> {
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
     /// Leases taken with straggler tracking on (empty when it is off).
     tracker: Tracker,
+    /// The slot's record allocated before this one (its list of every
+    /// record: see `Writer::newest`); fixed at allocation.
+    older: Option<NonNull<Record<T>>>,
 }
 
 /// What a lease reads from its generation: a copy of the incarnation's value
@@ -484,8 +488,11 @@ struct Writer<T: ?Sized + 'static> {
     next_generation: u64,
     /// Drained records, ready for reuse.
     free: Vec<NonNull<Record<T>>>,
-    /// Every record this slot ever allocated, freed when the slot is gone.
-    all: Vec<NonNull<Record<T>>>,
+    /// The newest record this slot allocated: with each record's
+    /// `Body::older`, a list of every record it ever allocated, freed when
+    /// the slot is gone (a list through the records rather than a `Vec`:
+    /// most slots have one or two records).
+    newest: Option<NonNull<Record<T>>>,
 }
 
 /// A slot's head: what every lease reads before it reaches a record (the
@@ -747,10 +754,10 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
         let stripe = self.offset(index);
         loop {
             let ptr = self.current.load(Ordering::Acquire);
-            // SAFETY: `current` always points at a record in `all` (as its
-            // allocation pointer), which stays allocated while `self` lives,
-            // and the caller borrows `self`; `stripe` is the offset of a
-            // stripe index of this slot.
+            // SAFETY: `current` always points at a record on the slot's list
+            // (as its allocation pointer), which stays allocated while `self`
+            // lives, and the caller borrows `self`; `stripe` is the offset of
+            // a stripe index of this slot.
             let counter = &unsafe { stripe_at(ptr, stripe) }.shared;
             // SeqCst, as it pairs with the drain's freeze and the swap; its
             // acquire half also means that having seen a frozen stripe, the
@@ -893,7 +900,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 defer,
                 deferred: AtomicPtr::new(std::ptr::null_mut()),
                 value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-                writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), all: Vec::new() }),
+                writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), newest: None }),
             }
         });
         {
@@ -931,7 +938,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             None => {
                 let cells = chunk::take();
                 let record = cells.cast::<Record<T>>();
-                let body = Box::new(Body { incarnation: UnsafeCell::new(None), tracker: Tracker::default() });
+                let body = Box::new(Body {
+                    incarnation: UnsafeCell::new(None),
+                    tracker: Tracker::default(),
+                    older: writer.newest,
+                });
                 // SAFETY: the pool gave us the record's cells: `CELL` bytes
                 // at the record's offset in every region of its chunk (each
                 // aligned to 32 bytes, and every part fits one cell), and
@@ -948,11 +959,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                         cells.as_ptr().add(offset).cast::<Stripe>().write(Stripe::default());
                     }
                 }
-                writer.all.push(record);
+                writer.newest = Some(record);
                 record
             }
         };
-        // SAFETY: records in `all` stay allocated while `self` lives.
+        // SAFETY: records on the slot's list stay allocated while `self` lives.
         let (rec, cold) = unsafe { (record.as_ref(), cold(record)) };
         // A reused record drained completely: no lease of it remains, but a
         // thread may be between a stray increment of a frozen stripe and its
@@ -1474,18 +1485,22 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
         let writer = self.writer.get_mut().unwrap();
         #[cfg(not(loom))]
         let writer = self.writer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for record in std::mem::take(&mut writer.all) {
-            // SAFETY: every record was taken from the chunk pool and filled
-            // in `prepare`; with `Shared` gone no lease, drain or stray
-            // reader can reach it (each of those holds `Shared` alive). Each
-            // part is dropped once (the body freed with the `Box` it came
-            // from), then the cells go back to the pool once.
+        let mut next = writer.newest.take();
+        while let Some(record) = next {
+            // SAFETY: every record on the list was taken from the chunk pool
+            // and filled in `prepare`, and is on it once; with `Shared` gone
+            // no lease, drain or stray reader can reach it (each of those
+            // holds `Shared` alive). Each part is dropped once (the body freed
+            // with the `Box` it came from, after its link was read), then the
+            // cells go back to the pool once.
             unsafe {
                 for &offset in &offsets {
                     std::ptr::drop_in_place(record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>());
                 }
                 let cold = record.as_ptr().cast::<u8>().add(REGION).cast::<Cold<T>>();
-                drop(Box::from_raw((*cold).body.as_ptr()));
+                let body = Box::from_raw((*cold).body.as_ptr());
+                next = body.older;
+                drop(body);
                 std::ptr::drop_in_place(cold);
                 std::ptr::drop_in_place(record.as_ptr());
                 chunk::give(record.cast());

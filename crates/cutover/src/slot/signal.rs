@@ -32,16 +32,45 @@ pub(crate) struct DrainSignal {
     cond: Condvar,
 }
 
+/// What the lock guards. Kept small (48 bytes): every generation of every
+/// slot has one, most never waited for.
 #[derive(Default)]
 struct SignalState {
     done: bool,
     /// Threads blocked in `wait_timeout`: notify only if there are any (a
     /// condvar notification is a system call).
-    sleepers: usize,
-    cutover_at: Option<Instant>,
-    drained_at: Option<Instant>,
-    wakers: Vec<Waker>,
-    callbacks: Vec<Callback>,
+    sleepers: u32,
+    /// When the cutover and the drain happened, as [`Since`]s of the
+    /// signal's `activated_at`.
+    cutover_at: Since,
+    drained_at: Since,
+    /// Futures' wakers and `on_drained` callbacks, to run once drained.
+    listeners: Vec<Listener>,
+}
+
+/// Something to tell when the drain completes.
+enum Listener {
+    Waker(Waker),
+    Callback(Callback),
+}
+
+/// An instant at or after a signal's `activated_at`, as nanoseconds since
+/// it plus one (`None`: not yet). Eight bytes where an `Option<Instant>` is
+/// sixteen.
+#[derive(Clone, Copy, Default)]
+struct Since(Option<std::num::NonZeroU64>);
+
+impl Since {
+    /// `now`, counted from `base` (an instant before `base` counts as `base`;
+    /// one past 584 years saturates).
+    fn at(base: Instant, now: Instant) -> Self {
+        let nanos = u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX - 1);
+        Self(std::num::NonZeroU64::new(nanos + 1))
+    }
+
+    fn instant(self, base: Instant) -> Option<Instant> {
+        self.0.map(|n| base + Duration::from_nanos(n.get() - 1))
+    }
 }
 
 impl DrainSignal {
@@ -60,7 +89,7 @@ impl DrainSignal {
 
     pub(crate) fn mark_cutover(&self, auto_finalize: bool) {
         self.auto_finalize.store(auto_finalize, Ordering::Release);
-        lock(&self.state).cutover_at = Some(Instant::now());
+        lock(&self.state).cutover_at = Since::at(self.activated_at, Instant::now());
     }
 
     /// Record the end of the drain in the lifecycle: the drain is shown
@@ -74,11 +103,11 @@ impl DrainSignal {
     }
 
     pub(crate) fn cutover_at(&self) -> Option<Instant> {
-        lock(&self.state).cutover_at
+        lock(&self.state).cutover_at.instant(self.activated_at)
     }
 
     pub(crate) fn drained_at(&self) -> Option<Instant> {
-        lock(&self.state).drained_at
+        lock(&self.state).drained_at.instant(self.activated_at)
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -97,24 +126,26 @@ impl DrainSignal {
     /// Called exactly once, by the thread that completed the drain. A waker or
     /// callback that panics is caught and reported; the others still run.
     pub(crate) fn complete(&self) {
-        let (sleepers, wakers, callbacks) = {
+        let (sleepers, listeners) = {
             let mut state = lock(&self.state);
             state.done = true;
-            state.drained_at = Some(Instant::now());
+            state.drained_at = Since::at(self.activated_at, Instant::now());
             self.done.store(true, Ordering::Release);
-            (state.sleepers > 0, std::mem::take(&mut state.wakers), std::mem::take(&mut state.callbacks))
+            (state.sleepers > 0, std::mem::take(&mut state.listeners))
         };
         if sleepers {
             self.cond.notify_all();
         }
-        for waker in wakers {
-            if let Err(panic) = unwind::catch(move || waker.wake()) {
-                self.report_panic("a drain future's waker", &panic);
-            }
-        }
-        for callback in callbacks {
-            if let Err(panic) = unwind::catch(callback) {
-                self.report_panic("an on_drained callback", &panic);
+        // Futures are woken first (waking is cheap), then callbacks run.
+        let (wakers, callbacks): (Vec<_>, Vec<_>) =
+            listeners.into_iter().partition(|listener| matches!(listener, Listener::Waker(_)));
+        for listener in wakers.into_iter().chain(callbacks) {
+            let (what, result) = match listener {
+                Listener::Waker(waker) => ("a drain future's waker", unwind::catch(move || waker.wake())),
+                Listener::Callback(callback) => ("an on_drained callback", unwind::catch(callback)),
+            };
+            if let Err(panic) = result {
+                self.report_panic(what, &panic);
             }
         }
     }
@@ -155,8 +186,9 @@ impl DrainSignal {
         if state.done {
             return true;
         }
-        if !state.wakers.iter().any(|w| w.will_wake(waker)) {
-            state.wakers.push(waker.clone());
+        let known = state.listeners.iter().any(|l| matches!(l, Listener::Waker(w) if w.will_wake(waker)));
+        if !known {
+            state.listeners.push(Listener::Waker(waker.clone()));
         }
         false
     }
@@ -169,7 +201,7 @@ impl DrainSignal {
             drop(state);
             f();
         } else {
-            state.callbacks.push(f);
+            state.listeners.push(Listener::Callback(f));
         }
     }
 }
@@ -183,3 +215,6 @@ impl fmt::Debug for DrainSignal {
             .finish_non_exhaustive()
     }
 }
+
+// Every generation of every slot has a signal: keep its lock's state small.
+const _: () = assert!(std::mem::size_of::<SignalState>() <= 48);

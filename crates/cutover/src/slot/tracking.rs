@@ -30,21 +30,18 @@ struct Live {
 }
 
 /// The leases of one generation that were taken with tracking on.
+/// Allocated at the first tracked lease: most generations never see one,
+/// and each has a tracker (16 bytes until then).
+#[derive(Default)]
 pub(crate) struct Tracker {
-    live: Mutex<Live>,
-}
-
-impl Default for Tracker {
-    fn default() -> Self {
-        Self { live: Mutex::new(Live::default()) }
-    }
+    live: std::sync::OnceLock<Box<Mutex<Live>>>,
 }
 
 impl Tracker {
     /// Record a lease starting now; its ticket (never 0).
     pub(crate) fn track(&self) -> u64 {
         let thread = std::thread::current().name().map(str::to_owned);
-        let mut live = lock(&self.live);
+        let mut live = lock(self.live.get_or_init(Box::default));
         live.next += 1;
         let ticket = live.next;
         live.leases.insert(ticket, (Instant::now(), thread));
@@ -53,13 +50,16 @@ impl Tracker {
 
     /// Forget the lease with `ticket`.
     pub(crate) fn untrack(&self, ticket: u64) {
-        lock(&self.live).leases.remove(&ticket);
+        if let Some(live) = self.live.get() {
+            lock(live).leases.remove(&ticket);
+        }
     }
 
     /// The tracked leases still in flight, oldest first.
     pub(crate) fn stragglers(&self) -> Vec<Straggler> {
+        let Some(live) = self.live.get() else { return Vec::new() };
         let now = Instant::now();
-        lock(&self.live)
+        lock(live)
             .leases
             .values()
             .map(|(since, thread)| Straggler { age: now.saturating_duration_since(*since), thread: thread.clone() })
