@@ -18,6 +18,9 @@
 //!   `load()` the entry, as in the `cutover` bench's registry section.
 //! * **cutover `Registry`**, on the atomic and on the asymmetric-fence path:
 //!   the real thing.
+//! * **cutover `Slot`s in a `HashMap`**: the registry's slots, built the same
+//!   way, in a plain `HashMap<String, Slot>`: no key-map lease and no
+//!   prefetch hint. What the slot lease costs apart from the registry.
 //! * **Models**, which are *not* lease protocols (no drain, no cutover: no
 //!   writer runs), only their memory traffic:
 //!   * *per-record counters*: today's layout. The entry points at a 256-byte
@@ -144,6 +147,33 @@ impl Row for CutoverRegistry {
     #[inline]
     fn lookup(&self, key: &str, _thread: usize) -> u64 {
         let lease = self.0.lease(key).expect("registered key");
+        black_box(&*lease).id
+    }
+}
+
+/// The registry's slots without the registry: a plain `HashMap` of
+/// `Slot`s, looked up and leased (no key-map lease, no prefetch hint). How
+/// much of the registry's cost is the slot lease itself.
+struct SlotMap(HashMap<String, Slot<Plugin>>);
+
+impl SlotMap {
+    fn new() -> Self {
+        Self(
+            (0..PLUGINS)
+                .map(|i| {
+                    let key = key(i);
+                    let slot = Slot::with_lease_path(PluginId::new(&key), plugin(i as u64), 4, LeasePath::Atomic);
+                    (key, slot)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Row for SlotMap {
+    #[inline]
+    fn lookup(&self, key: &str, _thread: usize) -> u64 {
+        let lease = self.0.get(key).expect("registered key").lease();
         black_box(&*lease).id
     }
 }
@@ -554,10 +584,11 @@ fn main() {
     let quick = std::env::var_os("CUTOVER_BENCH_QUICK").is_some();
     let rounds = if quick { 5 } else { 80 };
     let order = lookup_order();
-    let rows: [(&str, Build); 16] = [
+    let rows: [(&str, Build); 17] = [
         ("arc-swap map of ArcSwap (baseline)", || Box::new(ArcSwapMap::new())),
         ("cutover Registry, atomic path", || Box::new(CutoverRegistry::new(LeasePath::Atomic))),
         ("cutover Registry, asymmetric-fence path", || Box::new(CutoverRegistry::new(LeasePath::AsymmetricFence))),
+        ("cutover Slots in a HashMap (no key-map lease, no hint), atomic path", || Box::new(SlotMap::new())),
         ("model: per-record counters, locked", || Box::new(PerRecord::new(Update::Locked))),
         ("model: per-record counters, plain", || Box::new(PerRecord::new(Update::Plain))),
         ("model: chunked records, own shared state, locked", || Box::new(Chunked::new(Update::Locked, false))),
