@@ -3,7 +3,10 @@
 //! added, per plugin, with every plugin leased once from each of two
 //! threads (so each thread's lease counters are touched, as in service).
 //!
-//! Run: `cargo run --release -p cutover --example registry_memory [N]`
+//! Run: `cargo run --release -p cutover --example registry_memory [N
+//! [STRIPES]]` (STRIPES: the slots' lease counters per record, as
+//! `Slot::with_stripes` takes them; default: `Slot::new`'s, which grows with
+//! the CPUs).
 //!
 //! The figure includes the keys (`plugin-{i}`, about 32 bytes each with
 //! their allocation), the plugin values (8 bytes each, in an `Arc`), the
@@ -23,15 +26,18 @@ fn resident() -> Option<usize> {
 
 fn main() {
     let plugins: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000).max(1);
+    let stripes: Option<usize> = std::env::args().nth(2).and_then(|n| n.parse().ok());
     let keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
+    let slot = |key: &String| match stripes {
+        Some(stripes) => Slot::with_stripes(PluginId::new(key), Arc::new(0u64), stripes),
+        None => Slot::new(PluginId::new(key), Arc::new(0u64)),
+    };
     let Some(before) = resident() else {
         println!("resident memory is only read on Linux (/proc/self/statm)");
         return;
     };
     let registry = Registry::new();
-    registry
-        .extend(keys.iter().map(|key| (key.clone(), Slot::new(PluginId::new(key), Arc::new(0u64)))))
-        .expect("distinct keys");
+    registry.extend(keys.iter().map(|key| (key.clone(), slot(key)))).expect("distinct keys");
     thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
@@ -43,8 +49,9 @@ fn main() {
     });
     let after = resident().unwrap_or(before);
     let grown = after.saturating_sub(before);
+    let stripes = stripes.map_or_else(|| "default".to_owned(), |n| n.to_string());
     println!(
-        "{plugins} plugins: resident memory grew by {:.2} MB, {} bytes per plugin",
+        "{plugins} plugins ({stripes} stripes): resident memory grew by {:.2} MB, {} bytes per plugin",
         grown as f64 / 1e6,
         grown / plugins
     );
