@@ -101,8 +101,10 @@ struct Pool {
     free: BinaryHeap<Reverse<Free>>,
     /// A fresh chunk of this kind.
     chunk: Layout,
-    /// The distance between two of a chunk's cells, and how many it has.
+    /// The distance between two of a chunk's cells (in its first region,
+    /// for records).
     stride: usize,
+    /// The cells (records, or heads) a chunk holds.
     cells: usize,
 }
 
