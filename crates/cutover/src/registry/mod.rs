@@ -36,11 +36,10 @@
 //! when a benchmark rotates over 7 or more such registries, so that what a
 //! round of lookups touches no longer stays cached; 1.0× up to 6, and
 //! before records were cells of shared chunks up to 8: see the `fixed_key`
-//! example); lookups spread over 10,000 plugins cost
-//! 1.4–1.5× those of a map of `ArcSwap`s on a quiet host (up to 2–3.5× at
-//! the median of a busy one; 3.2–4.5× when each slot and record was an
-//! allocation of its own). The
-//! `registry_floor` benchmark compares the registry with models of the
+//! example); lookups spread over 10,000 plugins cost 1.4–1.5× those of a
+//! map of `ArcSwap`s on a quiet host (up to 2–3.5× at the median of a busy
+//! one; 3.2–4.5× when each slot and record was an allocation of its own).
+//! The `registry_floor` benchmark compares the registry with models of the
 //! layouts; the model that reaches the map of `ArcSwap`s differs from the
 //! registry in where the plugin values are (next to their keys, fetched
 //! with them, as in the map of `ArcSwap`s) and in taking no key-map lease.

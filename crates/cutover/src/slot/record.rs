@@ -281,11 +281,10 @@
 //! record and each lease), which is derived from the chunk's allocation
 //! pointer: its provenance covers the whole chunk, whereas a pointer derived
 //! from a reference to the header would cover the header only (the Miri
-//! runs check this). Offsets
-//! come from the slot's own mask (at most [`MAX_STRIPES`], the chunk's stripe
-//! regions) and `REGION`, so they are always inside the chunk. Everything
-//! the protocol above says about "the stripe" holds unchanged: only where the
-//! counter lives moved.
+//! runs check this). Offsets come from the slot's own mask (at most
+//! [`MAX_STRIPES`], the chunk's stripe regions) and `REGION`, so they are
+//! always inside the chunk. Everything the protocol above says about "the
+//! stripe" holds unchanged: only where the counter lives moved.
 //!
 //! *Prefetch hints.* A container that finds a slot through its own data
 //! structure (the registry) may keep a [`Hint`]: where the current record,

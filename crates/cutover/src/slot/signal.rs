@@ -137,15 +137,20 @@ impl DrainSignal {
             self.cond.notify_all();
         }
         // Futures are woken first (waking is cheap), then callbacks run.
-        let (wakers, callbacks): (Vec<_>, Vec<_>) =
-            listeners.into_iter().partition(|listener| matches!(listener, Listener::Waker(_)));
-        for listener in wakers.into_iter().chain(callbacks) {
-            let (what, result) = match listener {
-                Listener::Waker(waker) => ("a drain future's waker", unwind::catch(move || waker.wake())),
-                Listener::Callback(callback) => ("an on_drained callback", unwind::catch(callback)),
-            };
-            if let Err(panic) = result {
-                self.report_panic(what, &panic);
+        let mut callbacks = Vec::new();
+        for listener in listeners {
+            match listener {
+                Listener::Waker(waker) => {
+                    if let Err(panic) = unwind::catch(move || waker.wake()) {
+                        self.report_panic("a drain future's waker", &panic);
+                    }
+                }
+                Listener::Callback(callback) => callbacks.push(callback),
+            }
+        }
+        for callback in callbacks {
+            if let Err(panic) = unwind::catch(callback) {
+                self.report_panic("an on_drained callback", &panic);
             }
         }
     }
