@@ -133,6 +133,42 @@ fn drain_completes_exactly_when_leases_are_gone() {
     });
 }
 
+/// A lease asks whether its generation was cancelled while another thread
+/// retires that generation (which is when its drain signal is made) and
+/// cancels it: the lease sees "not cancelled" or "cancelled", never
+/// anything torn, sees "cancelled" once the cancel happened before its
+/// check, and the generation drains once the lease is gone.
+#[test]
+fn cancel_check_races_the_retire_that_makes_the_signal() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Arc::new(Slot::new(id(), Value::new(1, &drops)));
+        let lease = slot.lease();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (slot, drops, cancelled) = (slot.clone(), drops.clone(), cancelled.clone());
+            thread::spawn(move || {
+                let drain = slot.replace(Value::new(2, &drops));
+                drain.cancel();
+                cancelled.store(true, Ordering::SeqCst);
+                drain
+            })
+        };
+        let first = lease.is_cancelled();
+        let announced = cancelled.load(Ordering::SeqCst);
+        let second = lease.is_cancelled();
+        assert!(!announced || second, "a cancel that happened before the check was missed");
+        assert!(!first || second, "cancellation went away");
+        drop(lease);
+        let drain = writer.join().unwrap();
+        drain.wait();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let after = slot.lease();
+        assert!(!after.is_cancelled(), "the new generation is not cancelled");
+        assert_eq!(after.generation(), 2);
+    });
+}
+
 /// Two replaces and a reader at once: distinct generations, monotonic
 /// reads, every value dropped exactly once, records reused safely.
 #[test]

@@ -334,7 +334,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     }
 
     pub(crate) fn try_lifecycle(&self) -> Option<SharedLifecycle> {
-        self.slot.shared().with_current(|inc| Arc::clone(inc.signal.fence.old_lifecycle()))
+        self.slot.shared().with_current(|inc| Arc::clone(&inc.lifecycle))
     }
 
     /// The atomic cutover: `value` becomes generation `generation() + 1`,

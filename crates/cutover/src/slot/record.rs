@@ -301,6 +301,7 @@ use std::{
     fmt,
     ptr::NonNull,
     sync::{atomic::Ordering, Arc},
+    time::Instant,
 };
 
 use super::{
@@ -375,10 +376,58 @@ struct Tail {
 pub(crate) struct Incarnation<T: ?Sized + 'static> {
     pub(crate) generation: u64,
     pub(crate) value: Arc<T>,
-    pub(crate) signal: Arc<DrainSignal>,
+    pub(crate) lifecycle: SharedLifecycle,
+    /// When the generation became current (the origin of its drain
+    /// signal's instants).
+    activated_at: Instant,
+    /// The generation's drain signal, made at its cutover.
+    signal: SignalCell,
     /// Keeps the slot's shared state (and so this record's memory) alive
     /// while the generation lives. Released when the drain completes.
     keep: Arc<Shared<T>>,
+}
+
+/// A generation's [`DrainSignal`], made when the generation is retired, not
+/// when it is published: most generations are never retired while their
+/// plugin lives, and a signal takes 120 bytes.
+///
+/// Set once, by `retire` (release), before it removes the central
+/// counter's bias. Read by leases, which ask whether their generation was
+/// cancelled (acquire: empty means not retired, so not cancelled), and by
+/// the drain's completion, which follows the bias removal (the central
+/// counter's release sequence), so always finds it set.
+struct SignalCell(AtomicPtr<DrainSignal>);
+
+impl SignalCell {
+    fn empty() -> Self {
+        Self(AtomicPtr::new(std::ptr::null_mut()))
+    }
+
+    /// Install `signal`. Called once per generation, by its retirer.
+    fn set(&self, signal: &Arc<DrainSignal>) {
+        let old = self.0.swap(Arc::into_raw(Arc::clone(signal)).cast_mut(), Ordering::AcqRel);
+        debug_assert!(old.is_null(), "a generation retired twice");
+    }
+
+    fn get(&self) -> Option<&DrainSignal> {
+        // SAFETY: a non-null pointer came from `Arc::into_raw` in `set`, and
+        // that strong count is given back only by `take`, which has `&mut`
+        // access or is called once no reader remains.
+        unsafe { self.0.load(Ordering::Acquire).as_ref() }
+    }
+
+    fn take(&self) -> Option<Arc<DrainSignal>> {
+        let ptr = self.0.swap(std::ptr::null_mut(), Ordering::Acquire);
+        // SAFETY: from `Arc::into_raw` in `set`; the swap hands its strong
+        // count to exactly one caller.
+        (!ptr.is_null()).then(|| unsafe { Arc::from_raw(ptr) })
+    }
+}
+
+impl Drop for SignalCell {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
 }
 
 /// The part of a record that only draining and cross-thread releases, the
@@ -393,7 +442,8 @@ struct Cold<T: ?Sized + 'static> {
 }
 
 /// What a record holds that does not fit its cells: the incarnation (which
-/// owns the value and the drain signal) and the straggler tracker.
+/// owns the value, the lifecycle and, once retired, the drain signal) and
+/// the straggler tracker.
 struct Body<T: ?Sized + 'static> {
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
     /// Leases taken with straggler tracking on (empty when it is off).
@@ -995,9 +1045,15 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         if lifecycle.state() != LifecycleState::Active {
             lifecycle.set(LifecycleState::Active);
         }
-        let signal = Arc::new(DrainSignal::new(generation, EpochFencedReload::new(lifecycle)));
         let hot = Hot { value: NonNull::from(&*value), generation };
-        let incarnation = Incarnation { generation, value, signal, keep: Arc::clone(self) };
+        let incarnation = Incarnation {
+            generation,
+            value,
+            lifecycle,
+            activated_at: Instant::now(),
+            signal: SignalCell::empty(),
+            keep: Arc::clone(self),
+        };
         // SAFETY: the record is not current and has no incarnation (fresh, or
         // drained and taken off the free list under the writer lock), so no
         // lease reads the cells; stray readers only touch the stripes.
@@ -1056,10 +1112,17 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // stable: only the drain's completion takes it.
         let (body, cold) = unsafe { (body(record), cold(record)) };
         let signal = body.incarnation.with(|cell| match unsafe { &*cell } {
-            Some(inc) => Arc::clone(&inc.signal),
+            Some(inc) => {
+                let fence = EpochFencedReload::new(Arc::clone(&inc.lifecycle));
+                let signal = Arc::new(DrainSignal::new(inc.generation, fence, inc.activated_at));
+                signal.mark_cutover(finalize == Finalize::OnDrain);
+                // Before the bias is removed below: the completion, which
+                // follows that, finds it.
+                inc.signal.set(&signal);
+                signal
+            }
             None => unreachable!("retiring a generation record without a value"),
         });
-        signal.mark_cutover(finalize == Finalize::OnDrain);
         if let Err(e) = signal.fence.begin_drain() {
             tracing::warn!(target: "cutover::slot", plugin = %self.id, generation = signal.generation, error = %e, "old generation was not Active at cutover");
         }
@@ -1458,11 +1521,15 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
     let (rec, body) = unsafe { (record.as_ref(), body(record)) };
     // SAFETY: no lease remains and none can start; the writer reads the cells
     // only for current records and writes them only for free ones (not yet).
-    let Some(Incarnation { generation, value, signal, keep }) = body.incarnation.with_mut(|cell| unsafe {
+    let Some(Incarnation { generation, value, signal, keep, .. }) = body.incarnation.with_mut(|cell| unsafe {
         rec.hot.with_mut(|hot| *hot = None);
         (*cell).take()
     }) else {
         return;
+    };
+    // `retire` set it before the count could reach zero.
+    let Some(signal) = signal.take() else {
+        unreachable!("a drained generation without a drain signal");
     };
     signal.finalize_on_drain();
     tracing::info!(target: "cutover::slot", plugin = %keep.id, generation, "drained");
@@ -1538,5 +1605,5 @@ pub(crate) unsafe fn leased_cancelled<T: ?Sized + Send + Sync + 'static>(record:
     // SAFETY: the lease keeps the generation (and its incarnation) in place.
     unsafe { body(record) }
         .incarnation
-        .with(|cell| unsafe { &*cell }.as_ref().is_some_and(|inc| inc.signal.is_cancelled()))
+        .with(|cell| unsafe { &*cell }.as_ref().and_then(|inc| inc.signal.get()).is_some_and(DrainSignal::is_cancelled))
 }

@@ -32,8 +32,9 @@ pub(crate) struct DrainSignal {
     cond: Condvar,
 }
 
-/// What the lock guards. Kept small (48 bytes): every generation of every
-/// slot has one, most never waited for.
+/// What the lock guards. Kept small (48 bytes): every retired generation
+/// has one until it is drained and its `Drain` handles are gone, most
+/// never waited for.
 #[derive(Default)]
 struct SignalState {
     done: bool,
@@ -74,11 +75,11 @@ impl Since {
 }
 
 impl DrainSignal {
-    pub(crate) fn new(generation: u64, fence: EpochFencedReload) -> Self {
+    pub(crate) fn new(generation: u64, fence: EpochFencedReload, activated_at: Instant) -> Self {
         Self {
             generation,
             fence,
-            activated_at: Instant::now(),
+            activated_at,
             done: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             auto_finalize: AtomicBool::new(true),
@@ -221,5 +222,5 @@ impl fmt::Debug for DrainSignal {
     }
 }
 
-// Every generation of every slot has a signal: keep its lock's state small.
+// Every retired generation has a signal: keep its lock's state small.
 const _: () = assert!(std::mem::size_of::<SignalState>() <= 48);
