@@ -47,6 +47,9 @@ pub struct ConnState {
     pub(super) line_ended: AtomicBool,
     /// Asks the driver to close the connection (reclaimed or shutting down).
     pub(super) close: tokio::sync::Notify,
+    /// Asked to close to make room for a new connection: no longer counted
+    /// against the connection limit, and not picked again.
+    pub(super) reclaimed: AtomicBool,
 }
 
 impl ConnState {
@@ -60,6 +63,7 @@ impl ConnState {
             write_blocked_since: AtomicU64::new(0),
             line_ended: AtomicBool::new(false),
             close: tokio::sync::Notify::new(),
+            reclaimed: AtomicBool::new(false),
         }
     }
 

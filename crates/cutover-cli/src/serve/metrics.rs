@@ -14,6 +14,8 @@
 //! * `cutover_plugin_generation{plugin}`: each plugin's current generation.
 //! * `cutover_http_calls_in_flight`: calls being served over HTTP.
 //! * `cutover_http_connections`: open HTTP connections.
+//! * `cutover_http_requests_in_progress`: requests in handling, as counted
+//!   against `--max-requests` (scrapes of `/metrics` are not counted).
 //! * `cutover_http_rejected_total{reason}`: requests and connections
 //!   refused by a limit (`connections`, `requests`, `plugin_busy`,
 //!   `body_too_large`, `body_timeout`, `too_many_rows`, `head_too_large`).
@@ -29,7 +31,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicUsize, Ordering},
         Mutex, MutexGuard,
     },
     time::Duration,
@@ -95,6 +97,7 @@ pub struct Metrics {
     inner: Mutex<Inner>,
     http_in_flight: AtomicI64,
     connections: AtomicI64,
+    requests: AtomicUsize,
 }
 
 /// Counts one HTTP call in flight while alive.
@@ -116,6 +119,13 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight<'_> {
         self.http_in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// The count of requests in handling: the server's `--max-requests`
+    /// limit is checked against it, and it is rendered as the
+    /// `cutover_http_requests_in_progress` gauge.
+    pub fn requests_in_progress(&self) -> &AtomicUsize {
+        &self.requests
     }
 
     /// Record a call of `function` on `generation` that took `took`; `error`
@@ -258,6 +268,8 @@ impl Metrics {
         }
         header(&mut out, "cutover_http_calls_in_flight", "gauge", "Calls being served over HTTP.");
         let _ = writeln!(out, "cutover_http_calls_in_flight {}", self.http_in_flight.load(Ordering::Relaxed));
+        header(&mut out, "cutover_http_requests_in_progress", "gauge", "Requests in handling (not counting /metrics).");
+        let _ = writeln!(out, "cutover_http_requests_in_progress {}", self.requests.load(Ordering::Relaxed));
         header(&mut out, "cutover_http_connections", "gauge", "Open HTTP connections.");
         let _ = writeln!(out, "cutover_http_connections {}", self.connections.load(Ordering::Relaxed));
         header(&mut out, "cutover_plugin_file_reads_total", "counter", "Plugin files read and hashed.");

@@ -96,7 +96,8 @@ pub struct ServeArgs {
     /// closed to make room, else the new one gets 503.
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
-    /// Most requests in handling at once; more get 503 with `Retry-After`.
+    /// Most requests in handling at once (not counting `GET /metrics`); more
+    /// get 503 with `Retry-After`.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_requests: u64,
     /// Most calls of one plugin running at once; more get 503 with

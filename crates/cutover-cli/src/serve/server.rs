@@ -5,11 +5,15 @@
 //!
 //! * **At most `max_connections` connections.** At the limit, an idle
 //!   keep-alive connection (one that served a request and has received
-//!   nothing since) is closed to make room, oldest first; if there is none,
-//!   the new connection gets `503` `{"error": ...}` with `Retry-After` and
-//!   is closed.
+//!   nothing since) is closed to make room, oldest first, a different one
+//!   for each new connection (one asked to close is no longer counted); if
+//!   there is none, the new connection gets `503` `{"error": ...}` with
+//!   `Retry-After` and is closed.
 //! * **At most `max_requests` requests in handling** at once; more get
-//!   `503` with `Retry-After` at once, before their body is read.
+//!   `503` with `Retry-After` at once, before their body is read. Scrapes
+//!   (`GET /metrics`) are not counted, so the metrics stay readable during
+//!   the overload they show; the count is the
+//!   `cutover_http_requests_in_progress` gauge.
 //! * **Timeouts.** A connection is closed when a request head is not
 //!   complete `header_timeout` after its first byte (or after the
 //!   connection was accepted, for the first request); when it stays idle
@@ -30,7 +34,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
     task::{Context, Poll},
@@ -58,7 +62,8 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 pub struct Limits {
     /// Most open connections.
     pub max_connections: usize,
-    /// Most requests in handling at once.
+    /// Most requests in handling at once (scrapes of `/metrics` are not
+    /// counted).
     pub max_requests: usize,
     /// Longest request URI, in bytes (longer: 414).
     pub max_uri_bytes: usize,
@@ -88,20 +93,29 @@ struct Registry {
 }
 
 impl Registry {
-    fn len(&self) -> usize {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
-    /// Ask the keep-alive connection that has been idle longest (it served
-    /// a request and nothing of the next one arrived) to close.
-    fn reclaim_idle(&self) -> bool {
+    /// Whether a new connection may be opened with at most `max` counted:
+    /// yes if fewer are open, or if the keep-alive connection that has been
+    /// idle longest (it served a request and nothing of the next one
+    /// arrived) can be asked to close. A connection asked to close is no
+    /// longer counted, and never asked twice, so each connection admitted
+    /// at the limit closes a different idle one, even when several arrive
+    /// before the first closed one is gone.
+    fn make_room(&self, max: usize) -> bool {
         let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if live.len() < max || live.values().filter(|c| !c.reclaimed.load(Ordering::Relaxed)).count() < max {
+            return true;
+        }
+        // Idle longest first; the clock counts milliseconds, so ties go to
+        // the connection accepted first.
         let oldest = live
-            .values()
-            .filter(|c| c.is_idle() && c.served.load(Ordering::Relaxed) > 0)
-            .min_by_key(|c| c.instant(c.idle_since.load(Ordering::Relaxed)));
+            .iter()
+            .filter(|(_, c)| {
+                !c.reclaimed.load(Ordering::Relaxed) && c.is_idle() && c.served.load(Ordering::Relaxed) > 0
+            })
+            .min_by_key(|(id, c)| (c.instant(c.idle_since.load(Ordering::Relaxed)), **id));
         match oldest {
-            Some(conn) => {
+            Some((_, conn)) => {
+                conn.reclaimed.store(true, Ordering::Relaxed);
                 conn.close.notify_one();
                 true
             }
@@ -110,23 +124,20 @@ impl Registry {
     }
 }
 
-/// Requests in handling, across connections.
-#[derive(Debug)]
-struct RequestCount {
-    now: AtomicUsize,
-    max: usize,
-}
-
-/// One request in handling: counted on its connection and globally until
-/// its response body is done or dropped.
+/// One request in handling: counted on its connection until its response
+/// body is done or dropped, and also against `max_requests` unless it is a
+/// scrape of `/metrics`.
 struct RequestGuard {
     conn: Arc<ConnState>,
-    global: Arc<RequestCount>,
+    /// The metrics whose request count this request holds one of.
+    counted: Option<Arc<Metrics>>,
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.global.now.fetch_sub(1, Ordering::AcqRel);
+        if let Some(metrics) = &self.counted {
+            metrics.requests_in_progress().fetch_sub(1, Ordering::AcqRel);
+        }
         self.conn.end_request();
     }
 }
@@ -173,7 +184,6 @@ impl Server {
         let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
             router: self.router.clone(),
-            requests: Arc::new(RequestCount { now: AtomicUsize::new(0), max: self.limits.max_requests }),
             limits: self.limits.clone(),
             metrics: Arc::clone(&self.metrics),
         });
@@ -201,7 +211,7 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            if registry.len() >= self.limits.max_connections && !registry.reclaim_idle() {
+            if !registry.make_room(self.limits.max_connections) {
                 self.metrics.rejected("connections");
                 if let Ok(permit) = Arc::clone(&overflow).try_acquire_owned() {
                     tokio::spawn(refuse(stream, permit));
@@ -261,7 +271,6 @@ async fn refuse(mut stream: tokio::net::TcpStream, _permit: tokio::sync::OwnedSe
 /// What every connection's requests share.
 struct Shared {
     router: Router,
-    requests: Arc<RequestCount>,
     limits: Limits,
     metrics: Arc<Metrics>,
 }
@@ -314,6 +323,9 @@ impl Connection {
                         tracing::debug!(%peer, "closing an idle connection to make room for a new one");
                         break;
                     }
+                    // A request began since it was picked: it is served,
+                    // and the connection is counted again.
+                    state.reclaimed.store(false, Ordering::Relaxed);
                 }
                 changed = stop.changed(), if !stopping => {
                     stopping = changed.is_err() || *stop.borrow();
@@ -395,9 +407,16 @@ async fn handle(
 ) -> Result<Response<GuardedBody>, Infallible> {
     conn.begin_request();
     let (limits, metrics) = (&shared.limits, &shared.metrics);
-    let previous = shared.requests.now.fetch_add(1, Ordering::AcqRel);
-    let guard = RequestGuard { conn, global: Arc::clone(&shared.requests) };
-    let early = if previous >= shared.requests.max {
+    // Scrapes are not counted, so monitoring stays available during the
+    // overload it is there to show (the connection limit still bounds them).
+    let scrape = request.method() == http::Method::GET && request.uri().path() == "/metrics";
+    let (previous, counted) = if scrape {
+        (0, None)
+    } else {
+        (metrics.requests_in_progress().fetch_add(1, Ordering::AcqRel), Some(Arc::clone(metrics)))
+    };
+    let guard = RequestGuard { conn, counted };
+    let early = if previous >= limits.max_requests {
         metrics.rejected("requests");
         Some(unavailable("too many requests in progress; try again later"))
     } else if uri_len(request.uri()) > limits.max_uri_bytes {

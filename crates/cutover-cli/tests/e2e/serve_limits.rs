@@ -15,6 +15,21 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// A metric's value read on a fresh connection, or `None` if that
+/// connection was refused or reset: at a connection limit the server may
+/// still count connections the test closed but it has not yet seen close.
+fn scrape(server: &Server, series: &str) -> Option<f64> {
+    use std::io::Read as _;
+    let mut stream = server.connect();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+}
+
 fn error_of(text: &str) -> String {
     json_of(text)["error"].as_str().unwrap_or_else(|| panic!("no \"error\" in {text}")).to_owned()
 }
@@ -140,30 +155,24 @@ fn requests_and_connections_are_limited() {
         &[("math.wat", MATH_V1)],
         &["--max-requests", "2", "--max-connections", "3", "--body-timeout-ms", "60000"],
     );
-    // Two requests whose bodies never come occupy both request slots.
-    let open_stalled = |s: &Server| -> Vec<std::net::TcpStream> {
-        (0..2)
-            .map(|_| {
-                let mut stream = s.connect();
-                stream
-                    .write_all(b"POST /v1/call/math.mul3 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
-                    .unwrap();
-                stream
-            })
-            .collect()
-    };
-    let mut stalled: Vec<std::net::TcpStream> = Vec::new();
-    server.wait_for("two requests in handling", |s| {
-        // A stalled request is refused (503) when it arrives while an
-        // earlier request's slot is still being released (after its answer
-        // was sent): open both again then.
-        if stalled.is_empty() || stalled.iter().any(answered) {
-            stalled = open_stalled(s);
-        }
-        // Each probe is a third request: refused while the two are stalled.
-        let (status, _, body) = raw(s, b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        status == 503 && body.contains("too many requests")
-    });
+    // Two requests whose bodies never come occupy both request slots. They
+    // are sent once no other request is in progress (scrapes of /metrics
+    // are not counted), so neither can find the slots full and be refused.
+    let in_progress = |s: &Server| scrape(s, "cutover_http_requests_in_progress ");
+    server.wait_for("no request in progress", |s| in_progress(s) == Some(0.0));
+    let stalled: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream
+                .write_all(b"POST /v1/call/math.mul3 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // (A scrape is answered while both slots are taken.)
+    server.wait_for("two requests in handling", |s| in_progress(s) == Some(2.0));
+    assert!(!stalled.iter().any(answered), "a stalled request was answered");
+    // A third request is refused while the two are stalled.
     let (status, head, body) = raw(&server, b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(status, 503, "{body}");
     assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
@@ -192,7 +201,7 @@ fn requests_and_connections_are_limited() {
     drop(busy);
 
     // Idle keep-alive connections are closed to make room for new ones.
-    server.wait_for("the connections closed", |s| s.metric("cutover_http_connections ").is_some_and(|n| n <= 1.0));
+    server.wait_for("the connections closed", |s| scrape(s, "cutover_http_connections ").is_some_and(|n| n <= 1.0));
     let mut idle: Vec<_> = (0..3)
         .map(|_| {
             let mut stream = server.connect();
@@ -205,6 +214,34 @@ fn requests_and_connections_are_limited() {
     assert_eq!(status, 200, "{body}");
     // The oldest idle connection was closed by the server.
     assert_eq!(read_to_close(&mut idle[0]), "");
+}
+
+#[test]
+fn a_burst_of_connections_at_the_limit_closes_one_idle_connection_each() {
+    let server = Server::start(&[("math.wat", MATH_V1)], &["--max-connections", "3"]);
+    // Three idle keep-alive connections fill the limit (opening them may
+    // close the test client's own pooled connection, idle longer).
+    let mut idle: Vec<_> = (0..3)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream.write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut stream).0, 200);
+            stream
+        })
+        .collect();
+    // Two new connections at once, before either closed one is gone: each
+    // closes a different idle connection (the oldest two), and both are
+    // served.
+    let mut new: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    assert_eq!(read_to_close(&mut idle[0]), "");
+    assert_eq!(read_to_close(&mut idle[1]), "");
+    for stream in &mut new {
+        stream.write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        assert_eq!(read_response(stream).0, 200);
+    }
+    // The youngest idle connection is still open and served.
+    idle[2].write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut idle[2]).0, 200);
 }
 
 #[test]
