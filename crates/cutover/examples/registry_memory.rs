@@ -4,9 +4,10 @@
 //! threads (so each thread's lease counters are touched, as in service).
 //!
 //! Run: `cargo run --release -p cutover --example registry_memory [N
-//! [STRIPES]]` (STRIPES: the slots' lease counters per record, as
-//! `Slot::with_stripes` takes them; default: `Slot::new`'s, which grows with
-//! the CPUs).
+//! [STRIPES [RELOADS]]]` (STRIPES: the slots' lease counters per record, as
+//! `Slot::with_stripes` takes them, `default` or absent for `Slot::new`'s,
+//! which grows with the CPUs; RELOADS: how many times each plugin is
+//! replaced, each drain awaited, after the leases; default 0).
 //!
 //! The figure includes the keys (`plugin-{i}`, about 32 bytes each with
 //! their allocation), the plugin values (8 bytes each, in an `Arc`), the
@@ -27,6 +28,7 @@ fn resident() -> Option<usize> {
 fn main() {
     let plugins: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000).max(1);
     let stripes: Option<usize> = std::env::args().nth(2).and_then(|n| n.parse().ok());
+    let reloads: u64 = std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
     let keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
     let slot = |key: &String| match stripes {
         Some(stripes) => Slot::with_stripes(PluginId::new(key), Arc::new(0u64), stripes),
@@ -47,11 +49,17 @@ fn main() {
             });
         }
     });
+    for reload in 1..=reloads {
+        for key in &keys {
+            let drain = registry.replace(key.as_str(), Arc::new(reload)).expect("the plugin is registered");
+            assert!(drain.is_drained(), "nothing is in flight, so the drain is done at once");
+        }
+    }
     let after = resident().unwrap_or(before);
     let grown = after.saturating_sub(before);
     let stripes = stripes.map_or_else(|| "default".to_owned(), |n| n.to_string());
     println!(
-        "{plugins} plugins ({stripes} stripes): resident memory grew by {:.2} MB, {} bytes per plugin",
+        "{plugins} plugins ({stripes} stripes, {reloads} reloads each): resident memory grew by {:.2} MB, {} bytes per plugin",
         grown as f64 / 1e6,
         grown / plugins
     );

@@ -101,6 +101,42 @@ fn replace_with_nothing_in_flight_drains_immediately() {
 }
 
 #[test]
+fn drained_records_are_reused_whole_after_any_release_order() {
+    // Eight generations pinned, then released in a scrambled order: their
+    // records go on the slot's free list in that order. Reloads then take
+    // them back (and make new ones once the list is empty); every lease
+    // must see its own generation's value, and every value is dropped once.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slot = Slot::new(id(), tracked(1, &drops));
+    let mut pinned = Vec::new();
+    for g in 1..=8 {
+        let lease = slot.lease();
+        assert_eq!((lease.generation(), lease.tag), (g, g));
+        pinned.push((lease, slot.replace(tracked(g + 1, &drops))));
+    }
+    for i in [5, 0, 7, 2, 6, 1, 4, 3] {
+        let (lease, drain) = std::mem::replace(&mut pinned[i], (slot.lease(), slot.replace(tracked(0, &drops))));
+        drop(lease);
+        assert!(drain.is_drained());
+    }
+    drop(pinned);
+    for g in 0..24 {
+        let before = slot.lease();
+        let drain = slot.replace(tracked(1000 + g, &drops));
+        let after = slot.lease();
+        assert_eq!(after.tag, 1000 + g);
+        assert_eq!(after.generation(), before.generation() + 1);
+        assert!(!drain.is_drained());
+        drop(before);
+        assert!(drain.is_drained());
+    }
+    let current = slot.lease().generation();
+    drop(slot);
+    // Every generation made was dropped exactly once.
+    assert_eq!(drops.load(Ordering::SeqCst) as u64, current);
+}
+
+#[test]
 fn slot_of_a_trait_object() {
     trait Op: Send + Sync {
         fn apply(&self, x: i64) -> i64;

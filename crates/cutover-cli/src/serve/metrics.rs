@@ -12,6 +12,8 @@
 //! * `cutover_in_flight{plugin, generation}`: calls in flight, per
 //!   generation (current and draining).
 //! * `cutover_plugin_generation{plugin}`: each plugin's current generation.
+//! * `cutover_plugin_load_error{plugin}`: 1 if the plugin's last load
+//!   failed (its previous generation, if any, keeps serving), else 0.
 //! * `cutover_http_calls_in_flight`: calls being served over HTTP.
 //! * `cutover_http_connections`: open HTTP connections.
 //! * `cutover_http_requests_in_progress`: requests in handling, as counted

@@ -435,7 +435,10 @@ impl Drop for SignalCell {
 /// (see "Memory layout" in the module docs).
 struct Cold<T: ?Sized + 'static> {
     tail: Tail,
-    /// The next record on the slot's `deferred` list.
+    /// The next record on the slot's `deferred` list, or, once the record
+    /// is drained and completed, on the writer's free list. A record is on
+    /// at most one of them: `complete` puts it on the free list, and
+    /// `run_deferred` reads the deferred link before it completes.
     next_deferred: AtomicPtr<Record<T>>,
     /// The rest, in an allocation of its own; fixed for the record's life.
     body: NonNull<Body<T>>,
@@ -535,13 +538,42 @@ fn stripe_offset(index: usize) -> usize {
 
 struct Writer<T: ?Sized + 'static> {
     next_generation: u64,
-    /// Drained records, ready for reuse.
-    free: Vec<NonNull<Record<T>>>,
+    /// Drained records, ready for reuse: a stack linked through the
+    /// records' `Cold::next_deferred` (so a slot pays one word for it, and
+    /// nothing more when it is reloaded).
+    free: Option<NonNull<Record<T>>>,
     /// The newest record this slot allocated: with each record's
     /// `Body::older`, a list of every record it ever allocated, freed when
     /// the slot is gone (a list through the records rather than a `Vec`:
     /// most slots have one or two records).
     newest: Option<NonNull<Record<T>>>,
+}
+
+impl<T: ?Sized + 'static> Writer<T> {
+    /// Put a drained record up for reuse.
+    ///
+    /// # Safety
+    /// `record` is a record of this writer's slot (filled by
+    /// [`Shared::prepare`]) whose generation is complete, and it is on no
+    /// list (neither free nor deferred).
+    unsafe fn push_free(&mut self, record: NonNull<Record<T>>) {
+        let below = self.free.map_or(std::ptr::null_mut(), NonNull::as_ptr);
+        // SAFETY: the record stays allocated while its slot's shared state
+        // (which owns this writer) lives; nothing else reads the link of a
+        // record on no list, and the writer lock orders our accesses.
+        unsafe { cold(record) }.next_deferred.store(below, Ordering::Relaxed);
+        self.free = Some(record);
+    }
+
+    /// Take a drained record for reuse, if there is one.
+    fn pop_free(&mut self) -> Option<NonNull<Record<T>>> {
+        let record = self.free?;
+        // SAFETY: as in `push_free`: a record on the free list is allocated,
+        // and its link is written only by `push_free` (under the writer lock)
+        // until it is taken off here.
+        self.free = NonNull::new(unsafe { cold(record) }.next_deferred.load(Ordering::Relaxed));
+        Some(record)
+    }
 }
 
 /// A slot's head: what every lease reads before it reaches a record (the
@@ -949,7 +981,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 defer,
                 deferred: AtomicPtr::new(std::ptr::null_mut()),
                 value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-                writer: Mutex::new(Writer { next_generation: 1, free: Vec::new(), newest: None }),
+                writer: Mutex::new(Writer { next_generation: 1, free: None, newest: None }),
             }
         });
         {
@@ -982,7 +1014,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let generation = writer.next_generation;
         writer.next_generation += 1;
         self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
-        let record = match writer.free.pop() {
+        let record = match writer.pop_free() {
             Some(record) => record,
             None => {
                 let cells = chunk::take();
@@ -1540,7 +1572,8 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
     // Announce before the record can be reused: a `Drain` that reads the
     // record's counter and then sees "not done" read this generation's.
     signal.complete();
-    lock(&keep.writer).free.push(record);
+    // SAFETY: the record's generation is complete and it is on no list.
+    unsafe { lock(&keep.writer).push_free(record) };
     drop(keep);
 }
 
