@@ -30,6 +30,18 @@ fn scrape(server: &Server, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
+/// `n` keep-alive connections, each left idle after one request served.
+fn idle_connections(server: &Server, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream.write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut stream).0, 200);
+            stream
+        })
+        .collect()
+}
+
 fn error_of(text: &str) -> String {
     json_of(text)["error"].as_str().unwrap_or_else(|| panic!("no \"error\" in {text}")).to_owned()
 }
@@ -202,14 +214,7 @@ fn requests_and_connections_are_limited() {
 
     // Idle keep-alive connections are closed to make room for new ones.
     server.wait_for("the connections closed", |s| scrape(s, "cutover_http_connections ").is_some_and(|n| n <= 1.0));
-    let mut idle: Vec<_> = (0..3)
-        .map(|_| {
-            let mut stream = server.connect();
-            stream.write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-            assert_eq!(read_response(&mut stream).0, 200);
-            stream
-        })
-        .collect();
+    let mut idle = idle_connections(&server, 3);
     let (status, _, body) = raw(&server, b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200, "{body}");
     // The oldest idle connection was closed by the server.
@@ -221,14 +226,7 @@ fn a_burst_of_connections_at_the_limit_closes_one_idle_connection_each() {
     let server = Server::start(&[("math.wat", MATH_V1)], &["--max-connections", "3"]);
     // Three idle keep-alive connections fill the limit (opening them may
     // close the test client's own pooled connection, idle longer).
-    let mut idle: Vec<_> = (0..3)
-        .map(|_| {
-            let mut stream = server.connect();
-            stream.write_all(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-            assert_eq!(read_response(&mut stream).0, 200);
-            stream
-        })
-        .collect();
+    let mut idle = idle_connections(&server, 3);
     // Two new connections at once, before either closed one is gone: each
     // closes a different idle connection (the oldest two), and both are
     // served.
