@@ -410,13 +410,10 @@ async fn handle(
     // Scrapes are not counted, so monitoring stays available during the
     // overload it is there to show (the connection limit still bounds them).
     let scrape = request.method() == http::Method::GET && request.uri().path() == "/metrics";
-    let (previous, counted) = if scrape {
-        (0, None)
-    } else {
-        (metrics.requests_in_progress().fetch_add(1, Ordering::AcqRel), Some(Arc::clone(metrics)))
-    };
+    let counted = (!scrape).then(|| Arc::clone(metrics));
+    let previous = counted.as_ref().map(|m| m.requests_in_progress().fetch_add(1, Ordering::AcqRel));
     let guard = RequestGuard { conn, counted };
-    let early = if previous >= limits.max_requests {
+    let early = if previous.is_some_and(|previous| previous >= limits.max_requests) {
         metrics.rejected("requests");
         Some(unavailable("too many requests in progress; try again later"))
     } else if uri_len(request.uri()) > limits.max_uri_bytes {

@@ -15,21 +15,6 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// A metric's value read on a fresh connection, or `None` if that
-/// connection was refused or reset: at a connection limit the server may
-/// still count connections the test closed but it has not yet seen close.
-fn scrape(server: &Server, series: &str) -> Option<f64> {
-    use std::io::Read as _;
-    let mut stream = server.connect();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
-
 /// `n` keep-alive connections, each left idle after one request served.
 fn idle_connections(server: &Server, n: usize) -> Vec<std::net::TcpStream> {
     (0..n)
@@ -170,7 +155,7 @@ fn requests_and_connections_are_limited() {
     // Two requests whose bodies never come occupy both request slots. They
     // are sent once no other request is in progress (scrapes of /metrics
     // are not counted), so neither can find the slots full and be refused.
-    let in_progress = |s: &Server| scrape(s, "cutover_http_requests_in_progress ");
+    let in_progress = |s: &Server| s.try_metric("cutover_http_requests_in_progress ");
     server.wait_for("no request in progress", |s| in_progress(s) == Some(0.0));
     let stalled: Vec<std::net::TcpStream> = (0..2)
         .map(|_| {
@@ -213,7 +198,7 @@ fn requests_and_connections_are_limited() {
     drop(busy);
 
     // Idle keep-alive connections are closed to make room for new ones.
-    server.wait_for("the connections closed", |s| scrape(s, "cutover_http_connections ").is_some_and(|n| n <= 1.0));
+    server.wait_for("the connections closed", |s| s.try_metric("cutover_http_connections ").is_some_and(|n| n <= 1.0));
     let mut idle = idle_connections(&server, 3);
     let (status, _, body) = raw(&server, b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200, "{body}");

@@ -216,7 +216,20 @@ impl Server {
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (status, text) = self.get("/metrics");
         assert_eq!(status, 200, "{text}");
-        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        series_value(&text, series)
+    }
+
+    /// As [`Server::metric`], read on a fresh connection, or `None` if that
+    /// connection was refused or reset: at a connection limit the server
+    /// may still count connections the test closed but it has not yet seen
+    /// close.
+    pub fn try_metric(&self, series: &str) -> Option<f64> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = self.connect();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.starts_with("HTTP/1.1 200").then(|| series_value(&text, series))?
     }
 
     /// Open a raw TCP connection to the server (read timeout: [`DEADLINE`]).
@@ -342,6 +355,12 @@ pub fn read_to_close(stream: &mut std::net::TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `series` (its name and labels, then a space) in Prometheus
+/// text.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
 /// Send `request` as is on a new connection and read one response:
