@@ -20,6 +20,9 @@
 //! * [`Slot<T>`]: one hot-swappable plugin. [`Slot::lease`] on the call
 //!   path, [`Slot::replace`] for the cutover, returning a [`Drain`].
 //! * [`Registry<K, T>`]: many slots by key, with lookup + lease per call.
+//! * [`CutoverBatch<T>`]: cutovers of many slots whose drains start
+//!   together, sharing one barrier on the asymmetric-fence lease path
+//!   ([`Registry::replace_many`] for a registry's plugins).
 //! * [`lifecycle`]: the states `Loaded → Linked → Initialized → Active →
 //!   Draining → Removed`, changed only by atomic transitions, and
 //!   [`EpochFencedReload`], the original framework's reload driver.
@@ -120,8 +123,9 @@
 //!   x86-64 Linux) is argued correct in the `record` module docs and
 //!   checked by the stress tests of `tests/lease_paths.rs`, run on both
 //!   paths (cross-thread drops, thread churn, 100k replaces with pinned
-//!   generations), including a litmus test that fails when the barrier is
-//!   compiled out (`RUSTFLAGS="--cfg cutover_unsound_no_barrier"`).
+//!   generations, batched cutovers), including two litmus tests (a barrier
+//!   per cutover, and one per batch) that fail when the barrier is compiled
+//!   out (`RUSTFLAGS="--cfg cutover_unsound_no_barrier"`).
 //! * Under Miri (`cargo +nightly miri test -p cutover --lib --test slot
 //!   --test lifecycle --test seed --test registry --test registry_lookup
 //!   --test host`), the crate's unit tests and those integration tests run,
@@ -146,4 +150,4 @@ mod unwind;
 pub use id::{PluginId, PluginIdError, MAX_PLUGIN_ID_LEN};
 pub use lifecycle::{DrainError, EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle};
 pub use registry::{Registry, RegistryError};
-pub use slot::{Drain, Drained, Finalize, Lease, LeasePath, Slot, Straggler};
+pub use slot::{CutoverBatch, Drain, Drained, Finalize, Lease, LeasePath, Slot, Straggler};

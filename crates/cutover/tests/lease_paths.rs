@@ -374,6 +374,51 @@ fn a_hundred_thousand_replaces_with_pinned_generations() {
 /// iteration (default 32).
 #[test]
 fn plain_updates_are_fenced_by_the_barrier() {
+    // Room for 16M generations (the writer stops there, if ever).
+    let table = Table::new(16 << 20);
+    let slot = Arc::new(slot(LeasePath::AsymmetricFence, &table));
+    let leased = Arc::clone(&slot);
+    litmus(vec![Arc::clone(&table)], move |_| leased.lease(), |generation| drop(slot.replace(table.value(generation))));
+}
+
+/// The litmus test with batched cutovers: the writer cuts 4 slots over
+/// with each `CutoverBatch`, whose drains share one barrier issued after
+/// the 4 cutovers, while the leaser leases the last slot of the batch (the
+/// one whose cutover is closest to the barrier and the sum, so the race is
+/// as tight as the single-slot test's; the earlier ones only have more time
+/// between their cutover and the barrier, like a writer preempted there).
+/// Without the barrier it fails as the single-slot test does.
+#[test]
+fn batched_cutovers_are_fenced_by_their_shared_barrier() {
+    use cutover::CutoverBatch;
+    const SLOTS: usize = 2;
+    let tables: Vec<Arc<Table>> = (0..SLOTS).map(|_| Table::new(4 << 20)).collect();
+    let slots: Arc<Vec<Slot<Value>>> =
+        Arc::new(tables.iter().map(|table| slot(LeasePath::AsymmetricFence, table)).collect());
+    let leased = Arc::clone(&slots);
+    litmus(
+        vec![Arc::clone(&tables[SLOTS - 1])],
+        move |_| leased[SLOTS - 1].lease(),
+        |generation| {
+            let mut batch = CutoverBatch::new();
+            for (slot, table) in slots.iter().zip(&tables) {
+                batch.replace(slot, table.value(generation));
+            }
+            drop(batch.finish());
+        },
+    );
+}
+
+/// The body of the litmus tests: a leaser thread takes leases of plugin
+/// `i % tables.len()` (through `lease`) in its `i`th iteration, while this
+/// thread calls `replace_all` with generation 2, 3, ... (each call cuts
+/// every plugin over to that generation, its value made from the
+/// plugin's table) until the leaser is done or a table is full.
+fn litmus(
+    tables: Vec<Arc<Table>>,
+    lease: impl Fn(usize) -> Lease<Value> + Send + 'static,
+    mut replace_all: impl FnMut(u64),
+) {
     /// 8 MiB of scratch (2,048 pages), replaced by fresh pages every
     /// `FRESH_EVERY` iterations.
     const SCRATCH_WORDS: usize = 1 << 20;
@@ -381,14 +426,12 @@ fn plain_updates_are_fenced_by_the_barrier() {
     let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let iterations = env("CUTOVER_LITMUS_ITERATIONS", 20_000);
     let misses = env("CUTOVER_LITMUS_MISSES", 32);
-    // Room for 16M generations (the writer stops there, if ever).
-    let table = Table::new(16 << 20);
-    let slot = Arc::new(slot(LeasePath::AsymmetricFence, &table));
+    let limit = tables.iter().map(|t| t.alive.len() as u64).min().unwrap_or(0).saturating_sub(2);
     let done = Arc::new(AtomicU64::new(0));
     let start = Arc::new(Barrier::new(2));
     // One leaser and one writer: on 2 cores, both run at once.
     let leaser = {
-        let (slot, table, start, done) = (Arc::clone(&slot), Arc::clone(&table), Arc::clone(&start), Arc::clone(&done));
+        let (tables, start, done) = (tables.clone(), Arc::clone(&start), Arc::clone(&done));
         thread::spawn(move || {
             let mut scratch: Vec<u64> = Vec::new();
             let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -411,13 +454,14 @@ fn plain_updates_are_fenced_by_the_barrier() {
                     // kernel's page clearing fills the store buffer.
                     scratch = vec![0u64; SCRATCH_WORDS];
                 }
+                let plugin = i as usize % tables.len();
                 scribble(&mut scratch);
-                let lease = slot.lease();
+                let lease = lease(plugin);
                 // Hold the lease across a cutover or two before checking.
                 scribble(&mut scratch);
-                table.check_and_drop(lease);
+                tables[plugin].check_and_drop(lease);
                 done.store(i, Ordering::Relaxed);
-                if table.violations.load(Ordering::Relaxed) > 0 {
+                if tables.iter().any(|t| t.violations.load(Ordering::Relaxed) > 0) {
                     break;
                 }
             }
@@ -427,14 +471,15 @@ fn plain_updates_are_fenced_by_the_barrier() {
     };
     start.wait();
     let mut generation = 1;
-    while done.load(Ordering::Relaxed) != u64::MAX && generation + 2 < (16 << 20) {
+    while done.load(Ordering::Relaxed) != u64::MAX && generation < limit {
         generation += 1;
-        drop(slot.replace(table.value(generation)));
+        replace_all(generation);
     }
     let leaser = leaser.join();
-    eprintln!("litmus: {} replaces, {} violations", generation - 1, table.violations.load(Ordering::Relaxed));
+    let violations: usize = tables.iter().map(|t| t.violations.load(Ordering::Relaxed)).sum();
+    eprintln!("litmus: {} rounds of cutovers, {violations} violations", generation - 1);
     assert!(leaser.is_ok(), "the leaser panicked (a corrupted count: see above)");
-    table.assert_sound();
+    tables.iter().for_each(|t| t.assert_sound());
 }
 
 /// A signal handler that takes a lease on the thread it interrupted, maybe
@@ -530,5 +575,86 @@ fn leases_taken_in_signal_handlers_are_counted_exactly() {
         table.assert_sound();
         // The handlers' leases are leaked on purpose: generation 1 never drains.
         std::mem::forget(slot);
+    }
+}
+
+/// Batched cutovers (`Registry::replace_many`, which starts every drain of
+/// the batch after one shared barrier on the asymmetric-fence path) while
+/// two threads lease plugins all over the registry, pin some generations
+/// across batches and hand some leases to a third thread to drop: every
+/// generation drains exactly once, none under a lease.
+#[test]
+fn batched_cutovers_share_one_barrier_and_count_exactly() {
+    use cutover::Registry;
+    for path in paths() {
+        // More than a barrier's share (256), so batches also end some
+        // retirements before their last cutover.
+        const PLUGINS: usize = 300;
+        const BATCHES: u64 = 200;
+        let tables: Vec<Arc<Table>> = (0..PLUGINS).map(|_| Table::new(BATCHES as usize + 1)).collect();
+        let registry: Arc<Registry<usize, Value>> = Arc::new(Registry::new());
+        registry.extend(tables.iter().enumerate().map(|(key, table)| (key, slot(path, table)))).expect("distinct keys");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (handed, dropper) = mpsc::channel::<(usize, Lease<Value>)>();
+        let mut handles = Vec::new();
+        for t in 0..2usize {
+            let (registry, stop, tables, handed) =
+                (Arc::clone(&registry), Arc::clone(&stop), tables.clone(), handed.clone());
+            handles.push(thread::spawn(move || {
+                let mut pinned = Vec::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i = i.wrapping_mul(31).wrapping_add(17);
+                    let key = i % PLUGINS;
+                    let lease = registry.lease(&key).expect("registered");
+                    match i % 7 {
+                        0 => pinned.push((key, lease)),
+                        1 | 2 => handed.send((key, lease)).expect("the dropper is alive"),
+                        _ => tables[key].check_and_drop(lease),
+                    }
+                    if pinned.len() > 32 {
+                        for (key, lease) in pinned.drain(..16) {
+                            tables[key].check_and_drop(lease);
+                        }
+                    }
+                }
+                pinned
+            }));
+        }
+        drop(handed);
+        let dropper = {
+            let tables = tables.clone();
+            thread::spawn(move || {
+                for (key, lease) in dropper {
+                    tables[key].check_and_drop(lease);
+                }
+            })
+        };
+        let mut drains = Vec::with_capacity(PLUGINS * BATCHES as usize);
+        let keys: Vec<usize> = (0..PLUGINS).collect();
+        for g in 2..=BATCHES + 1 {
+            let outcome = registry.replace_many(keys.iter().map(|key| (key, tables[*key].value(g))));
+            drains.extend(outcome.into_iter().map(|drain| drain.expect("registered")));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for handle in handles {
+            for (key, lease) in handle.join().expect("leasing thread") {
+                tables[key].check_and_drop(lease);
+            }
+        }
+        dropper.join().expect("dropping thread");
+        wait_all(drains);
+        for table in &tables {
+            table.assert_sound();
+            assert_eq!(table.drops.load(Ordering::SeqCst), BATCHES as usize, "{path:?}: every retired generation once");
+        }
+        drop(Arc::try_unwrap(registry).expect("the only registry handle"));
+        for table in &tables {
+            assert_eq!(
+                table.drops.load(Ordering::SeqCst),
+                BATCHES as usize + 1,
+                "{path:?}: the last at the registry's drop"
+            );
+        }
     }
 }

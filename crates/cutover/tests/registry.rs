@@ -274,3 +274,56 @@ fn dropping_the_registry_retires_its_plugins() {
     drop(held);
     assert_eq!(drops.load(Ordering::SeqCst), 4, "p1's value, when its last lease ended");
 }
+
+/// `replace_many` is `replace` on each entry, in order: each outcome at its
+/// entry's position, a missing key refused alone, a key given twice cut
+/// over twice, leases taken before keeping their generations.
+#[test]
+fn replace_many_cuts_each_entry_over_as_replace_would() {
+    let r: Registry<String, i64> = Registry::new();
+    for name in ["a", "b", "c"] {
+        r.add(name.into(), PluginId::new(name), Arc::new(1)).unwrap();
+    }
+    let held = r.lease("b").unwrap();
+    let outcome = r.replace_many([
+        ("a", Arc::new(2)),
+        ("missing", Arc::new(9)),
+        ("b", Arc::new(2)),
+        ("c", Arc::new(2)),
+        ("c", Arc::new(3)),
+    ]);
+    assert_eq!(outcome.len(), 5);
+    assert_eq!(
+        outcome[1].as_ref().err(),
+        Some(&RegistryError::NotFound { key: "\"missing\"".into() }),
+        "a missing key is refused alone"
+    );
+    assert!(!r.contains("missing"));
+    let drain = |i: usize| outcome[i].as_ref().expect("registered key");
+    assert_eq!([0, 2, 3, 4].map(|i| drain(i).generation()), [1, 1, 1, 2]);
+    assert!(drain(0).is_drained(), "nothing was in flight on a");
+    assert_eq!(drain(2).in_flight(), 1, "b's lease keeps generation 1");
+    assert!(drain(3).is_drained() && drain(4).is_drained(), "c cut over twice, both drained");
+    assert_eq!(["a", "b", "c"].map(|k| r.lease(k).map(|v| *v)), [Some(2), Some(2), Some(3)]);
+    assert_eq!(["a", "b", "c"].map(|k| r.generation(k)), [Some(2), Some(2), Some(3)]);
+    assert_eq!(*held, 1);
+    drop(held);
+    assert!(drain(2).is_drained());
+    assert_eq!(drain(2).lifecycle().state(), LifecycleState::Removed);
+    assert!(r.replace_many(std::iter::empty::<(&str, Arc<i64>)>()).is_empty());
+}
+
+/// A removed plugin's key is refused as not found; the rest of the batch
+/// is cut over.
+#[test]
+fn replace_many_refuses_a_removed_plugin_alone() {
+    let r: Registry<String, i64> = Registry::new();
+    for name in ["a", "b"] {
+        r.add(name.into(), PluginId::new(name), Arc::new(1)).unwrap();
+    }
+    r.remove("a").unwrap().wait();
+    let outcome = r.replace_many([("a", Arc::new(2)), ("b", Arc::new(2))]);
+    assert!(matches!(&outcome[0], Err(RegistryError::NotFound { key }) if key == "\"a\""));
+    assert!(outcome[1].as_ref().is_ok_and(|d| d.is_drained()));
+    assert_eq!(r.lease("b").map(|v| *v), Some(2));
+}

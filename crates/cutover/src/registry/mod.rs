@@ -53,7 +53,7 @@ use std::{
 };
 
 use crate::{
-    slot::{Drain, Finalize, Lease, Slot},
+    slot::{CutoverBatch, Drain, Finalize, Lease, Slot},
     sync::{lock, Mutex},
     PluginId, SharedLifecycle,
 };
@@ -319,6 +319,83 @@ where
         self.with_slot(key, |slot| slot.try_replace(value, lifecycle, finalize))
     }
 
+    /// Cut several plugins over at once: each entry as
+    /// [`replace`](Self::replace) would, in order, with the drains of all of
+    /// them started together.
+    ///
+    /// On the asymmetric-fence lease path ([`LeasePath::AsymmetricFence`](crate::LeasePath::AsymmetricFence))
+    /// every cutover pays one process-wide barrier (`membarrier`, some
+    /// microseconds, and an interrupt to every CPU running one of the
+    /// process's threads); here all of them share one, so reloading many
+    /// plugins costs one barrier instead of one each (BENCHMARKS.md, issue
+    /// 14, item 3). On the atomic path this is exactly a loop of `replace`.
+    ///
+    /// The outcome of each entry is at its position in the returned vector:
+    /// its [`Drain`], or [`RegistryError::NotFound`] (then that entry
+    /// changed nothing). It is not a transaction across plugins: each
+    /// cutover is published by its own atomic swap, so a lookup running
+    /// meanwhile may see some plugins already cut over and others not; once
+    /// this returns, every lookup sees every new generation. Drains with
+    /// nothing in flight have completed (their values dropped) when it
+    /// returns, as with `replace`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cutover::{PluginId, Registry};
+    ///
+    /// let registry: Registry<String, u32> = Registry::new();
+    /// for name in ["a", "b"] {
+    ///     registry.add(name.to_string(), PluginId::new(name), Arc::new(1)).unwrap();
+    /// }
+    /// let outcome = registry.replace_many([("a", Arc::new(2)), ("nope", Arc::new(2)), ("b", Arc::new(3))]);
+    /// assert!(outcome[0].as_ref().is_ok_and(|drain| drain.is_drained()));
+    /// assert!(outcome[1].is_err());
+    /// assert_eq!(registry.lease("b").map(|v| *v), Some(3));
+    /// ```
+    pub fn replace_many<'k, Q>(
+        &self,
+        entries: impl IntoIterator<Item = (&'k Q, Arc<T>)>,
+    ) -> Vec<Result<Drain, RegistryError>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized + 'k,
+    {
+        // Collected first: the iterator is the caller's code, and must not
+        // run while the batch holds retirements begun and not ended.
+        let incoming: Vec<(&Q, Arc<T>)> = entries.into_iter().collect();
+        // Each entry's outcome: cut over (its drain is the batch's next), or
+        // refused with its key. The refused values are dropped after the batch has ended (a value's
+        // `Drop` is the caller's code). The key map's lease is not a lock:
+        // a value dropped by the batch may change the registry.
+        let mut refused = Vec::new();
+        let mut batch = CutoverBatch::new();
+        let map = self.map.lease();
+        let outcomes: Vec<Result<(), &Q>> = incoming
+            .into_iter()
+            .map(|(key, value)| match map.get(key) {
+                Some(slot) => {
+                    let lifecycle = crate::slot::fresh_lifecycle(slot.id());
+                    batch.try_replace(slot, value, lifecycle, Finalize::OnDrain).map(drop).ok_or(key)
+                }
+                None => {
+                    refused.push(value);
+                    Err(key)
+                }
+            })
+            .collect();
+        let mut drains = batch.finish().into_iter();
+        drop(map);
+        drop(refused);
+        self.map.run_deferred();
+        outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(()) => Ok(drains.next().expect("the batch returns one drain per cutover, in order")),
+                Err(key) => Err(RegistryError::NotFound { key: format!("{key:?}") }),
+            })
+            .collect()
+    }
+
     /// Operations in flight on the current generation of the plugin under
     /// `key` (a snapshot).
     pub fn in_flight<Q>(&self, key: &Q) -> Option<usize>
@@ -397,10 +474,14 @@ where
     /// Retire every registered plugin's current generation, as dropping
     /// its `Slot` would (entries do not close their slots when dropped).
     fn drop(&mut self) {
+        // One batch: on the asymmetric-fence path the closes share one
+        // barrier instead of paying one each.
         let current = self.map.current();
+        let mut batch = CutoverBatch::new();
         for entry in current.values() {
-            entry.close(Finalize::OnDrain);
+            batch.close(entry, Finalize::OnDrain);
         }
+        drop(batch.finish());
     }
 }
 

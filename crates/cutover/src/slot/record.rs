@@ -68,8 +68,9 @@
 //! does not wait for store-to-load forwarding between the two. The count
 //! is their difference, in wrapping arithmetic.
 //!
-//! *The sweep* (in `retire`, after the swap or the close): set `draining`;
-//! issue the barrier; freeze `remote` with a `fetch_or` of
+//! *The sweep*, in two halves around the barrier: `begin_retire` (after
+//! the swap or the close) sets `draining`; the barrier is issued;
+//! `end_retire` freezes `remote` with a `fetch_or` of
 //! [`DRAINING_BIT`] (acquire), reading its count `r`; sum `owned -
 //! released` over the owner indices; then freeze the atomic stripes as
 //! above. The generation's count is `Σ (owned − released) − r + Σ frozen
@@ -105,6 +106,22 @@
 //! counters can be reset (in `prepare`) and republished by the swap, as for
 //! the atomic path.
 //!
+//! *One barrier for many records.* The argument asks three things of the
+//! barrier: that it follow, in the writer's program order, the swap (or
+//! close) and the `draining` store of the record being summed, and that
+//! the sum follow it. It asks nothing about other records, or about how
+//! long after the `draining` store the barrier comes (a writer preempted
+//! there for any time is the same case). So one barrier issued after the
+//! `draining` stores of several records, of any slots, serves them all:
+//! [`super::CutoverBatch`] (and `Registry::replace_many`, and a registry's
+//! drop) begins every retirement of a batch, issues one barrier, then ends
+//! them in order. Until its `end_retire` a record's central count keeps
+//! the bias, so its drain cannot complete, however its leases end
+//! meanwhile. Checked by `batched_cutovers_share_one_barrier_and_count_exactly`
+//! (a registry's plugins cut over in batches while threads lease, pin and
+//! hand leases across threads) and by the litmus test's batched variant,
+//! which fails with the barrier compiled out.
+//!
 //! *Signals.* The kernel restarts an owner's update that a signal
 //! interrupts, so a lease taken or dropped in a handler, on the
 //! interrupted thread, is counted like any other (checked by
@@ -124,8 +141,9 @@
 //! `--cfg loom` (and Miri) every slot uses the atomic path, which the loom
 //! models cover. The barrier path is covered by the stress tests in
 //! `tests/lease_paths.rs` (cross-thread drops, thread churn, 100k replaces
-//! with pinned generations and record reuse) and a litmus test that fails
-//! when the barrier is compiled out (`--cfg cutover_unsound_no_barrier`).
+//! with pinned generations and record reuse, batched cutovers) and two
+//! litmus tests (one cutover per barrier, and a batch per barrier) that
+//! fail when the barrier is compiled out (`--cfg cutover_unsound_no_barrier`).
 //!
 //! # Taking a lease never completes a drain
 //!
@@ -391,8 +409,8 @@ pub(crate) struct Incarnation<T: ?Sized + 'static> {
 /// when it is published: most generations are never retired while their
 /// plugin lives, and a signal takes 120 bytes.
 ///
-/// Set once, by `retire` (release), before it removes the central
-/// counter's bias. Read by leases, which ask whether their generation was
+/// Set once, by `begin_retire` (release), before `end_retire` removes the
+/// central counter's bias. Read by leases, which ask whether their generation was
 /// cancelled (acquire: empty means not retired, so not cancelled), and by
 /// the drain's completion, which follows the bias removal (the central
 /// counter's release sequence), so always finds it set.
@@ -623,6 +641,16 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Send for Shared<T> {}
 // SAFETY: as above; shared access is through atomics or protocol-guarded cells.
 unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for Shared<T> {}
 
+/// A generation whose retirement has begun ([`Shared::begin_retire`]) and
+/// not yet ended ([`Shared::end_retire`]): its drain cannot complete in
+/// between, so a `Retiring` must be ended (the barrier first, if its slot
+/// needs one).
+#[must_use = "a retirement that is not ended never drains"]
+pub(crate) struct Retiring<T: ?Sized + 'static> {
+    record: NonNull<Record<T>>,
+    signal: Arc<DrainSignal>,
+}
+
 /// A successful acquisition: the record, the stripe, and what the lease needs.
 pub(crate) struct Acquired<T: ?Sized + 'static> {
     pub(crate) record: NonNull<Record<T>>,
@@ -783,7 +811,8 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
             // writes (it holds `index < owners`, exclusively among live
             // threads, and its `rseq` area is registered: see
             // `stripe::thread_stripe`); the writer marks records draining
-            // and then runs the barrier (`sweep_owned`).
+            // (`begin_retire`), then runs the barrier, then sums
+            // (`end_retire`).
             let (ptr, update) = unsafe { fence::owned_acquire(self.current_ptr(), offset) };
             let ptr = ptr.cast::<Record<T>>();
             match update {
@@ -1105,6 +1134,21 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         lifecycle: SharedLifecycle,
         finalize: Finalize,
     ) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
+        let retiring = self.cut_over(value, lifecycle, finalize)?;
+        Some(self.finish_retiring(retiring))
+    }
+
+    /// The first half of [`replace`](Self::replace): publish `value` and
+    /// begin retiring the generation it replaces ([`begin_retire`](Self::begin_retire)).
+    /// The caller finishes it with [`finish_retiring`](Self::finish_retiring)
+    /// (or, for several slots sharing one barrier, with
+    /// [`fence::barrier`] and [`end_retire`](Self::end_retire)).
+    pub(crate) fn cut_over(
+        self: &Arc<Self>,
+        value: Arc<T>,
+        lifecycle: SharedLifecycle,
+        finalize: Finalize,
+    ) -> Option<Retiring<T>> {
         let (old, new_generation) = {
             let mut writer = lock(&self.writer);
             if self.head().closed.load(Ordering::Relaxed) {
@@ -1117,39 +1161,66 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         };
         // SAFETY: `old` was current, so it is a live record.
         let old = unsafe { NonNull::new_unchecked(old) };
-        let signal = self.retire(old, finalize);
-        tracing::info!(target: "cutover::slot", plugin = %self.id, from = signal.generation, to = new_generation, "cutover");
-        Some((signal, old))
+        let retiring = self.begin_retire(old, finalize);
+        tracing::info!(target: "cutover::slot", plugin = %self.id, from = retiring.signal.generation, to = new_generation, "cutover");
+        Some(retiring)
     }
 
     /// Close the slot: retire its current generation and leave it without
     /// one; later acquisitions return `None`. `None` if already closed.
     pub(crate) fn close(&self, finalize: Finalize) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
+        let retiring = self.begin_close(finalize)?;
+        Some(self.finish_retiring(retiring))
+    }
+
+    /// The first half of [`close`](Self::close), finished as
+    /// [`cut_over`](Self::cut_over)'s is.
+    pub(crate) fn begin_close(&self, finalize: Finalize) -> Option<Retiring<T>> {
         {
             let _writer = lock(&self.writer);
             if self.head().closed.swap(true, Ordering::SeqCst) {
                 return None;
             }
         }
-        let record = self.current_record();
-        Some((self.retire(record, finalize), record))
+        Some(self.begin_retire(self.current_record(), finalize))
+    }
+
+    /// Whether finishing a retirement of this slot's needs the process-wide
+    /// barrier first (its records have owned counters: the asymmetric-fence
+    /// path).
+    pub(crate) fn needs_barrier(&self) -> bool {
+        self.owners() > 0
+    }
+
+    /// Finish a retirement begun on this slot: the barrier if this slot
+    /// needs one, then [`end_retire`](Self::end_retire).
+    pub(crate) fn finish_retiring(&self, retiring: Retiring<T>) -> (Arc<DrainSignal>, NonNull<Record<T>>) {
+        if self.needs_barrier() {
+            fence::barrier();
+        }
+        self.end_retire(retiring)
     }
 
     /// Start draining `record`, which was just unpublished: move its lifecycle
-    /// `Active → Draining`, freeze its stripes and complete the drain if
-    /// nothing is in flight.
-    pub(crate) fn retire(&self, record: NonNull<Record<T>>, finalize: Finalize) -> Arc<DrainSignal> {
+    /// `Active → Draining` and, on the asymmetric-fence path, stop the
+    /// owners' plain updates of it (they see it draining). The retirement is
+    /// finished by [`end_retire`](Self::end_retire), after a barrier issued
+    /// after this returned if [`needs_barrier`](Self::needs_barrier): any
+    /// number of retirements, of any slots, may share one barrier, and any
+    /// amount of time may pass between the two halves (a lease taken or
+    /// dropped meanwhile is counted as one racing a preempted writer is).
+    pub(crate) fn begin_retire(&self, record: NonNull<Record<T>>, finalize: Finalize) -> Retiring<T> {
         // SAFETY: an unpublished record whose drain has not completed (we
         // are the only party that can start it) is live and its incarnation
         // stable: only the drain's completion takes it.
-        let (body, cold) = unsafe { (body(record), cold(record)) };
+        let body = unsafe { body(record) };
         let signal = body.incarnation.with(|cell| match unsafe { &*cell } {
             Some(inc) => {
                 let fence = EpochFencedReload::new(Arc::clone(&inc.lifecycle));
                 let signal = Arc::new(DrainSignal::new(inc.generation, fence, inc.activated_at));
                 signal.mark_cutover(finalize == Finalize::OnDrain);
-                // Before the bias is removed below: the completion, which
-                // follows that, finds it.
+                // Before the bias is removed by `end_retire`: the
+                // completion, which follows that, finds it.
                 inc.signal.set(&signal);
                 signal
             }
@@ -1158,6 +1229,23 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         if let Err(e) = signal.fence.begin_drain() {
             tracing::warn!(target: "cutover::slot", plugin = %self.id, generation = signal.generation, error = %e, "old generation was not Active at cutover");
         }
+        if self.needs_barrier() {
+            // SAFETY: as above, the record is live.
+            unsafe { record.as_ref() }.draining.store(true, Ordering::Release);
+        }
+        Retiring { record, signal }
+    }
+
+    /// The second half of a retirement: freeze the record's stripes, sum
+    /// its counts and complete the drain if nothing is in flight. On the
+    /// asymmetric-fence path the caller issued [`fence::barrier`] after
+    /// [`begin_retire`](Self::begin_retire) returned. Returns the drain's
+    /// signal and the record.
+    pub(crate) fn end_retire(&self, retiring: Retiring<T>) -> (Arc<DrainSignal>, NonNull<Record<T>>) {
+        let Retiring { record, signal } = retiring;
+        // SAFETY: as in `begin_retire`: the drain cannot complete before the
+        // bias is removed below.
+        let cold = unsafe { cold(record) };
         let owned = self.sweep_owned(record);
         let frozen: usize = self
             .offsets()
@@ -1173,21 +1261,19 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             // writer side: we complete.
             unsafe { complete(record) };
         }
-        signal
+        (signal, record)
     }
 
-    /// The asymmetric-fence half of the sweep: stop the owners' plain
-    /// updates of `rec`, issue the process-wide barrier, freeze the remote
-    /// releases and sum the owned counters (minus the remote releases). 0 on
-    /// the atomic path. See the module docs for why the sum is exact.
+    /// The asymmetric-fence half of the sweep, after the barrier that
+    /// followed marking `record` draining: freeze the remote releases and
+    /// sum the owned counters (minus the remote releases). 0 on the atomic
+    /// path. See the module docs for why the sum is exact.
     fn sweep_owned(&self, record: NonNull<Record<T>>) -> usize {
-        if self.owners() == 0 {
+        if !self.needs_barrier() {
             return 0;
         }
         // SAFETY: the caller's record is live.
-        let (rec, cold) = unsafe { (record.as_ref(), cold(record)) };
-        rec.draining.store(true, Ordering::Release);
-        fence::barrier();
+        let cold = unsafe { cold(record) };
         // Acquire: a remote release we count here follows the owner's
         // increment of the lease it ends, which the sum below must then see.
         let remote = cold.tail.remote.fetch_or(DRAINING_BIT, Ordering::AcqRel) & !DRAINING_BIT;
@@ -1559,7 +1645,7 @@ unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>
     }) else {
         return;
     };
-    // `retire` set it before the count could reach zero.
+    // `begin_retire` set it before the count could reach zero.
     let Some(signal) = signal.take() else {
         unreachable!("a drained generation without a drain signal");
     };
