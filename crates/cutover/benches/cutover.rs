@@ -28,7 +28,10 @@
 //!   plain `Mutex<bool>` + `Condvar`, vs. the seed's `wait_for_drain` polling
 //!   every 10 ms and every 100 µs.
 //! * `replace` latency while 2 threads lease continuously, vs. `ArcSwap::store`
-//!   while 2 threads `load()` continuously.
+//!   while 2 threads `load()` continuously; the same `replace` on the
+//!   asymmetric-fence path (its barrier included), and the cost of waking a
+//!   parked thread (`unpark`), the least a cutover that handed its barrier to
+//!   a background thread would pay.
 //! * `Registry` lookup + lease with 1 vs. 10,000 plugins, for a fixed key and
 //!   for keys rotating over a shuffled list.
 
@@ -45,7 +48,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use cutover::{EpochFencedReload, LifecycleState, PluginId, PluginLifecycle, Registry, Slot};
+use cutover::{EpochFencedReload, LeasePath, LifecycleState, PluginId, PluginLifecycle, Registry, Slot};
 
 mod common;
 use common::{plugin, shuffle, Plugin, Rng};
@@ -813,6 +816,47 @@ fn replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
     })
 }
 
+/// `replace` on a slot made for the asymmetric-fence path (its barrier is
+/// in every cutover), while `readers` threads lease it.
+fn asymmetric_replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
+    let stripes = thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 64));
+    let slot = Slot::with_lease_path(PluginId::new("replace-bench"), plugin(0), stripes, LeasePath::AsymmetricFence);
+    write_latency(pool, CutoverLease(slot), readers, samples, |c, g| {
+        let value = plugin(g);
+        let start = Instant::now();
+        let drain = c.0.replace(value);
+        let took = start.elapsed();
+        drop(black_box(drain));
+        took
+    })
+}
+
+/// Waking a parked thread (`Thread::unpark`), timed on the waker, while
+/// `readers` threads lease: the least a cutover would pay to hand its
+/// barrier to a background thread instead of issuing it (issue 14, item 3).
+fn unpark_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
+    let stop = Arc::new(AtomicBool::new(false));
+    let parked = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                thread::park();
+            }
+        })
+    };
+    let waiter = parked.thread().clone();
+    let candidate = CutoverLease(Slot::new(PluginId::new("unpark-bench"), plugin(0)));
+    let dist = write_latency(pool, candidate, readers, samples, |_, _| {
+        let start = Instant::now();
+        waiter.unpark();
+        start.elapsed()
+    });
+    stop.store(true, Ordering::Release);
+    waiter.unpark();
+    parked.join().expect("parked thread");
+    dist
+}
+
 fn store_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
     let candidate = ArcSwapLoad(ArcSwap::new(plugin(0)));
     write_latency(pool, candidate, readers, samples, |c, g| {
@@ -939,6 +983,14 @@ fn run_only(pool: &Pool, cfg: &Config, only: &[String]) {
                 quiet_dist(|| store_latency(pool, 2, cfg.replace_samples)),
             ),
             ("write: replace, no readers", quiet_dist(|| replace_latency(pool, 0, cfg.replace_samples / 5))),
+            (
+                "write: replace, asymmetric-fence path, 2 threads leasing",
+                quiet_dist(|| asymmetric_replace_latency(pool, 2, cfg.replace_samples)),
+            ),
+            (
+                "write: unpark a parked thread, 2 threads leasing",
+                quiet_dist(|| unpark_latency(pool, 2, cfg.replace_samples)),
+            ),
         ];
         for (name, d) in rows {
             result("latency", name, "p50", d.p50);
@@ -1010,6 +1062,8 @@ fn main() {
     let store_busy = quiet_dist(|| store_latency(&pool, 2, cfg.replace_samples));
     let replace_idle = quiet_dist(|| replace_latency(&pool, 0, cfg.replace_samples / 5));
     let store_idle = quiet_dist(|| store_latency(&pool, 0, cfg.replace_samples / 5));
+    let replace_asymmetric = quiet_dist(|| asymmetric_replace_latency(&pool, 2, cfg.replace_samples));
+    let unpark = quiet_dist(|| unpark_latency(&pool, 2, cfg.replace_samples));
     pool.shutdown();
 
     // --- Tables ----------------------------------------------------------------
@@ -1104,6 +1158,13 @@ fn main() {
     row(&mut r, "write: cutover `replace`, 2 threads leasing", replace_busy, Some(store_busy));
     row(&mut r, "write: arc-swap `store`, no readers (baseline)", store_idle, None);
     row(&mut r, "write: cutover `replace`, no readers", replace_idle, Some(store_idle));
+    row(
+        &mut r,
+        "write: cutover `replace`, asymmetric-fence path, 2 threads leasing",
+        replace_asymmetric,
+        Some(store_busy),
+    );
+    row(&mut r, "write: wake a parked thread (`unpark`), 2 threads leasing", unpark, Some(store_busy));
     r.line("");
     r.line("## Diagnostics");
     r.line("");

@@ -692,3 +692,40 @@ fn record_cells_are_reused_across_slots_of_other_types() {
     drop((held, keeper));
     assert_eq!(drops.load(Ordering::SeqCst), 2 * 2 * rounds as usize + 1);
 }
+
+/// A `CutoverBatch` is a loop of `replace` whose drains start together: its
+/// cutovers are visible at once, `finish` returns the drains in order, and
+/// a batch dropped without `finish` (as by a panic) still starts them, so
+/// no old generation is left draining forever. (Run on both lease paths:
+/// `.ci/run` runs this suite again with `CUTOVER_LEASE_PATH=asymmetric`.)
+#[test]
+fn a_cutover_batch_starts_its_drains_at_finish_or_when_dropped() {
+    use cutover::CutoverBatch;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slots: Vec<Slot<Tracked>> = (0..3).map(|_| Slot::new(id(), tracked(1, &drops))).collect();
+
+    let held = slots[1].lease();
+    let mut batch = CutoverBatch::new();
+    assert!(batch.is_empty());
+    for (i, slot) in slots.iter().enumerate() {
+        assert_eq!(batch.replace(slot, tracked(2, &drops)), i);
+        assert_eq!(slot.lease().tag, 2, "each cutover is visible as soon as it is made");
+    }
+    assert_eq!(batch.len(), 3);
+    let drains = batch.finish();
+    assert_eq!(drains.iter().map(|d| d.generation()).collect::<Vec<_>>(), [1, 1, 1]);
+    assert_eq!(drops.load(Ordering::SeqCst), 2, "the old values with nothing in flight");
+    assert!(drains[0].is_drained() && drains[2].is_drained());
+    assert_eq!(drains[1].in_flight(), 1);
+    drop(held);
+    assert!(drains[1].is_drained());
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+
+    let mut batch = CutoverBatch::new();
+    for slot in &slots {
+        batch.replace(slot, tracked(3, &drops));
+    }
+    drop(batch);
+    assert_eq!(drops.load(Ordering::SeqCst), 6, "a dropped batch still retires what it cut over");
+    assert!(slots.iter().all(|slot| slot.generation() == 3 && slot.in_flight() == 0));
+}
