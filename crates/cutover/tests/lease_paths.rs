@@ -82,7 +82,11 @@ impl Drop for Value {
 }
 
 fn slot(path: LeasePath, table: &Arc<Table>) -> Slot<Value> {
-    Slot::with_lease_path(PluginId::new("stress"), table.value(1), 8, path)
+    slot_with(path, table, 8)
+}
+
+fn slot_with(path: LeasePath, table: &Arc<Table>, stripes: usize) -> Slot<Value> {
+    Slot::with_lease_path(PluginId::new("stress"), table.value(1), stripes, path)
 }
 
 fn wait_all(drains: Vec<Drain>) {
@@ -655,6 +659,65 @@ fn batched_cutovers_share_one_barrier_and_count_exactly() {
                 BATCHES as usize + 1,
                 "{path:?}: the last at the registry's drop"
             );
+        }
+    }
+}
+
+/// A record's cells go back to the process-wide pool with its slot, and a
+/// new record of another slot starts from them without having its stripes
+/// written (they must come back zeroed): after a slot whose every stripe
+/// was leased through and frozen is dropped, slots made from its cells
+/// count from zero.
+#[test]
+fn records_reused_across_slots_start_from_zeroed_stripes() {
+    const STRIPES: usize = 8;
+    for path in paths() {
+        for _ in 0..4 {
+            let table = Table::new(3);
+            let used = Arc::new(slot_with(path, &table, STRIPES));
+            // STRIPES live threads hold distinct thread indices, so every
+            // stripe (and on the asymmetric path every owned counter) of
+            // both generations is written; the cutover freezes generation 1.
+            let start = Arc::new(Barrier::new(STRIPES + 1));
+            let replaced = Arc::new(Barrier::new(STRIPES + 1));
+            let threads: Vec<_> = (0..STRIPES)
+                .map(|_| {
+                    let (used, table, start, replaced) =
+                        (Arc::clone(&used), Arc::clone(&table), Arc::clone(&start), Arc::clone(&replaced));
+                    thread::spawn(move || {
+                        let first = used.lease();
+                        start.wait();
+                        replaced.wait();
+                        let second = used.lease();
+                        table.check_and_drop(first);
+                        table.check_and_drop(second);
+                    })
+                })
+                .collect();
+            start.wait();
+            let drain = used.replace(table.value(2));
+            replaced.wait();
+            threads.into_iter().for_each(|t| t.join().expect("leasing thread"));
+            wait_all(vec![drain]);
+            drop(Arc::try_unwrap(used).ok());
+            table.assert_sound();
+            assert_eq!(table.drops.load(Ordering::SeqCst), 2, "{path:?}");
+
+            // New slots take the lowest free cells first: the ones just given back.
+            let tables: Vec<Arc<Table>> = (0..4).map(|_| Table::new(2)).collect();
+            let fresh: Vec<Slot<Value>> = tables.iter().map(|table| slot_with(path, table, STRIPES)).collect();
+            for (slot, table) in fresh.iter().zip(&tables) {
+                assert_eq!(slot.in_flight(), 0, "{path:?}: a new record counts from zero");
+                let lease = slot.lease();
+                assert_eq!(slot.in_flight(), 1, "{path:?}");
+                let drain = slot.replace(table.value(2));
+                assert_eq!(drain.in_flight(), 1, "{path:?}: the new record's count is exact");
+                table.check_and_drop(lease);
+                assert!(drain.is_drained(), "{path:?}");
+                table.assert_sound();
+                assert_eq!(table.drops.load(Ordering::SeqCst), 1, "{path:?}");
+            }
+            drop(fresh);
         }
     }
 }

@@ -44,6 +44,15 @@
 //! the process's record (and head) memory is bounded by the most alive at once.
 //! A chunk's regions past the stripes its records use are never written, so
 //! the memory they take is address space, not resident pages.
+//!
+//! *Zeroed stripes.* Outside loom, every free record's stripe cells are
+//! zero, which is what a fresh stripe holds: chunks come zeroed from the
+//! allocator (fresh pages, which stay unmapped until written), and the
+//! records' owner zeroes the stripe cells it wrote before giving a record
+//! back. So a new record's stripes are not written when it is filled, and
+//! a stripe's page becomes resident only when a thread leases through it
+//! (or a cutover freezes it): a plugin leased by 2 threads of a slot with 4
+//! stripes keeps 2 of them resident until its first cutover.
 
 use std::{alloc::Layout, cmp::Reverse, collections::BinaryHeap, ptr::NonNull, sync::Mutex};
 
@@ -122,9 +131,7 @@ impl Pool {
         if let Some(Reverse(Free(cell))) = pool.free.pop() {
             return cell;
         }
-        // SAFETY: every pool's layout has a non-zero size.
-        let chunk = unsafe { std::alloc::alloc(pool.chunk) };
-        let Some(chunk) = NonNull::new(chunk) else { std::alloc::handle_alloc_error(pool.chunk) };
+        let chunk = alloc_zeroed(pool.chunk);
         // Handed out from the chunk's start, so that cells taken in turn
         // share lines. Each pointer is derived from the chunk's, so its
         // provenance covers the whole chunk (every region of a record).
@@ -139,6 +146,25 @@ impl Pool {
     fn give(pool: &Mutex<Self>, cell: NonNull<u8>) {
         pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).free.push(Reverse(Free(cell)));
     }
+}
+
+/// A zeroed block of `layout`, never freed. Asked of the allocator with
+/// the smallest alignment and aligned here, because a zeroed allocation
+/// with a large alignment is a plain one followed by a `memset` (`std`'s
+/// `System`), which would make every page resident; with a small one it is
+/// `calloc`, whose large blocks are fresh, untouched pages.
+fn alloc_zeroed(layout: Layout) -> NonNull<u8> {
+    let padded = Layout::from_size_align(layout.size() + layout.align(), 16)
+        .unwrap_or_else(|_| std::alloc::handle_alloc_error(layout));
+    // SAFETY: the layout has a non-zero size.
+    let raw = unsafe { std::alloc::alloc_zeroed(padded) };
+    let Some(raw) = NonNull::new(raw) else { std::alloc::handle_alloc_error(padded) };
+    let align = layout.align();
+    let offset = (align - raw.as_ptr().addr() % align) % align;
+    // SAFETY: `offset < align`, and the block has `align` bytes of padding
+    // before `layout.size()`: the result and `layout.size()` bytes after it
+    // are inside the block, and keep its provenance.
+    unsafe { raw.add(offset) }
 }
 
 /// The records' pool: chunks of [`RECORDS`] records, [`REGIONS`] regions.
@@ -157,8 +183,10 @@ const HEAD_CHUNK: Layout = match Layout::from_size_align(HEADS * CELL, CELL) {
 };
 
 /// A free record: the address of its header cell, from which its cell in
-/// every region is reached by adding a multiple of [`REGION`]. Its cells are
-/// uninitialized; the caller owns them until it gives them back.
+/// every region is reached by adding a multiple of [`REGION`]. Its header
+/// and cold cells are uninitialized; outside loom its stripe cells (regions
+/// 2 and on) are zero (see *Zeroed stripes* above). The caller owns them
+/// until it gives them back.
 pub(crate) fn take() -> NonNull<u8> {
     Pool::take(&RECORD_POOL)
 }
@@ -166,8 +194,9 @@ pub(crate) fn take() -> NonNull<u8> {
 /// Give back a record [`take`] returned, once nothing can reach it.
 ///
 /// # Safety
-/// `record` came from [`take`], has not been given back since, and every
-/// value written into its cells was dropped (or needs no drop).
+/// `record` came from [`take`], has not been given back since, every value
+/// written into its cells was dropped (or needs no drop), and (outside
+/// loom) its stripe cells are zero again.
 pub(crate) unsafe fn give(record: NonNull<u8>) {
     Pool::give(&RECORD_POOL, record);
 }

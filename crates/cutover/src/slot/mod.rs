@@ -45,7 +45,9 @@
 //!   largest number of generations that were ever alive at once. The cells
 //!   go back to a process-wide pool when the slot is gone, and the pool
 //!   keeps its chunks (256 records each) for later slots: the process's
-//!   record memory is bounded by the most records alive at once.
+//!   record memory is bounded by the most records alive at once. A stripe's
+//!   cell takes memory only once a thread leases through it (or a cutover
+//!   freezes it), so many stripes cost little until they are used.
 //! * At most 64 stripes per slot.
 //! * The old value is dropped on the thread that drops its last lease (or in
 //!   `replace`, if nothing was in flight), never inside [`Slot::lease`]. If

@@ -250,6 +250,13 @@
 //! generation drains; only the record's small cells are kept, so a slot's
 //! memory is bounded by the largest number of generations ever alive at once.
 //!
+//! A new record's stripes are not written when it is filled: the pool's
+//! stripe cells are zero (a fresh stripe), because chunks come zeroed and a
+//! slot's drop zeroes the stripe cells its records wrote before giving them
+//! back. Only a reused record of the same slot is reset (its epochs bumped)
+//! in `prepare`. So a stripe's memory becomes resident when a thread first
+//! leases through it, or when a cutover freezes it.
+//!
 //! # Memory layout
 //!
 //! A record is not an allocation of its own but one cell (32 bytes) in each
@@ -1043,8 +1050,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let generation = writer.next_generation;
         writer.next_generation += 1;
         self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
-        let record = match writer.pop_free() {
-            Some(record) => record,
+        let (record, reused) = match writer.pop_free() {
+            Some(record) => (record, true),
             None => {
                 let cells = chunk::take();
                 let record = cells.cast::<Record<T>>();
@@ -1065,20 +1072,27 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                         next_deferred: AtomicPtr::new(std::ptr::null_mut()),
                         body: NonNull::from(Box::leak(body)),
                     });
+                    // Outside loom the pool's stripe cells are already zero,
+                    // a fresh `Stripe` (see `chunk`): not written here, so
+                    // that their pages stay untouched until a thread leases
+                    // through them. Loom's atomics must be constructed.
+                    #[cfg(loom)]
                     for offset in self.offsets() {
                         cells.as_ptr().add(offset).cast::<Stripe>().write(Stripe::default());
                     }
                 }
                 writer.newest = Some(record);
-                record
+                (record, false)
             }
         };
         // SAFETY: records on the slot's list stay allocated while `self` lives.
         let (rec, cold) = unsafe { (record.as_ref(), cold(record)) };
         // A reused record drained completely: no lease of it remains, but a
         // thread may be between a stray increment of a frozen stripe and its
-        // undo. Unfreeze and bump the epoch, keeping such counts.
-        for offset in self.offsets() {
+        // undo. Unfreeze and bump the epoch, keeping such counts. (A new
+        // record's stripes are fresh: nothing to reset, and nothing could
+        // have read them.)
+        for offset in self.offsets().filter(|_| reused) {
             // SAFETY: a record of this slot, allocated while `self` lives.
             let stripe = unsafe { stripe_at(record.as_ptr(), offset) };
             // No owner touches a retired record after its sweep (see the
@@ -1680,7 +1694,19 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
             // cells go back to the pool once.
             unsafe {
                 for &offset in &offsets {
-                    std::ptr::drop_in_place(record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>());
+                    let stripe = record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>();
+                    // Loom's atomics are dropped; elsewhere the cells go back
+                    // zeroed, as the pool keeps them (a stripe no thread
+                    // wrote is only read, so its page stays untouched).
+                    #[cfg(loom)]
+                    std::ptr::drop_in_place(stripe);
+                    #[cfg(not(loom))]
+                    if (*stripe).shared.load(Ordering::Relaxed) != 0
+                        || (*stripe).owned.load(Ordering::Relaxed) != 0
+                        || (*stripe).released.load(Ordering::Relaxed) != 0
+                    {
+                        stripe.write(Stripe::default());
+                    }
                 }
                 let cold = record.as_ptr().cast::<u8>().add(REGION).cast::<Cold<T>>();
                 let body = Box::from_raw((*cold).body.as_ptr());
