@@ -805,15 +805,7 @@ fn write_latency<C: Candidate>(
 }
 
 fn replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
-    let candidate = CutoverLease(Slot::new(PluginId::new("replace-bench"), plugin(0)));
-    write_latency(pool, candidate, readers, samples, |c, g| {
-        let value = plugin(g);
-        let start = Instant::now();
-        let drain = c.0.replace(value);
-        let took = start.elapsed();
-        drop(black_box(drain));
-        took
-    })
+    timed_replaces(pool, Slot::new(PluginId::new("replace-bench"), plugin(0)), readers, samples)
 }
 
 /// `replace` on a slot made for the asymmetric-fence path (its barrier is
@@ -821,6 +813,12 @@ fn replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
 fn asymmetric_replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
     let stripes = thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 64));
     let slot = Slot::with_lease_path(PluginId::new("replace-bench"), plugin(0), stripes, LeasePath::AsymmetricFence);
+    timed_replaces(pool, slot, readers, samples)
+}
+
+/// `replace` on `slot` once per write period, timed, while `readers`
+/// threads lease it.
+fn timed_replaces(pool: &Pool, slot: Slot<Plugin>, readers: usize, samples: usize) -> Dist {
     write_latency(pool, CutoverLease(slot), readers, samples, |c, g| {
         let value = plugin(g);
         let start = Instant::now();
