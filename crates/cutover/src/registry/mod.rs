@@ -89,7 +89,9 @@ use key_map::{Entry, KeyMap};
 ///
 /// * [`add`](Self::add) makes a new plugin visible to every lookup that starts
 ///   after it returns.
-/// * [`replace`](Self::replace) is [`Slot::replace`] on one entry.
+/// * [`replace`](Self::replace) is [`Slot::replace`] on one entry;
+///   [`replace_many`](Self::replace_many) is that on many, their drains
+///   started together (one barrier on the asymmetric-fence lease path).
 /// * [`remove`](Self::remove) unlinks the entry and retires its current
 ///   generation: lookups starting after it returns find nothing; the
 ///   returned [`Drain`] completes when the operations in flight end.
@@ -364,9 +366,11 @@ where
         // run while the batch holds retirements begun and not ended.
         let incoming: Vec<(&Q, Arc<T>)> = entries.into_iter().collect();
         // Each entry's outcome: cut over (its drain is the batch's next), or
-        // refused with its key. The refused values are dropped after the batch has ended (a value's
-        // `Drop` is the caller's code). The key map's lease is not a lock:
-        // a value dropped by the batch may change the registry.
+        // refused with its key. The values of keys not found are dropped
+        // after the batch has ended (a value's `Drop` is the caller's code;
+        // should one panic inside the batch, the batch's own drop still ends
+        // what it began). The key map's lease is not a lock: a value dropped
+        // by the batch may change the registry.
         let mut refused = Vec::new();
         let mut batch = CutoverBatch::new();
         let map = self.map.lease();

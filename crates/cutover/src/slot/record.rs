@@ -115,12 +115,13 @@
 //! `draining` stores of several records, of any slots, serves them all:
 //! [`super::CutoverBatch`] (and `Registry::replace_many`, and a registry's
 //! drop) begins every retirement of a batch, issues one barrier, then ends
-//! them in order. Until its `end_retire` a record's central count keeps
-//! the bias, so its drain cannot complete, however its leases end
-//! meanwhile. Checked by `batched_cutovers_share_one_barrier_and_count_exactly`
-//! (a registry's plugins cut over in batches while threads lease, pin and
-//! hand leases across threads) and by the litmus test's batched variant,
-//! which fails with the barrier compiled out.
+//! them in order (once per 256 waiting retirements, and at its end). Until
+//! its `end_retire` a record's central count keeps the bias, so its drain
+//! cannot complete, however its leases end meanwhile. Checked by
+//! `batched_cutovers_share_one_barrier_and_count_exactly` (a registry's
+//! plugins cut over in batches while threads lease, pin and hand leases
+//! across threads) and by the litmus test's batched variant, which fails
+//! with the barrier compiled out.
 //!
 //! *Signals.* The kernel restarts an owner's update that a signal
 //! interrupts, so a lease taken or dropped in a handler, on the
@@ -417,10 +418,11 @@ pub(crate) struct Incarnation<T: ?Sized + 'static> {
 /// plugin lives, and a signal takes 120 bytes.
 ///
 /// Set once, by `begin_retire` (release), before `end_retire` removes the
-/// central counter's bias. Read by leases, which ask whether their generation was
-/// cancelled (acquire: empty means not retired, so not cancelled), and by
-/// the drain's completion, which follows the bias removal (the central
-/// counter's release sequence), so always finds it set.
+/// central counter's bias. Read by leases, which ask whether their
+/// generation was cancelled (acquire: empty means not retired, so not
+/// cancelled), and by the drain's completion, which follows the bias
+/// removal (the central counter's release sequence), so always finds it
+/// set.
 struct SignalCell(AtomicPtr<DrainSignal>);
 
 impl SignalCell {
