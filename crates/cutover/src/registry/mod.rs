@@ -328,9 +328,9 @@ where
     /// On the asymmetric-fence lease path ([`LeasePath::AsymmetricFence`](crate::LeasePath::AsymmetricFence))
     /// every cutover pays one process-wide barrier (`membarrier`, some
     /// microseconds, and an interrupt to every CPU running one of the
-    /// process's threads); here all of them share one, so reloading many
-    /// plugins costs one barrier instead of one each (BENCHMARKS.md, issue
-    /// 14, item 3). On the atomic path this is exactly a loop of `replace`.
+    /// process's threads); here up to 256 of them share one, so reloading
+    /// many plugins costs a barrier per 256 instead of one each
+    /// (BENCHMARKS.md, issue 14, item 3). On the atomic path this is exactly a loop of `replace`.
     ///
     /// The outcome of each entry is at its position in the returned vector:
     /// its [`Drain`], or [`RegistryError::NotFound`] (then that entry

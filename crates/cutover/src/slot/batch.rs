@@ -22,11 +22,12 @@ use super::{
 };
 use crate::lifecycle::SharedLifecycle;
 
-/// Cutovers of many slots whose drains start together: on the
+/// Cutovers of many slots whose drains start together. On the
 /// asymmetric-fence lease path ([`LeasePath::AsymmetricFence`](super::LeasePath::AsymmetricFence)),
 /// where every [`Slot::replace`] pays one process-wide barrier
 /// (`membarrier`: some microseconds, and an interrupt to every CPU running
-/// one of the process's threads), all the cutovers of a batch share one.
+/// one of the process's threads), the cutovers of a batch share one (one
+/// per 256 cutovers, so that their records are ended while still in cache).
 /// On the atomic path it is exactly a loop of `replace` (each drain starts
 /// at its cutover).
 ///

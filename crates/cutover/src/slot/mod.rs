@@ -113,7 +113,7 @@ pub enum LeasePath {
     /// cutover about 9 µs more (the barrier; 25 µs more at p99). Cutovers
     /// of many slots at once share one barrier with [`CutoverBatch`] or
     /// [`Registry::replace_many`](crate::Registry::replace_many): reloading
-    /// 10,000 plugins then costs about 0.12× a loop of `replace` on this
+    /// 10,000 plugins then costs 0.13–0.15× a loop of `replace` on this
     /// path, about what the atomic path's loop costs.
     AsymmetricFence,
     /// One atomic increment (`fetch_add`) per lease on a counter private to
