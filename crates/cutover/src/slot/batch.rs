@@ -38,10 +38,9 @@ use crate::lifecycle::SharedLifecycle;
 /// issues its barrier once per 256 such cutovers, and at `finish`): until
 /// then it cannot complete (its value is not dropped, its lifecycle stays
 /// `Draining`). `finish` returns the [`Drain`]s, in the order of the
-/// cutovers. A batch dropped
-/// without `finish` (e.g. by a panic) finishes in its `Drop`;
-/// a batch leaked with [`mem::forget`](std::mem::forget) leaves its old
-/// generations draining forever. It is not a transaction across slots: a
+/// cutovers. A batch dropped without `finish` (e.g. by a panic) finishes
+/// in its `Drop`; a batch leaked with [`mem::forget`](std::mem::forget)
+/// leaves its old generations draining forever. It is not a transaction across slots: a
 /// lease taken meanwhile may see some slots cut over and others not.
 ///
 /// [`Registry::replace_many`](crate::Registry::replace_many) is this for

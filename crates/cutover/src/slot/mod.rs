@@ -20,12 +20,13 @@
 //!    decrement. On the opt-in asymmetric-fence path
 //!    ([`LeasePath::AsymmetricFence`], x86-64 Linux) it is a plain load and
 //!    store of a counter owned by the calling thread (a restartable
-//!    sequence, `rseq`), with no atomic
-//!    read-modify-write and no fence, and so is its drop; each cutover pays
-//!    instead with one process-wide `membarrier` (or each batch of
-//!    cutovers: [`CutoverBatch`], [`Registry::replace_many`](crate::Registry::replace_many)). Either way no cache line
-//!    is shared between callers, so the cost stays flat as threads are
-//!    added. [`Slot::lease_path`] says which one a slot uses.
+//!    sequence, `rseq`), with no atomic read-modify-write and no fence, and
+//!    so is its drop; each cutover pays instead with one process-wide
+//!    `membarrier` (or each batch of cutovers: [`CutoverBatch`],
+//!    [`Registry::replace_many`](crate::Registry::replace_many)). Either
+//!    way no cache line is shared between callers, so the cost stays flat
+//!    as threads are added. [`Slot::lease_path`] says which one a slot
+//!    uses.
 //!
 //! How the counting works, and why it is safe, is written up in the
 //! `record` module's source, and model-checked with `loom`.

@@ -1041,6 +1041,37 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         self.head().acquire()
     }
 
+    /// Make a drained record of this slot, taken off its free list, count
+    /// from zero again. It drained completely: no lease of it remains, but a
+    /// thread may be between a stray increment of a frozen stripe and its
+    /// undo. Unfreeze and bump the epoch, keeping such counts. (A new
+    /// record needs none of this: the pool's stripe cells are fresh, and
+    /// nothing could have read them.) Under the writer lock, in `prepare`.
+    fn reset_stripes(&self, record: NonNull<Record<T>>) {
+        for offset in self.offsets() {
+            // SAFETY: a record of this slot, allocated while `self` lives.
+            let stripe = unsafe { stripe_at(record.as_ptr(), offset) };
+            // No owner touches a retired record after its sweep (see the
+            // module docs): plain resets, published by the swap.
+            stripe.owned.store(0, Ordering::Relaxed);
+            stripe.released.store(0, Ordering::Relaxed);
+            let stripe = &stripe.shared;
+            let mut word = stripe.load(Ordering::Acquire);
+            loop {
+                let epoch = (word & EPOCH_MASK).wrapping_add(1 << EPOCH_SHIFT) & EPOCH_MASK;
+                match stripe.compare_exchange_weak(
+                    word,
+                    epoch | (word & COUNT_MASK),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(seen) => word = seen,
+                }
+            }
+        }
+    }
+
     /// Take a record (reused or new) and fill it with the next generation.
     /// The record is not yet reachable by leases.
     fn prepare(
@@ -1052,8 +1083,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let generation = writer.next_generation;
         writer.next_generation += 1;
         self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
-        let (record, reused) = match writer.pop_free() {
-            Some(record) => (record, true),
+        let record = match writer.pop_free() {
+            Some(record) => {
+                self.reset_stripes(record);
+                record
+            }
             None => {
                 let cells = chunk::take();
                 let record = cells.cast::<Record<T>>();
@@ -1084,38 +1118,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                     }
                 }
                 writer.newest = Some(record);
-                (record, false)
+                record
             }
         };
         // SAFETY: records on the slot's list stay allocated while `self` lives.
         let (rec, cold) = unsafe { (record.as_ref(), cold(record)) };
-        // A reused record drained completely: no lease of it remains, but a
-        // thread may be between a stray increment of a frozen stripe and its
-        // undo. Unfreeze and bump the epoch, keeping such counts. (A new
-        // record's stripes are fresh: nothing to reset, and nothing could
-        // have read them.)
-        for offset in self.offsets().filter(|_| reused) {
-            // SAFETY: a record of this slot, allocated while `self` lives.
-            let stripe = unsafe { stripe_at(record.as_ptr(), offset) };
-            // No owner touches a retired record after its sweep (see the
-            // module docs): plain resets, published by the swap.
-            stripe.owned.store(0, Ordering::Relaxed);
-            stripe.released.store(0, Ordering::Relaxed);
-            let stripe = &stripe.shared;
-            let mut word = stripe.load(Ordering::Acquire);
-            loop {
-                let epoch = (word & EPOCH_MASK).wrapping_add(1 << EPOCH_SHIFT) & EPOCH_MASK;
-                match stripe.compare_exchange_weak(
-                    word,
-                    epoch | (word & COUNT_MASK),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => break,
-                    Err(seen) => word = seen,
-                }
-            }
-        }
         rec.draining.store(false, Ordering::Relaxed);
         cold.tail.remote.store(0, Ordering::Relaxed);
         cold.tail.central.store(BIAS, Ordering::Release);
