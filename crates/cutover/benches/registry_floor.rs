@@ -18,6 +18,10 @@
 //!   `load()` the entry, as in the `cutover` bench's registry section.
 //! * **cutover `Registry`**, on the atomic and on the asymmetric-fence path:
 //!   the real thing.
+//! * **arc-swap map through `arc_swap::Cache`** and **cutover
+//!   `RegistryReader`**, on both paths: the same two structures read with
+//!   the key map kept per thread between lookups (checked with one load
+//!   that it is still current), arc-swap's way and cutover's.
 //! * **cutover `Slot`s in a `HashMap`**: the registry's slots, built the same
 //!   way, in a plain `HashMap<String, Slot>`: no key-map lease and no
 //!   prefetch hint. What the slot lease costs apart from the registry.
@@ -104,6 +108,14 @@ type Build = fn() -> Box<dyn Row>;
 /// `thread` (0 or 1: the models keep that thread's counters apart).
 trait Row: Sync {
     fn lookup(&self, key: &str, thread: usize) -> u64;
+
+    /// Benchmark thread `thread`'s lookups: by default [`lookup`](Self::lookup);
+    /// a row whose lookups keep per-thread state (a cache, a reader) makes
+    /// that state here. Every row is called through one dynamic call per
+    /// lookup, whichever way.
+    fn looker(&self, thread: usize) -> Box<dyn FnMut(&str) -> u64 + '_> {
+        Box::new(move |key| self.lookup(key, thread))
+    }
 }
 
 /// How many threads a model keeps counters for.
@@ -124,6 +136,26 @@ impl Row for ArcSwapMap {
         let map = self.0.load();
         let entry = map.get(key).expect("registered key").load();
         black_box(&**entry).id
+    }
+}
+
+/// The baseline's structure read through `arc_swap::Cache`, which keeps
+/// the key map's `Arc` per thread and checks with one load that it is still
+/// current: `arc-swap`'s own answer to what [`cutover::RegistryReader`]
+/// does, so the fair baseline for the reader rows.
+struct ArcSwapMapCached(ArcSwapMap);
+
+impl Row for ArcSwapMapCached {
+    fn lookup(&self, key: &str, thread: usize) -> u64 {
+        self.0.lookup(key, thread)
+    }
+
+    fn looker(&self, _thread: usize) -> Box<dyn FnMut(&str) -> u64 + '_> {
+        let mut cache = arc_swap::Cache::new(&self.0 .0);
+        Box::new(move |key| {
+            let entry = cache.load().get(key).expect("registered key").load();
+            black_box(&**entry).id
+        })
     }
 }
 
@@ -148,6 +180,24 @@ impl Row for CutoverRegistry {
     fn lookup(&self, key: &str, _thread: usize) -> u64 {
         let lease = self.0.lease(key).expect("registered key");
         black_box(&*lease).id
+    }
+}
+
+/// The registry read through a [`cutover::RegistryReader`] per thread,
+/// which keeps the key map's lease between lookups.
+struct CutoverReader(CutoverRegistry);
+
+impl Row for CutoverReader {
+    fn lookup(&self, key: &str, thread: usize) -> u64 {
+        self.0.lookup(key, thread)
+    }
+
+    fn looker(&self, _thread: usize) -> Box<dyn FnMut(&str) -> u64 + '_> {
+        let mut reader = self.0 .0.reader();
+        Box::new(move |key| {
+            let lease = reader.lease(key).expect("registered key");
+            black_box(&*lease).id
+        })
     }
 }
 
@@ -584,10 +634,15 @@ fn main() {
     let quick = std::env::var_os("CUTOVER_BENCH_QUICK").is_some();
     let rounds = if quick { 5 } else { 80 };
     let order = lookup_order();
-    let rows: [(&str, Build); 17] = [
+    let rows: [(&str, Build); 20] = [
         ("arc-swap map of ArcSwap (baseline)", || Box::new(ArcSwapMap::new())),
         ("cutover Registry, atomic path", || Box::new(CutoverRegistry::new(LeasePath::Atomic))),
         ("cutover Registry, asymmetric-fence path", || Box::new(CutoverRegistry::new(LeasePath::AsymmetricFence))),
+        ("arc-swap map of ArcSwap through arc_swap::Cache", || Box::new(ArcSwapMapCached(ArcSwapMap::new()))),
+        ("cutover RegistryReader, atomic path", || Box::new(CutoverReader(CutoverRegistry::new(LeasePath::Atomic)))),
+        ("cutover RegistryReader, asymmetric-fence path", || {
+            Box::new(CutoverReader(CutoverRegistry::new(LeasePath::AsymmetricFence)))
+        }),
         ("cutover Slots in a HashMap (no key-map lease, no hint), atomic path", || Box::new(SlotMap::new())),
         ("model: per-record counters, locked", || Box::new(PerRecord::new(Update::Locked))),
         ("model: per-record counters, plain", || Box::new(PerRecord::new(Update::Plain))),
@@ -628,15 +683,16 @@ fn measure(rows: &[(&str, Build)], order: &[String], rounds: usize, threads: usi
                         let (row, start) = (&row, &start);
                         scope.spawn(move || {
                             let mut sum = 0u64;
+                            let mut lookup = row.looker(thread);
                             start.wait();
                             for key in order {
-                                sum = sum.wrapping_add(row.lookup(key, thread));
+                                sum = sum.wrapping_add(lookup(key));
                             }
                             let mut passes = Vec::with_capacity(PASSES);
                             for _ in 0..PASSES {
                                 let began = Instant::now();
                                 for key in order {
-                                    sum = sum.wrapping_add(row.lookup(key, thread));
+                                    sum = sum.wrapping_add(lookup(key));
                                 }
                                 passes.push(began.elapsed().as_nanos() as f64 / PLUGINS as f64);
                             }

@@ -19,7 +19,9 @@
 //!
 //! * [`Slot<T>`]: one hot-swappable plugin. [`Slot::lease`] on the call
 //!   path, [`Slot::replace`] for the cutover, returning a [`Drain`].
-//! * [`Registry<K, T>`]: many slots by key, with lookup + lease per call.
+//! * [`Registry<K, T>`]: many slots by key, with lookup + lease per call;
+//!   a [`RegistryReader`] keeps the key map's lease across one thread's
+//!   lookups.
 //! * [`CutoverBatch<T>`]: cutovers of many slots whose drains start
 //!   together, sharing one barrier on the asymmetric-fence lease path
 //!   ([`Registry::replace_many`] for a registry's plugins).
@@ -100,8 +102,8 @@
 //! * Lifecycle transitions are single compare-and-swaps with
 //!   acquire/release ordering.
 //!
-//! * [`Slot::lease`] (and so [`Registry::lease`] and
-//!   [`host::Host::lease`]) never completes a drain: it never drops a plugin
+//! * [`Slot::lease`] (and so [`Registry::lease`], [`RegistryReader::lease`]
+//!   and [`host::Host::lease`]) never completes a drain: it never drops a plugin
 //!   value, runs an `on_drained` callback, a waker or a shutdown hook, or
 //!   frees a registry's key map. Those run where a lease is *dropped* (or in
 //!   `replace`/`remove` when nothing is in flight), and a panic in any of
@@ -149,5 +151,5 @@ mod unwind;
 
 pub use id::{PluginId, PluginIdError, MAX_PLUGIN_ID_LEN};
 pub use lifecycle::{DrainError, EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle};
-pub use registry::{Registry, RegistryError};
+pub use registry::{Registry, RegistryError, RegistryReader};
 pub use slot::{CutoverBatch, Drain, Drained, Finalize, Lease, LeasePath, Slot, Straggler};

@@ -243,6 +243,40 @@ fn registry_lookup_races_removal() {
     });
 }
 
+/// A [`cutover::RegistryReader`] keeps the key map's lease between lookups
+/// and checks with one load that no change replaced it: a lookup sees every
+/// change that happened before it (here an `add`, published by a flag), and
+/// a removed plugin drains and is dropped whatever key map the reader still
+/// holds.
+#[test]
+fn registry_reader_sees_changes_and_holds_no_plugin() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(2);
+    builder.check(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let registry: Arc<cutover::Registry<u8, Value>> = Arc::new(cutover::Registry::new());
+        registry.add(1, id(), Value::new(1, &drops)).unwrap();
+        let added = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (registry, added) = (registry.clone(), added.clone());
+            thread::spawn(move || {
+                let mut reader = registry.reader();
+                if let Some(lease) = reader.lease(&1) {
+                    assert!(!lease.dropped.load(Ordering::SeqCst), "use after free");
+                }
+                let seen = added.load(Ordering::Acquire);
+                let found = reader.lease(&2).is_some();
+                assert!(found || !seen, "a reader missed an add that happened before its lookup");
+            })
+        };
+        registry.add(2, id(), Value::new(2, &drops)).unwrap();
+        added.store(true, Ordering::Release);
+        registry.remove(&1).unwrap().wait();
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "the removed plugin was dropped");
+        reader.join().unwrap();
+    });
+}
+
 /// A reader that read `current` just before a cutover increments the old
 /// record after it was frozen, drained and reused for a later generation,
 /// which is then frozen again (with the stray count in it) before the reader

@@ -327,3 +327,122 @@ fn replace_many_refuses_a_removed_plugin_alone() {
     assert!(outcome[1].as_ref().is_ok_and(|d| d.is_drained()));
     assert_eq!(r.lease("b").map(|v| *v), Some(2));
 }
+
+/// A reader answers every lookup as `Registry::lease` would: it sees every
+/// add, extend, replace and remove made before the lookup, through any
+/// number of key-map changes.
+#[test]
+fn a_reader_sees_every_change_made_before_its_lookup() {
+    let r: Registry<String, i64> = Registry::new();
+    r.add("a".into(), PluginId::new("a"), Arc::new(1)).unwrap();
+    let mut reader = r.reader();
+    assert_eq!(reader.lease("a").map(|v| *v), Some(1));
+    assert!(!reader.contains("b"));
+    for round in 0..20i64 {
+        let key = format!("k{round}");
+        r.add(key.clone(), PluginId::new("k"), Arc::new(round)).unwrap();
+        assert_eq!(reader.lease(key.as_str()).map(|v| *v), Some(round), "an add");
+        r.replace(key.as_str(), Arc::new(-round)).unwrap().wait();
+        let lease = reader.lease(key.as_str()).expect("still registered");
+        assert_eq!((*lease, lease.generation()), (-round, 2), "a replace");
+        let drain = r.remove(key.as_str()).unwrap();
+        assert!(reader.lease(key.as_str()).is_none(), "a remove");
+        assert!(!reader.contains(key.as_str()));
+        assert_eq!(*lease, -round, "a lease taken before the remove keeps its value");
+        assert_eq!(drain.in_flight(), 1, "the lease still pins the removed plugin");
+        drop(lease);
+        assert!(drain.is_drained());
+    }
+    r.extend((0..3).map(|i| (format!("x{i}"), Slot::new(PluginId::new("x"), Arc::new(100 + i))))).unwrap();
+    assert_eq!(
+        ["x0", "x1", "x2", "a"].map(|k| reader.lease(k).map(|v| *v)),
+        [Some(100), Some(101), Some(102), Some(1)]
+    );
+    assert!(std::ptr::eq(reader.registry(), &r));
+}
+
+/// The key map a reader still holds keeps no plugin alive: a removed
+/// plugin drains and is dropped as soon as its own leases end, before the
+/// reader's next lookup.
+#[test]
+fn a_reader_holding_an_old_key_map_keeps_no_removed_plugin_alive() {
+    let r: Registry<String, u64> = Registry::new();
+    let value = Arc::new(7);
+    let weak = Arc::downgrade(&value);
+    r.add("p".into(), PluginId::new("p"), value).unwrap();
+    let mut reader = r.reader();
+    let lease = reader.lease("p").expect("registered");
+    let drain = r.remove("p").unwrap();
+    assert_eq!(drain.in_flight(), 1);
+    drop(lease);
+    assert!(drain.is_drained(), "the reader's key map holds no lease of the plugin");
+    assert!(weak.upgrade().is_none(), "the value was dropped by the last lease");
+    assert!(reader.lease("p").is_none());
+}
+
+/// Readers on several threads race adds, replaces and removes: each finds
+/// what a writer's message says was there before its lookup, never a
+/// dropped value, while the writer replaces a plugin and changes the key map
+/// under their free lookups; every value is dropped exactly once.
+#[test]
+fn readers_race_changes() {
+    let rounds = if cfg!(miri) { 4 } else { 300 };
+    struct Tracked {
+        round: u64,
+        drops: Arc<AtomicUsize>,
+    }
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let r: Registry<String, Tracked> = Registry::new();
+    r.add("fixed".into(), PluginId::new("fixed"), Arc::new(Tracked { round: 0, drops: Arc::clone(&drops) })).unwrap();
+    // Each round: the writer adds "p" and tells every reader its round (the
+    // reader must find it); while they look up "fixed" it replaces "fixed"
+    // and adds and removes another key (new key maps under their lookups);
+    // once both are done it removes "p" and tells them (they must not find
+    // it).
+    let (tells, hears): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel::<(u64, bool)>()).unzip();
+    let (done, finished) = mpsc::channel::<()>();
+    thread::scope(|scope| {
+        for hear in hears {
+            let (r, done) = (&r, done.clone());
+            scope.spawn(move || {
+                let mut reader = r.reader();
+                for (round, present) in hear {
+                    match (present, reader.lease("p")) {
+                        (true, Some(lease)) => assert_eq!(lease.round, round, "an add made before the lookup"),
+                        (false, None) => {}
+                        (true, None) => panic!("round {round}: the reader missed an add"),
+                        (false, Some(_)) => panic!("round {round}: the reader found a removed plugin"),
+                    }
+                    for _ in 0..50 {
+                        let fixed = reader.lease("fixed").expect("never removed");
+                        assert!(fixed.round + 1 >= round && fixed.round <= round, "a generation of this round");
+                        if let Some(churn) = reader.lease("churn") {
+                            assert_eq!(churn.round, round);
+                        }
+                    }
+                    done.send(()).unwrap();
+                }
+            });
+        }
+        for round in 1..=rounds {
+            let tracked = || Arc::new(Tracked { round, drops: Arc::clone(&drops) });
+            r.add("p".into(), PluginId::new("p"), tracked()).unwrap();
+            tells.iter().for_each(|tell| tell.send((round, true)).unwrap());
+            drop(r.replace("fixed", tracked()).unwrap());
+            r.add("churn".into(), PluginId::new("churn"), tracked()).unwrap();
+            drop(r.remove("churn").unwrap());
+            (0..2).for_each(|_| finished.recv().unwrap());
+            r.remove("p").unwrap().wait();
+            tells.iter().for_each(|tell| tell.send((round, false)).unwrap());
+            (0..2).for_each(|_| finished.recv().unwrap());
+        }
+        drop(tells);
+    });
+    drop(r);
+    assert_eq!(drops.load(Ordering::SeqCst), 3 * rounds as usize + 1, "every value dropped exactly once");
+}

@@ -103,3 +103,29 @@ fn a_lookup_racing_a_change_frees_no_key_map() {
     // The old maps were freed by the writer side: by the next change, or now.
     assert_eq!(registry.len(), 1);
 }
+
+/// A reader that finds the key map replaced drops its lease of the old one
+/// and leases the new one: that refresh frees nothing either, even when the
+/// reader held the old map's last lease (issue 14, item 2).
+#[test]
+fn a_reader_refreshing_after_a_change_frees_no_key_map() {
+    let registry: Registry<Key, u64> = Registry::new();
+    registry.add(Key("a"), PluginId::new("a"), Arc::new(1)).unwrap();
+    let mut reader = registry.reader();
+    for (round, key) in ["b", "c"].into_iter().cycle().take(if cfg!(miri) { 2 } else { 20 }).enumerate() {
+        // The reader holds the current key map; two changes retire it (and
+        // the map between), so the reader holds the only lease of its map.
+        registry.add(Key(key), PluginId::new(key), Arc::new(2)).unwrap();
+        registry.remove(&Key(key)).unwrap().wait();
+        let before = FREED_IN_LOOKUP.load(Ordering::SeqCst);
+        IN_LOOKUP.with(|f| f.set(true));
+        let lease = reader.lease(&Key("a"));
+        let missing = reader.lease(&Key(key));
+        IN_LOOKUP.with(|f| f.set(false));
+        assert_eq!(lease.as_deref(), Some(&1));
+        assert!(missing.is_none(), "round {round}: a removed key was found");
+        assert_eq!(FREED_IN_LOOKUP.load(Ordering::SeqCst), before, "round {round}: the refresh freed memory");
+    }
+    drop(reader);
+    assert_eq!(registry.len(), 1);
+}

@@ -77,15 +77,19 @@ pub enum RegistryError {
 }
 
 mod key_map;
+mod reader;
 
 use key_map::{Entry, KeyMap};
+pub use reader::RegistryReader;
 
 /// Many hot-swappable plugins by key (a plugin id, a function name...).
 ///
 /// The per-call path, [`Registry::lease`], takes a lease on the current
 /// key map (itself a [`Slot`], replaced copy-on-write by `add`/`remove`),
 /// looks the key up and leases that plugin's slot: no lock, and no shared
-/// cache line written, however many threads call.
+/// cache line written, however many threads call. A thread that looks up
+/// in a loop can keep the key map's lease between calls with a
+/// [`reader`](Self::reader).
 ///
 /// * [`add`](Self::add) makes a new plugin visible to every lookup that starts
 ///   after it returns.
@@ -182,6 +186,14 @@ where
         Q: Hash + Eq + ?Sized,
     {
         self.map.lease().lease(key)
+    }
+
+    /// Lookups for one thread's loop: a [`RegistryReader`] keeps the key
+    /// map's lease from one lookup to the next, checking with one load that
+    /// no change replaced it, so a lookup costs the plugin's lease and the
+    /// hash probe only (BENCHMARKS.md, issue 14, item 2).
+    pub fn reader(&self) -> RegistryReader<'_, K, T, S> {
+        RegistryReader::new(self)
     }
 
     /// Whether a plugin is registered under `key`.

@@ -61,6 +61,12 @@ impl<T: ?Sized + Send + Sync + 'static> Lease<T> {
         self.generation
     }
 
+    /// The generation record this lease counts on.
+    #[inline]
+    pub(crate) fn record(&self) -> NonNull<Record<T>> {
+        self.record
+    }
+
     /// Whether the host asked the operations on this generation to stop
     /// ([`Drain::cancel`](super::Drain::cancel), the *cancel* rung of a drain
     /// escalation). Cooperative plugin code checks this at convenient points

@@ -279,6 +279,37 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         self.slot.try_lease()
     }
 
+    /// Whether `lease` is on this slot's current generation: `false` once a
+    /// cutover has landed since it was taken (or if it is a lease of
+    /// another slot). One load of the current-generation pointer, no write:
+    /// what a caller that keeps a lease across many operations (a cache,
+    /// as [`Registry::reader`](crate::Registry::reader) keeps its key map)
+    /// checks before each one, taking a new lease only when this says no.
+    ///
+    /// The answer is exact at the instant of that load. A `replace` that
+    /// returned before this call began (in the happens-before sense: the
+    /// same thread, or one synchronized with it) is always seen; one racing
+    /// it may or may not be, as with a lease taken at that instant. A lease
+    /// kept this way still holds its generation's drain open until it is
+    /// dropped: check, and refresh, often.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cutover::{PluginId, Slot};
+    ///
+    /// let slot = Slot::new(PluginId::new("rules"), Arc::new(1));
+    /// let mut cached = slot.lease();
+    /// assert!(slot.is_current(&cached));
+    /// drop(slot.replace(Arc::new(2)));
+    /// assert!(!slot.is_current(&cached));
+    /// cached = slot.lease(); // refresh: the old lease is dropped, its drain completes
+    /// assert_eq!(*cached, 2);
+    /// ```
+    #[inline]
+    pub fn is_current(&self, lease: &Lease<T>) -> bool {
+        self.slot.head().is_current(lease.record())
+    }
+
     fn from_shared(shared: Arc<Shared<T>>) -> Self {
         Self { slot: SlotRef::new(shared) }
     }

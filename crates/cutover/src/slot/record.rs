@@ -759,6 +759,16 @@ impl<T: ?Sized + 'static> Head<T> {
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Head<T> {
+    /// Whether `record` is the slot's current generation: one load of
+    /// `current` (sequentially consistent, as a lease's validation). Meant
+    /// for a record the caller holds a lease on: a leased record cannot
+    /// drain, so it cannot be reused and published again, and equality
+    /// means no cutover happened since it was leased.
+    #[inline(always)]
+    pub(crate) fn is_current(&self, record: NonNull<Record<T>>) -> bool {
+        self.current.load(Ordering::SeqCst) == record.as_ptr()
+    }
+
     /// Take a lease on the current generation: the per-call path. `None`
     /// only once the slot is closed. Never completes a drain (see the module
     /// docs).
