@@ -29,9 +29,10 @@
 //!   every 10 ms and every 100 µs.
 //! * `replace` latency while 2 threads lease continuously, vs. `ArcSwap::store`
 //!   while 2 threads `load()` continuously; the same `replace` on the
-//!   asymmetric-fence path (its barrier included), and the cost of waking a
-//!   parked thread (`unpark`), the least a cutover that handed its barrier to
-//!   a background thread would pay.
+//!   asymmetric-fence path, alone (it leaves its barrier to the `Drain`) and
+//!   with the drop of its `Drain` (the barrier included), and the cost of
+//!   waking a parked thread (`unpark`), the least a cutover that handed its
+//!   barrier to a background thread would pay.
 //! * `Registry` lookup + lease with 1 vs. 10,000 plugins, for a fixed key and
 //!   for keys rotating over a shuffled list.
 
@@ -805,27 +806,41 @@ fn write_latency<C: Candidate>(
 }
 
 fn replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
-    timed_replaces(pool, Slot::new(PluginId::new("replace-bench"), plugin(0)), readers, samples)
+    timed_replaces(pool, Slot::new(PluginId::new("replace-bench"), plugin(0)), readers, samples, Timed::Replace)
 }
 
-/// `replace` on a slot made for the asymmetric-fence path (its barrier is
-/// in every cutover), while `readers` threads lease it.
-fn asymmetric_replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
+/// What a timed cutover includes.
+#[derive(Clone, Copy)]
+enum Timed {
+    /// The `replace` call: until every new lease sees the new generation.
+    Replace,
+    /// The call and the drop of its `Drain`, which on the asymmetric-fence
+    /// path issues the barrier and sweeps the old generation's counters.
+    ReplaceAndDrain,
+}
+
+/// `replace` on a slot made for the asymmetric-fence path, while `readers`
+/// threads lease it: the call alone (its barrier is left to the drain), or
+/// with the drop of its drain (the barrier included).
+fn asymmetric_replace_latency(pool: &Pool, readers: usize, samples: usize, timed: Timed) -> Dist {
     let stripes = thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 64));
     let slot = Slot::with_lease_path(PluginId::new("replace-bench"), plugin(0), stripes, LeasePath::AsymmetricFence);
-    timed_replaces(pool, slot, readers, samples)
+    timed_replaces(pool, slot, readers, samples, timed)
 }
 
 /// `replace` on `slot` once per write period, timed, while `readers`
 /// threads lease it.
-fn timed_replaces(pool: &Pool, slot: Slot<Plugin>, readers: usize, samples: usize) -> Dist {
+fn timed_replaces(pool: &Pool, slot: Slot<Plugin>, readers: usize, samples: usize, timed: Timed) -> Dist {
     write_latency(pool, CutoverLease(slot), readers, samples, |c, g| {
         let value = plugin(g);
         let start = Instant::now();
         let drain = c.0.replace(value);
-        let took = start.elapsed();
+        let call = start.elapsed();
         drop(black_box(drain));
-        took
+        match timed {
+            Timed::Replace => call,
+            Timed::ReplaceAndDrain => start.elapsed(),
+        }
     })
 }
 
@@ -983,7 +998,11 @@ fn run_only(pool: &Pool, cfg: &Config, only: &[String]) {
             ("write: replace, no readers", quiet_dist(|| replace_latency(pool, 0, cfg.replace_samples / 5))),
             (
                 "write: replace, asymmetric-fence path, 2 threads leasing",
-                quiet_dist(|| asymmetric_replace_latency(pool, 2, cfg.replace_samples)),
+                quiet_dist(|| asymmetric_replace_latency(pool, 2, cfg.replace_samples, Timed::Replace)),
+            ),
+            (
+                "write: replace + drop its Drain (the barrier), asymmetric-fence path, 2 threads leasing",
+                quiet_dist(|| asymmetric_replace_latency(pool, 2, cfg.replace_samples, Timed::ReplaceAndDrain)),
             ),
             (
                 "write: unpark a parked thread, 2 threads leasing",
@@ -1060,7 +1079,9 @@ fn main() {
     let store_busy = quiet_dist(|| store_latency(&pool, 2, cfg.replace_samples));
     let replace_idle = quiet_dist(|| replace_latency(&pool, 0, cfg.replace_samples / 5));
     let store_idle = quiet_dist(|| store_latency(&pool, 0, cfg.replace_samples / 5));
-    let replace_asymmetric = quiet_dist(|| asymmetric_replace_latency(&pool, 2, cfg.replace_samples));
+    let replace_asymmetric = quiet_dist(|| asymmetric_replace_latency(&pool, 2, cfg.replace_samples, Timed::Replace));
+    let replace_asymmetric_drain =
+        quiet_dist(|| asymmetric_replace_latency(&pool, 2, cfg.replace_samples, Timed::ReplaceAndDrain));
     let unpark = quiet_dist(|| unpark_latency(&pool, 2, cfg.replace_samples));
     pool.shutdown();
 
@@ -1160,6 +1181,12 @@ fn main() {
         &mut r,
         "write: cutover `replace`, asymmetric-fence path, 2 threads leasing",
         replace_asymmetric,
+        Some(store_busy),
+    );
+    row(
+        &mut r,
+        "write: cutover `replace` + drop of its `Drain` (the barrier), asymmetric-fence path, 2 threads leasing",
+        replace_asymmetric_drain,
         Some(store_busy),
     );
     row(&mut r, "write: wake a parked thread (`unpark`), 2 threads leasing", unpark, Some(store_busy));

@@ -721,3 +721,64 @@ fn records_reused_across_slots_start_from_zeroed_stripes() {
         }
     }
 }
+
+/// Issue 14, item 3: on the asymmetric-fence path a single `replace` leaves
+/// its barrier and sweep to the `Drain` it returns, which runs them once, on
+/// its first use or its last clone's drop. Whichever comes first, and
+/// however many clones race for it, the drain's state is exact: no clone
+/// reads the counters before the sweep (it would see nothing in flight), the
+/// old value is dropped exactly once and never under a lease, and callbacks
+/// registered on a drain that had not ended yet still run.
+#[test]
+fn a_drain_ends_the_retirement_its_cutover_left_to_it() {
+    const CLONES: usize = 4;
+    for path in paths() {
+        // Nothing in flight; the first use ends the retirement and drops the value.
+        let table = Table::new(6);
+        let slot = slot(path, &table);
+        let drain = slot.replace(table.value(2));
+        assert!(drain.is_drained(), "{path:?}");
+        assert_eq!(table.drops.load(Ordering::SeqCst), 1, "{path:?}");
+
+        // A drain dropped unseen ends it too.
+        drop(slot.replace(table.value(3)));
+        assert_eq!(table.drops.load(Ordering::SeqCst), 2, "{path:?}: an unseen drain's value");
+
+        // Clones racing for the first use, with one lease in flight.
+        let lease = slot.lease();
+        let drain = slot.replace(table.value(4));
+        let start = Arc::new(Barrier::new(CLONES));
+        let seen: Vec<usize> = (0..CLONES)
+            .map(|_| {
+                let (drain, start) = (drain.clone(), Arc::clone(&start));
+                thread::spawn(move || {
+                    start.wait();
+                    drain.in_flight()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().expect("racing clone"))
+            .collect();
+        assert_eq!(seen, vec![1; CLONES], "{path:?}: a clone read the counters before the sweep");
+        let (tx, rx) = mpsc::channel();
+        drain.on_drained(move || tx.send(()).expect("test alive"));
+        assert!(rx.try_recv().is_err(), "{path:?}: drained under a lease");
+        table.check_and_drop(lease);
+        rx.recv_timeout(DEADLINE).expect("the callback runs when the last lease is dropped");
+        assert!(drain.is_drained(), "{path:?}");
+
+        // A callback registered first, on a drain nobody else looked at.
+        let lease = slot.lease();
+        let drain = slot.replace(table.value(5));
+        let (tx, rx) = mpsc::channel();
+        drain.on_drained(move || tx.send(()).expect("test alive"));
+        drop(drain);
+        assert!(rx.try_recv().is_err(), "{path:?}: drained under a lease");
+        table.check_and_drop(lease);
+        rx.recv_timeout(DEADLINE).expect("the callback runs when the last lease is dropped");
+        drop(slot);
+        table.assert_sound();
+        assert_eq!(table.drops.load(Ordering::SeqCst), 5, "{path:?}: every value dropped once");
+    }
+}

@@ -24,7 +24,7 @@ use crate::lifecycle::SharedLifecycle;
 
 /// Cutovers of many slots whose drains start together. On the
 /// asymmetric-fence lease path ([`LeasePath::AsymmetricFence`](super::LeasePath::AsymmetricFence)),
-/// where every [`Slot::replace`] pays one process-wide barrier
+/// where the drain of every [`Slot::replace`] pays one process-wide barrier
 /// (`membarrier`: some microseconds, and an interrupt to every CPU running
 /// one of the process's threads), the cutovers of a batch share one (one
 /// per 256 cutovers, so that their records are ended while still in cache).

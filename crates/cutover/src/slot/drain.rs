@@ -11,7 +11,8 @@ use std::{
 };
 
 use super::{
-    record::{Record, Shared},
+    fence,
+    record::{complete_retired, Ended, Record, Retiring, Shared},
     signal::DrainSignal,
     tracking::Straggler,
 };
@@ -19,22 +20,79 @@ use crate::{lifecycle::SharedLifecycle, DrainError, PluginId};
 
 /// Reads a draining record's counters, whatever the plugin type.
 trait Probe: Send + Sync {
+    /// End the retirement if it still waits for its barrier (see
+    /// [`Drain::pending`]); a no-op after the first call.
+    fn settle(&self);
     fn in_flight(&self, signal: &DrainSignal) -> usize;
     fn stragglers(&self, signal: &DrainSignal) -> Vec<Straggler>;
     fn plugin(&self) -> &PluginId;
 }
 
-struct RecordProbe<T: ?Sized + 'static> {
+struct RecordProbe<T: ?Sized + Send + Sync + 'static> {
     shared: Arc<Shared<T>>,
     record: NonNull<Record<T>>,
+    /// On the asymmetric-fence path, the second half of the retirement
+    /// (the barrier, then the sweep), left by the cutover to the handle's
+    /// first use or drop; `None` when the cutover ended it.
+    pending: Option<Pending<T>>,
 }
 
-// SAFETY: the probe only reads atomics of a record kept allocated by `shared`.
+/// A retirement that waits for its barrier. Only the asymmetric-fence path
+/// makes one, and loom models run only the atomic path, so these are `std`
+/// types even under loom.
+struct Pending<T: ?Sized + 'static> {
+    /// Set once the retirement has ended: the fast path of `settle`.
+    ended: std::sync::atomic::AtomicBool,
+    /// Taken by the one thread that ends it; the others wait on the lock,
+    /// so that no counter is read before the sweep.
+    retiring: std::sync::Mutex<Option<Retiring<T>>>,
+}
+
+impl<T: ?Sized + Send + Sync + 'static> RecordProbe<T> {
+    fn settle_pending(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(pending) = &self.pending else { return };
+        if pending.ended.load(Ordering::Acquire) {
+            return;
+        }
+        // The lock is held across the barrier and the sweep (no user code
+        // runs there) but not across the completion, which drops the old
+        // value and runs `on_drained` callbacks.
+        let mut retiring = pending.retiring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ended = retiring.take().map(|retiring| {
+            fence::barrier();
+            self.shared.end_retire_leaving_completion(retiring).2
+        });
+        pending.ended.store(true, Ordering::Release);
+        drop(retiring);
+        if ended == Some(Ended::Drained) {
+            // SAFETY: this call brought the count to zero (it took the
+            // retirement, which only one caller can), and `self.shared`
+            // keeps the record allocated.
+            unsafe { complete_retired(self.record) };
+        }
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Drop for RecordProbe<T> {
+    /// The last handle dropped ends a retirement nobody looked at, so that
+    /// the generation drains (and its value is dropped) without one.
+    fn drop(&mut self) {
+        self.settle_pending();
+    }
+}
+
+// SAFETY: the probe only reads atomics of a record kept allocated by
+// `shared`, and a pending retirement is ended under its lock, once.
 unsafe impl<T: ?Sized + Send + Sync + 'static> Send for RecordProbe<T> {}
 // SAFETY: as above.
 unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for RecordProbe<T> {}
 
 impl<T: ?Sized + Send + Sync + 'static> Probe for RecordProbe<T> {
+    fn settle(&self) {
+        self.settle_pending();
+    }
+
     fn in_flight(&self, signal: &DrainSignal) -> usize {
         self.shared.in_flight(self.record, signal)
     }
@@ -64,6 +122,26 @@ impl<T: ?Sized + Send + Sync + 'static> Probe for RecordProbe<T> {
 /// Notification is by a condition variable and wakers, never by polling.
 /// Dropping a `Drain` does not stop or block the drain; it just gives up the
 /// handle. It is `Clone`: every clone watches the same generation.
+///
+/// # On the asymmetric-fence path
+///
+/// On a slot with [`LeasePath::AsymmetricFence`](super::LeasePath::AsymmetricFence),
+/// `replace` leaves the last step of the cutover to this handle: one
+/// process-wide barrier (`membarrier`, some microseconds), then the sweep
+/// of the old generation's counters. It runs once, on the first call that
+/// needs the drain's state ([`in_flight`](Self::in_flight),
+/// [`stragglers`](Self::stragglers), [`is_drained`](Self::is_drained),
+/// [`lifecycle`](Self::lifecycle), [`drained_at`](Self::drained_at),
+/// [`finalize`](Self::finalize), a wait, [`drained`](Self::drained),
+/// [`on_drained`](Self::on_drained), `Debug`) on any clone, or when the last
+/// clone is dropped; concurrent first calls wait for the one that runs it,
+/// so none reads a count before the sweep. Until then the generation cannot
+/// finish draining: a `replace` with nothing in flight drops the old value
+/// there, not inside `replace`. This is what keeps the barrier out of the
+/// cutover: when `replace` returns, new leases already see the new
+/// generation; only learning that the old one has drained needs the
+/// barrier. Keep a `Drain` you never look at and the old value stays
+/// alive with it.
 #[derive(Clone)]
 pub struct Drain {
     signal: Arc<DrainSignal>,
@@ -76,7 +154,24 @@ impl Drain {
         shared: Arc<Shared<T>>,
         record: NonNull<Record<T>>,
     ) -> Self {
-        Self { signal, probe: Arc::new(RecordProbe { shared, record }) }
+        Self { signal, probe: Arc::new(RecordProbe { shared, record, pending: None }) }
+    }
+
+    /// The drain of a retirement whose second half (the process-wide
+    /// barrier, then the sweep of the counters) is left to the handle: it
+    /// runs on the first call that needs the drain's state, or when the
+    /// last clone is dropped. This keeps the barrier out of the cutover on
+    /// the asymmetric-fence path (issue 14, item 3): the new generation is
+    /// visible when `replace` returns, and only learning whether the old
+    /// one has drained needs the barrier.
+    pub(crate) fn pending<T: ?Sized + Send + Sync + 'static>(shared: Arc<Shared<T>>, retiring: Retiring<T>) -> Self {
+        let signal = Arc::clone(retiring.signal());
+        let record = retiring.record();
+        let pending = Pending {
+            ended: std::sync::atomic::AtomicBool::new(false),
+            retiring: std::sync::Mutex::new(Some(retiring)),
+        };
+        Self { signal, probe: Arc::new(RecordProbe { shared, record, pending: Some(pending) }) }
     }
 
     /// The plugin whose generation this is.
@@ -92,6 +187,7 @@ impl Drain {
     /// How many operations are still in flight on the generation (a snapshot:
     /// it may already be lower when you read it). 0 once drained.
     pub fn in_flight(&self) -> usize {
+        self.probe.settle();
         self.probe.in_flight(&self.signal)
     }
 
@@ -100,17 +196,20 @@ impl Drain {
     /// straggler tracking was on ([`Slot::set_tracking`](super::Slot::set_tracking));
     /// empty once drained. [`in_flight`](Self::in_flight) counts them all.
     pub fn stragglers(&self) -> Vec<Straggler> {
+        self.probe.settle();
         self.probe.stragglers(&self.signal)
     }
 
     /// Whether the drain has completed.
     pub fn is_drained(&self) -> bool {
+        self.probe.settle();
         self.signal.is_done()
     }
 
     /// The old generation's lifecycle: `Draining` until drained, then
     /// `Removed`.
     pub fn lifecycle(&self) -> &SharedLifecycle {
+        self.probe.settle();
         self.signal.fence.old_lifecycle()
     }
 
@@ -139,6 +238,7 @@ impl Drain {
 
     /// When the drain completed, if it has.
     pub fn drained_at(&self) -> Option<Instant> {
+        self.probe.settle();
         self.signal.drained_at()
     }
 
@@ -150,6 +250,7 @@ impl Drain {
     /// first. The drain goes on; you may wait again, [`cancel`](Self::cancel),
     /// or escalate.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<(), DrainError> {
+        self.probe.settle();
         let start = Instant::now();
         if self.signal.wait_timeout(timeout) {
             Ok(())
@@ -164,6 +265,7 @@ impl Drain {
 
     /// Block until the drain completes, however long that takes.
     pub fn wait(&self) {
+        self.probe.settle();
         while !self.signal.wait_timeout(Duration::from_secs(3600)) {}
     }
 
@@ -171,6 +273,7 @@ impl Drain {
     /// particular async runtime; any number of futures (and clones of this
     /// handle) may wait at once and all are woken.
     pub fn drained(&self) -> Drained {
+        self.probe.settle();
         Drained { signal: Arc::clone(&self.signal) }
     }
 
@@ -178,6 +281,7 @@ impl Drain {
     /// right now on this thread if it already has. Keep `f` short: it may run
     /// on a caller's thread as its last lease is dropped.
     pub fn on_drained(&self, f: impl FnOnce() + Send + 'static) {
+        self.probe.settle();
         self.signal.on_done(Box::new(f));
     }
 

@@ -21,9 +21,11 @@
 //!    ([`LeasePath::AsymmetricFence`], x86-64 Linux) it is a plain load and
 //!    store of a counter owned by the calling thread (a restartable
 //!    sequence, `rseq`), with no atomic read-modify-write and no fence, and
-//!    so is its drop; each cutover pays instead with one process-wide
-//!    `membarrier` (or each batch of cutovers: [`CutoverBatch`],
-//!    [`Registry::replace_many`](crate::Registry::replace_many)). Either
+//!    so is its drop; each drain pays instead with one process-wide
+//!    `membarrier`, issued by its [`Drain`] on first use (or by each batch
+//!    of cutovers: [`CutoverBatch`],
+//!    [`Registry::replace_many`](crate::Registry::replace_many)), so the
+//!    cutover itself costs what it costs on the atomic path. Either
 //!    way no cache line is shared between callers, so the cost stays flat
 //!    as threads are added. [`Slot::lease_path`] says which one a slot
 //!    uses.
@@ -96,9 +98,17 @@ pub enum LeasePath {
     /// The thread's own counters, updated with plain loads and stores (no
     /// atomic read-modify-write, no fence) in a restartable sequence (Linux
     /// `rseq`: an update interrupted before its one committing store starts
-    /// over); the cutover pays with one process-wide barrier
+    /// over); the drain pays with one process-wide barrier
     /// (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`, some
-    /// microseconds) and waits for no thread. Opt-in
+    /// microseconds) and waits for no thread. [`Slot::replace`] leaves the
+    /// barrier to the [`Drain`] it returns: the cutover is complete when
+    /// `replace` returns (new leases see the new value), and the barrier
+    /// and the sweep of the old generation's counters run on the `Drain`'s
+    /// first use that needs its state (`is_drained`, `in_flight`, a wait,
+    /// `drained`, `on_drained`, ...) or when its last clone is dropped.
+    /// Until then the old generation cannot finish draining, so its value
+    /// is dropped no earlier than that (on the atomic path a generation
+    /// with nothing in flight is dropped inside `replace`). Opt-in
     /// ([`Slot::with_lease_path`], or `CUTOVER_LEASE_PATH=asymmetric` for
     /// every slot); available on x86-64 Linux with glibc 2.35 or later
     /// (which registers every thread's `rseq` area) and a kernel with the
@@ -110,8 +120,11 @@ pub enum LeasePath {
     /// general (a thread's first lease allocates, and a drop that ends a
     /// drain runs the value's `Drop`). On the AMD EPYC of
     /// BENCHMARKS.md a lease and its release cost about 0.75× an arc-swap
-    /// `load()` on this path against about 0.86× on the atomic path, and a
-    /// cutover about 9 µs more (the barrier; 25 µs more at p99). Cutovers
+    /// `load()` on this path against about 0.86× on the atomic path;
+    /// `replace` costs what it costs on the atomic path (p99 2.4 µs with 2
+    /// threads leasing), and the drain's first use about 15 µs more at p50
+    /// (the barrier, an interrupt to every other CPU running the process's
+    /// threads; 30–35 µs at p99). Cutovers
     /// of many slots at once share one barrier with [`CutoverBatch`] or
     /// [`Registry::replace_many`](crate::Registry::replace_many): reloading
     /// 10,000 plugins then costs 0.13–0.15× a loop of `replace` on this
@@ -410,6 +423,11 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// the slot was closed.
     pub(crate) fn try_replace(&self, value: Arc<T>, lifecycle: SharedLifecycle, finalize: Finalize) -> Option<Drain> {
         let shared = self.slot.arc();
+        if shared.leaves_barrier_to_drain() {
+            // The barrier is left to the drain (see `Drain::pending`).
+            let retiring = shared.cut_over(value, lifecycle, finalize)?;
+            return Some(Drain::pending(shared, retiring));
+        }
         let (signal, record) = shared.replace(value, lifecycle, finalize)?;
         Some(Drain::new(signal, shared, record))
     }

@@ -123,6 +123,26 @@
 //! across threads) and by the litmus test's batched variant, which fails
 //! with the barrier compiled out.
 //!
+//! *The barrier in the drain.* For the same reason a single cutover
+//! (`Slot::replace`) does not issue its barrier: it begins the retirement
+//! and hands it to the [`Drain`](super::Drain) it returns, which issues the
+//! barrier and ends the retirement on its first use that reads the drain's
+//! state, or on its last clone's drop (once: under a lock that concurrent
+//! first uses wait on, so no count is read before the sweep; the completion,
+//! if the sweep found nothing in flight, runs after the lock is released).
+//! The argument does not depend on which thread issues the barrier, only
+//! on the barrier happening after the `draining` store and before the sum:
+//! the `Drain` exists only after `begin_retire` returned, and a clone
+//! reaches another thread only through a hand-over that synchronizes (a
+//! channel, a lock, a spawn), so the store happens before any barrier a
+//! clone issues (and on x86-64, whose stores become visible in order, it is
+//! visible to every CPU the barrier interrupts). The key map of a registry (a slot with
+//! deferred completion) keeps the barrier in its cutover: its writer ends
+//! its retirements itself. Checked by the single-cutover litmus test (which
+//! drops each `Drain` at once, so the barrier runs in the drop; it fails
+//! with the barrier compiled out) and by
+//! `a_drain_ends_the_retirement_its_cutover_left_to_it`.
+//!
 //! *Signals.* The kernel restarts an owner's update that a signal
 //! interrupts, so a lease taken or dropped in a handler, on the
 //! interrupted thread, is counted like any other (checked by
@@ -658,6 +678,38 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for Shared<T> {}
 pub(crate) struct Retiring<T: ?Sized + 'static> {
     record: NonNull<Record<T>>,
     signal: Arc<DrainSignal>,
+}
+
+impl<T: ?Sized + 'static> Retiring<T> {
+    /// The drain's signal.
+    pub(crate) fn signal(&self) -> &Arc<DrainSignal> {
+        &self.signal
+    }
+
+    /// The retiring record.
+    pub(crate) fn record(&self) -> NonNull<Record<T>> {
+        self.record
+    }
+}
+
+/// What [`Shared::end_retire_leaving_completion`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Nothing was in flight: the caller completes the drain.
+    Drained,
+    /// Leases are in flight: the last one's release completes it.
+    InFlight,
+}
+
+/// Complete the drain of a record whose retirement ended with
+/// [`Ended::Drained`].
+///
+/// # Safety
+/// `record` is the record of that retirement, its slot's `Shared` is alive,
+/// and this is called exactly once for it.
+pub(crate) unsafe fn complete_retired<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
+    // SAFETY: the caller brought the central count to zero, and completes once.
+    unsafe { complete(record) }
 }
 
 /// A successful acquisition: the record, the stripe, and what the lease needs.
@@ -1225,6 +1277,14 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         self.owners() > 0
     }
 
+    /// Whether a single cutover leaves its barrier and sweep to the
+    /// [`Drain`](super::Drain) it returns: on the asymmetric-fence path,
+    /// except for slots with deferred completion (the registry's key map,
+    /// whose writer ends its retirements itself).
+    pub(crate) fn leaves_barrier_to_drain(&self) -> bool {
+        self.needs_barrier() && !self.defer
+    }
+
     /// Finish a retirement begun on this slot: the barrier if this slot
     /// needs one, then [`end_retire`](Self::end_retire).
     pub(crate) fn finish_retiring(&self, retiring: Retiring<T>) -> (Arc<DrainSignal>, NonNull<Record<T>>) {
@@ -1275,6 +1335,24 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// [`begin_retire`](Self::begin_retire) returned. Returns the drain's
     /// signal and the record.
     pub(crate) fn end_retire(&self, retiring: Retiring<T>) -> (Arc<DrainSignal>, NonNull<Record<T>>) {
+        let (signal, record, ended) = self.end_retire_leaving_completion(retiring);
+        if let Ended::Drained = ended {
+            // SAFETY: the central count reached zero by our hand, on the
+            // writer side: we complete.
+            unsafe { complete(record) };
+        }
+        (signal, record)
+    }
+
+    /// [`end_retire`](Self::end_retire) without the completion: returns
+    /// [`Ended::Drained`] if this brought the count to zero, and the caller
+    /// must then call [`complete_retired`] on the record exactly once (for
+    /// a caller that must not run the value's drop where it is, e.g. under
+    /// a lock).
+    pub(crate) fn end_retire_leaving_completion(
+        &self,
+        retiring: Retiring<T>,
+    ) -> (Arc<DrainSignal>, NonNull<Record<T>>, Ended) {
         let Retiring { record, signal } = retiring;
         // SAFETY: as in `begin_retire`: the drain cannot complete before the
         // bias is removed below.
@@ -1289,12 +1367,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // Releases that raced the sweep have already decremented `central`;
         // remove the bias, keeping the frozen count.
         let adjust = BIAS.wrapping_sub(frozen);
-        if cold.tail.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
-            // SAFETY: the central count reached zero by our hand, on the
-            // writer side: we complete.
-            unsafe { complete(record) };
-        }
-        (signal, record)
+        let ended = if cold.tail.central.fetch_sub(adjust, Ordering::AcqRel) == adjust {
+            Ended::Drained
+        } else {
+            Ended::InFlight
+        };
+        (signal, record, ended)
     }
 
     /// The asymmetric-fence half of the sweep, after the barrier that
