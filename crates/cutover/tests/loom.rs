@@ -173,9 +173,7 @@ fn cancel_check_races_the_retire_that_makes_the_signal() {
 /// reads, every value dropped exactly once, records reused safely.
 #[test]
 fn two_replaces_and_a_reader() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(2);
-    builder.check(|| {
+    bounded(2).check(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let slot = Arc::new(Slot::new(id(), Value::new(1, &drops)));
         let reader = {
@@ -217,16 +215,28 @@ fn drained_future_is_woken() {
     });
 }
 
+/// A model checker bounded to `preemptions` preemptions per execution,
+/// unless `LOOM_MAX_PREEMPTIONS` sets the bound (as CI does).
+fn bounded(preemptions: usize) -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(preemptions);
+    builder
+}
+
+/// A registry holding plugin 1 (its value counted in `drops`).
+fn registry_of_one(drops: &Arc<AtomicUsize>) -> Arc<cutover::Registry<u8, Value>> {
+    let registry = Arc::new(cutover::Registry::new());
+    registry.add(1, id(), Value::new(1, drops)).unwrap();
+    registry
+}
+
 /// A lookup racing a registry removal finds the plugin (alive for as long
 /// as it is leased) or nothing; it never blocks on the closed slot.
 #[test]
 fn registry_lookup_races_removal() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(2);
-    builder.check(|| {
+    bounded(2).check(|| {
         let drops = Arc::new(AtomicUsize::new(0));
-        let registry: Arc<cutover::Registry<u8, Value>> = Arc::new(cutover::Registry::new());
-        registry.add(1, id(), Value::new(1, &drops)).unwrap();
+        let registry = registry_of_one(&drops);
         let reader = {
             let registry = registry.clone();
             thread::spawn(move || {
@@ -250,12 +260,9 @@ fn registry_lookup_races_removal() {
 /// holds.
 #[test]
 fn registry_reader_sees_changes_and_holds_no_plugin() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(2);
-    builder.check(|| {
+    bounded(2).check(|| {
         let drops = Arc::new(AtomicUsize::new(0));
-        let registry: Arc<cutover::Registry<u8, Value>> = Arc::new(cutover::Registry::new());
-        registry.add(1, id(), Value::new(1, &drops)).unwrap();
+        let registry = registry_of_one(&drops);
         let added = Arc::new(AtomicBool::new(false));
         let reader = {
             let (registry, added) = (registry.clone(), added.clone());
@@ -283,9 +290,7 @@ fn registry_reader_sees_changes_and_holds_no_plugin() {
 /// undoes: that generation must still drain, and every value drop once.
 #[test]
 fn stray_increment_across_record_reuse() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(3);
-    builder.check(|| {
+    bounded(3).check(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let slot = Arc::new(Slot::with_stripes(id(), Value::new(1, &drops), 1));
         let reader = {
@@ -349,9 +354,7 @@ impl Drop for Witness {
 /// fails after a freeze counted it. Callbacks never run inside it either.
 #[test]
 fn lease_never_completes_a_drain() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(3);
-    builder.check(|| {
+    bounded(3).check(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let witness =
             |g| StdArc::new(Witness(Value { generation: g, dropped: AtomicBool::new(false), drops: drops.clone() }));
@@ -381,9 +384,7 @@ fn lease_never_completes_a_drain() {
 /// (Deleting `Shared::in_flight`'s second `is_done` check fails this model.)
 #[test]
 fn in_flight_never_reads_a_reused_record() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(3);
-    builder.check(|| {
+    bounded(3).check(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let slot = Slot::with_stripes(id(), Value::new(1, &drops), 1);
         let first = slot.lease();
@@ -415,9 +416,7 @@ fn in_flight_never_reads_a_reused_record() {
 /// once, after both leases, and no value is used after it was dropped.
 #[test]
 fn release_on_another_thread_races_a_two_stripe_sweep_with_reuse() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(3);
-    builder.check(|| {
+    bounded(3).check(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let slot = Arc::new(Slot::with_stripes(id(), Value::new(1, &drops), 2));
         let mine = slot.lease(); // stripe 0 (the main thread's)
