@@ -2,8 +2,10 @@
 //! of `Registry::replace` against one `Registry::replace_many`, on both
 //! lease paths, while 2 threads lease plugins all over the registry.
 //!
-//! On the asymmetric-fence path each `replace` pays one process-wide
-//! barrier (`membarrier`); a `replace_many` pays one for the whole batch.
+//! On the asymmetric-fence path each `replace`'s drain pays one
+//! process-wide barrier (`membarrier`, issued when the host first looks at
+//! the `Drain` or drops it: here at the drop, inside the timed region); a
+//! `replace_many` pays one per 256 cutovers.
 //! On the atomic path the two are the same loop, which this checks too.
 //!
 //! For each of the four candidates (path × loop/batch), interleaved, `ROUNDS`
