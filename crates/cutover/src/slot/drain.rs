@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     fence,
-    record::{complete_retired, Ended, Record, Retiring, Shared},
+    record::{complete, Ended, Record, Retiring, Shared},
     signal::DrainSignal,
     tracking::Straggler,
 };
@@ -69,7 +69,7 @@ impl<T: ?Sized + Send + Sync + 'static> RecordProbe<T> {
             // SAFETY: this call brought the count to zero (it took the
             // retirement, which only one caller can), and `self.shared`
             // keeps the record allocated.
-            unsafe { complete_retired(self.record) };
+            unsafe { complete(self.record) };
         }
     }
 }

@@ -701,17 +701,6 @@ pub(crate) enum Ended {
     InFlight,
 }
 
-/// Complete the drain of a record whose retirement ended with
-/// [`Ended::Drained`].
-///
-/// # Safety
-/// `record` is the record of that retirement, its slot's `Shared` is alive,
-/// and this is called exactly once for it.
-pub(crate) unsafe fn complete_retired<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
-    // SAFETY: the caller brought the central count to zero, and completes once.
-    unsafe { complete(record) }
-}
-
 /// A successful acquisition: the record, the stripe, and what the lease needs.
 pub(crate) struct Acquired<T: ?Sized + 'static> {
     pub(crate) record: NonNull<Record<T>>,
@@ -1346,7 +1335,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
 
     /// [`end_retire`](Self::end_retire) without the completion: returns
     /// [`Ended::Drained`] if this brought the count to zero, and the caller
-    /// must then call [`complete_retired`] on the record exactly once (for
+    /// must then call [`complete`] on the record exactly once (for
     /// a caller that must not run the value's drop where it is, e.g. under
     /// a lock).
     pub(crate) fn end_retire_leaving_completion(
@@ -1745,7 +1734,7 @@ unsafe fn push_deferred<T: ?Sized + Send + Sync + 'static>(head: &AtomicPtr<Reco
 /// count to zero (or took it off the deferred list); no lease of the
 /// generation remains.
 #[cold]
-unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
+pub(crate) unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
     // SAFETY: the record is live until `keep` below is dropped.
     let (rec, body) = unsafe { (record.as_ref(), body(record)) };
     // SAFETY: no lease remains and none can start; the writer reads the cells
