@@ -111,7 +111,7 @@ fn file_changes_reload_and_unchanged_content_is_skipped() {
 
     // An editor's atomic save (temporary file renamed over the plugin).
     write_atomic(&server.path("math.wat"), &math_version(3));
-    server.wait_generation("math", 4);
+    server.wait_reloaded("math", 4);
     let (_, body) = server.call("math.mul3", r#"{"args": [[1]]}"#);
     assert_eq!(body, json!({"result": [3_000_003], "generation": 4}));
     assert!(server.plugin("math").unwrap()["last_error"].is_null());

@@ -49,7 +49,7 @@ fn plugins_reload_in_parallel_and_a_busy_plugin_answers_409_at_once() {
 
     // A fix written while the looping reload runs is applied after it.
     server.write("math.wat", &math_version(2));
-    server.wait_generation("math", 2);
+    server.wait_reloaded("math", 2);
     assert_eq!(server.call("math.mul3", r#"{"args": [[1]]}"#).1, json!({"result": [2_000_003], "generation": 2}));
     let math = server.plugin("math").unwrap();
     assert!(math["reloading"].is_null() && math["last_error"].is_null(), "{math}");

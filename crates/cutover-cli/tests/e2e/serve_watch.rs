@@ -125,7 +125,7 @@ fn two_files_for_one_plugin_are_a_conflict_and_content_decides_the_format() {
 
     // Resolved: the remaining (binary) file loads.
     std::fs::remove_file(server.path("math.wat")).unwrap();
-    server.wait_generation("math", 2);
+    server.wait_reloaded("math", 2);
     assert_eq!(mul3(&server), json!({"result": [4_000_003], "generation": 2}));
     let math = server.plugin("math").unwrap();
     assert!(math["last_error"].is_null(), "{math}");

@@ -303,6 +303,16 @@ impl Server {
         });
     }
 
+    /// Wait until `id` serves `generation` and the reload that made it has
+    /// finished (its drain included): what the reload records, such as
+    /// clearing `last_error`, is written only then, after the cutover that
+    /// `wait_generation` sees.
+    pub fn wait_reloaded(&self, id: &str, generation: u64) {
+        self.wait_for(&format!("{id}'s reload to generation {generation} to finish"), |s| {
+            s.plugin(id).is_some_and(|p| p["generation"] == generation && p["reloading"].is_null())
+        });
+    }
+
     /// Send SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         signal(&self.child, "TERM");
