@@ -169,6 +169,34 @@ fn cancel_check_races_the_retire_that_makes_the_signal() {
     });
 }
 
+/// A host asking for the current lifecycle while a cutover retires it: the
+/// slot makes the lifecycle only on request, so the request and the
+/// retirement race to make it. Both must end with the same one: the host's
+/// is the drain's (it asked before the cutover) or the new generation's.
+#[test]
+fn lifecycle_request_races_the_retire_that_makes_it() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Arc::new(Slot::new(id(), Value::new(1, &drops)));
+        let writer = {
+            let (slot, drops) = (slot.clone(), drops.clone());
+            thread::spawn(move || slot.replace(Value::new(2, &drops)))
+        };
+        let asked = slot.lifecycle();
+        let drain = writer.join().unwrap();
+        let retired = drain.lifecycle();
+        if StdArc::ptr_eq(&asked, retired) {
+            assert_eq!(asked.state(), LifecycleState::Removed, "the old generation drained");
+        } else {
+            assert!(StdArc::ptr_eq(&asked, &slot.lifecycle()), "two lifecycles for one generation");
+            assert_eq!(asked.state(), LifecycleState::Active);
+        }
+        assert_eq!(retired.state(), LifecycleState::Removed);
+        drop(slot);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    });
+}
+
 /// Two replaces and a reader at once: distinct generations, monotonic
 /// reads, every value dropped exactly once, records reused safely.
 #[test]

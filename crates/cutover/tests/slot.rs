@@ -53,6 +53,52 @@ fn new_slot_is_generation_one_and_active() {
     assert_eq!(*slot.current(), 5);
 }
 
+/// A slot makes its generations' lifecycles only when asked (or at their
+/// retirement); every request gets the same one, it follows the generation
+/// through `Draining` to `Removed`, and the transition events are those of a
+/// lifecycle made at once: `Initialized → Active` at the cutover, then
+/// `Active → Draining → Removed`.
+#[test]
+fn a_lifecycle_made_on_request_is_one_per_generation_with_every_event() {
+    let ((), events) = events::during("cutover::lifecycle", tracing::Level::DEBUG, || {
+        let slot = Slot::new(id(), Arc::new(1));
+        let asked = slot.lifecycle();
+        assert!(Arc::ptr_eq(&asked, &slot.lifecycle()), "two lifecycles for generation 1");
+        let lease = slot.lease();
+        let drain = slot.replace(Arc::new(2));
+        assert!(Arc::ptr_eq(&asked, drain.lifecycle()), "the drain has another lifecycle");
+        assert_eq!(asked.state(), LifecycleState::Draining);
+        drop(lease);
+        assert_eq!(asked.state(), LifecycleState::Removed);
+        // Generation 2's lifecycle is first made by its retirement.
+        let drain = slot.replace(Arc::new(3));
+        assert_eq!(drain.lifecycle().state(), LifecycleState::Removed);
+        assert_eq!(drain.generation(), 2);
+        // Requests racing each other all get the one that won.
+        let lifecycles: Vec<_> = thread::scope(|scope| {
+            let asks: Vec<_> = (0..4).map(|_| scope.spawn(|| slot.lifecycle())).collect();
+            asks.into_iter().map(|ask| ask.join().unwrap()).collect()
+        });
+        assert!(lifecycles.iter().all(|l| Arc::ptr_eq(l, &lifecycles[0])), "racing requests got different lifecycles");
+        assert!(Arc::ptr_eq(&lifecycles[0], &slot.lifecycle()));
+    });
+    let transitions: Vec<(String, String)> = events
+        .iter()
+        .map(|event| {
+            let get = |name: &str| event.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+            (get("from"), get("to"))
+        })
+        .collect();
+    let step = |from: &str, to: &str| (from.to_owned(), to.to_owned());
+    let made = step("Initialized", "Active");
+    let (drain, remove) = (step("Active", "Draining"), step("Draining", "Removed"));
+    assert_eq!(
+        transitions,
+        [made.clone(), made.clone(), drain.clone(), remove.clone(), made, drain.clone(), remove.clone(), drain, remove],
+        "generations 1 to 3 made; 1 and 2 retired by cutovers, 3 by the slot's drop"
+    );
+}
+
 #[test]
 fn replace_cuts_over_and_old_leases_keep_their_generation() {
     let drops = Arc::new(AtomicUsize::new(0));

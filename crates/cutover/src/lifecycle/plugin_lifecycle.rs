@@ -111,6 +111,12 @@ impl PluginLifecycle {
     }
 
     fn trace(&self, from: LifecycleState, to: LifecycleState) {
-        tracing::debug!(target: "cutover::lifecycle", plugin = %self.plugin, %from, %to, "lifecycle transition");
+        Self::trace_transition(&self.plugin, from, to);
+    }
+
+    /// The `tracing` event of a transition of `plugin`'s lifecycle (also
+    /// emitted by slots for the lifecycles they make only on request).
+    pub(crate) fn trace_transition(plugin: &PluginId, from: LifecycleState, to: LifecycleState) {
+        tracing::debug!(target: "cutover::lifecycle", plugin = %plugin, %from, %to, "lifecycle transition");
     }
 }

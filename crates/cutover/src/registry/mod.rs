@@ -285,7 +285,7 @@ where
             }
             let mut next = current.copy(incoming.len());
             for (key, slot) in incoming {
-                next.insert_new(key.clone(), Entry::new(slot));
+                next.insert_new(key, Entry::new(slot));
             }
             (self.map.replace(Arc::new(next)), current)
         };
@@ -311,7 +311,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
-        self.with_slot(key, |slot| slot.try_replace(value, crate::slot::fresh_lifecycle(slot.id()), Finalize::OnDrain))
+        self.with_slot(key, |slot| slot.try_replace(value, None, Finalize::OnDrain))
     }
 
     /// Like [`replace`](Self::replace), with the new generation's lifecycle
@@ -330,7 +330,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
-        self.with_slot(key, |slot| slot.try_replace(value, lifecycle, finalize))
+        self.with_slot(key, |slot| slot.try_replace(value, Some(lifecycle), finalize))
     }
 
     /// Cut several plugins over at once: each entry as
@@ -389,10 +389,7 @@ where
         let outcomes: Vec<Result<(), &Q>> = incoming
             .into_iter()
             .map(|(key, value)| match map.get(key) {
-                Some(slot) => {
-                    let lifecycle = crate::slot::fresh_lifecycle(slot.id());
-                    batch.try_replace(slot, value, lifecycle, Finalize::OnDrain).map(drop).ok_or(key)
-                }
+                Some(slot) => batch.try_replace(slot, value, None, Finalize::OnDrain).map(drop).ok_or(key),
                 None => {
                     refused.push(value);
                     Err(key)

@@ -17,7 +17,7 @@ use std::{fmt, sync::Arc};
 
 use super::{
     fence,
-    record::{fresh_lifecycle, Retiring, Shared},
+    record::{Retiring, Shared},
     Drain, Finalize, Slot,
 };
 use crate::lifecycle::SharedLifecycle;
@@ -96,8 +96,11 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
     /// old generation's drain to [`finish`](Self::finish). Returns the
     /// position of its [`Drain`] in what `finish` returns.
     pub fn replace(&mut self, slot: &Slot<T>, value: Arc<T>) -> usize {
-        let lifecycle = fresh_lifecycle(slot.id());
-        self.replace_with(slot, value, lifecycle, Finalize::OnDrain)
+        match self.try_replace(slot, value, None, Finalize::OnDrain) {
+            Some(index) => index,
+            // Only a `Registry` closes a slot, and it never replaces one after.
+            None => unreachable!("replace on a closed slot"),
+        }
     }
 
     /// Like [`replace`](Self::replace), with the new generation's lifecycle
@@ -110,7 +113,7 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
         lifecycle: SharedLifecycle,
         finalize: Finalize,
     ) -> usize {
-        match self.try_replace(slot, value, lifecycle, finalize) {
+        match self.try_replace(slot, value, Some(lifecycle), finalize) {
             Some(index) => index,
             // Only a `Registry` closes a slot, and it never replaces one after.
             None => unreachable!("replace on a closed slot"),
@@ -123,7 +126,7 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
         &mut self,
         slot: &Slot<T>,
         value: Arc<T>,
-        lifecycle: SharedLifecycle,
+        lifecycle: Option<SharedLifecycle>,
         finalize: Finalize,
     ) -> Option<usize> {
         let shared = slot.slot.arc();

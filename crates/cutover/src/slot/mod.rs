@@ -70,6 +70,7 @@ mod drain;
 mod fence;
 mod handle;
 mod lease;
+mod lifecycle_cell;
 mod record;
 mod signal;
 mod stripe;
@@ -138,9 +139,8 @@ pub enum LeasePath {
 }
 pub use batch::CutoverBatch;
 pub(crate) use handle::SlotRef;
-pub(crate) use record::fresh_lifecycle;
 pub(crate) use record::Hint;
-use record::Shared;
+use record::{Incarnation, Shared};
 pub use tracking::Straggler;
 
 use crate::{lifecycle::SharedLifecycle, PluginId};
@@ -184,15 +184,14 @@ pub struct Slot<T: ?Sized + Send + Sync + 'static> {
 impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// A slot for plugin `id` serving `value` as generation 1, `Active`.
     pub fn new(id: PluginId, value: Arc<T>) -> Self {
-        let lifecycle = fresh_lifecycle(&id);
-        Self::with_lifecycle(id, value, lifecycle)
+        Self::build(id, value, None, stripe::default_stripes())
     }
 
     /// Like [`Slot::new`], with the generation's lifecycle supplied (e.g. one
     /// a host walked through `Loaded → Linked → Initialized`); it is set
     /// `Active`.
     pub fn with_lifecycle(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle) -> Self {
-        Self::build(id, value, lifecycle, stripe::default_stripes())
+        Self::build(id, value, Some(lifecycle), stripe::default_stripes())
     }
 
     /// Like [`Slot::new`], with `stripes` lease counters per generation
@@ -200,8 +199,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// beyond that number share counters: correct, but contended. The
     /// default is twice the available parallelism, 4 to 64.
     pub fn with_stripes(id: PluginId, value: Arc<T>, stripes: usize) -> Self {
-        let lifecycle = fresh_lifecycle(&id);
-        Self::build(id, value, lifecycle, stripes)
+        Self::build(id, value, None, stripes)
     }
 
     /// Like [`Slot::with_stripes`], with the lease path chosen:
@@ -212,13 +210,14 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// process-wide barrier, and a lease dropped on another thread costs the
     /// same there as on its own.
     pub fn with_lease_path(id: PluginId, value: Arc<T>, stripes: usize, path: LeasePath) -> Self {
-        let lifecycle = fresh_lifecycle(&id);
         let asymmetric = path == LeasePath::AsymmetricFence && fence::available();
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
-        Self::from_shared(Shared::new(id, value, lifecycle, stripes, false, asymmetric))
+        Self::from_shared(Shared::new(id, value, None, stripes, false, asymmetric))
     }
 
-    fn build(id: PluginId, value: Arc<T>, lifecycle: SharedLifecycle, stripes: usize) -> Self {
+    /// A slot; `lifecycle` is the host's, or `None` for one made on request
+    /// (see `lifecycle_cell`).
+    fn build(id: PluginId, value: Arc<T>, lifecycle: Option<SharedLifecycle>, stripes: usize) -> Self {
         tracing::info!(target: "cutover::slot", plugin = %id, generation = 1, "slot created");
         Self::from_shared(Shared::new(id, value, lifecycle, stripes, false, fence::default_on()))
     }
@@ -238,8 +237,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// containers whose readers must never free anything (the registry's key
     /// map); nobody may wait on such a slot's drains.
     pub(crate) fn with_deferred_completion(id: PluginId, value: Arc<T>) -> Self {
-        let lifecycle = fresh_lifecycle(&id);
-        Self::from_shared(Shared::new(id, value, lifecycle, stripe::default_stripes(), true, fence::default_on()))
+        Self::from_shared(Shared::new(id, value, None, stripe::default_stripes(), true, fence::default_on()))
     }
 
     /// Complete the drains deferred by lease drops (see
@@ -366,6 +364,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     }
 
     /// The current generation's lifecycle (`Active`). Lock-free.
+    ///
+    /// A generation the slot made itself ([`new`](Self::new),
+    /// [`replace`](Self::replace)) gets its lifecycle on the first request
+    /// (this call, or its retirement): until then it takes no memory.
+    /// Every request for one generation returns the same `Arc`, and its
+    /// transitions are traced as if it had been made at the cutover.
     pub fn lifecycle(&self) -> SharedLifecycle {
         match self.try_lifecycle() {
             Some(lifecycle) => lifecycle,
@@ -384,11 +388,11 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     }
 
     pub(crate) fn try_generation(&self) -> Option<u64> {
-        self.slot.shared().with_current(|inc| inc.generation)
+        self.slot.shared().generation()
     }
 
     pub(crate) fn try_lifecycle(&self) -> Option<SharedLifecycle> {
-        self.slot.shared().with_current(|inc| Arc::clone(&inc.lifecycle))
+        self.slot.shared().with_current(Incarnation::lifecycle)
     }
 
     /// The atomic cutover: `value` becomes generation `generation() + 1`,
@@ -399,8 +403,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// Concurrent replaces are serialized; each gets the `Drain` of the
     /// generation it retired.
     pub fn replace(&self, value: Arc<T>) -> Drain {
-        let lifecycle = fresh_lifecycle(&self.slot.shared().id);
-        self.replace_with_lifecycle(value, lifecycle)
+        self.replace_as(value, None, Finalize::OnDrain)
     }
 
     /// Like [`replace`](Self::replace), with the new generation's lifecycle
@@ -412,6 +415,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// The general cutover: `value` with its `lifecycle` (set `Active`), and
     /// how the retired generation is finalized.
     pub fn replace_with(&self, value: Arc<T>, lifecycle: SharedLifecycle, finalize: Finalize) -> Drain {
+        self.replace_as(value, Some(lifecycle), finalize)
+    }
+
+    /// [`replace_with`](Self::replace_with), with a lifecycle made on
+    /// request if `lifecycle` is `None`.
+    fn replace_as(&self, value: Arc<T>, lifecycle: Option<SharedLifecycle>, finalize: Finalize) -> Drain {
         match self.try_replace(value, lifecycle, finalize) {
             Some(drain) => drain,
             // Only a `Registry` closes a slot, and it never replaces one after.
@@ -420,8 +429,13 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     }
 
     /// [`replace_with`](Self::replace_with), or `None` (nothing changed) if
-    /// the slot was closed.
-    pub(crate) fn try_replace(&self, value: Arc<T>, lifecycle: SharedLifecycle, finalize: Finalize) -> Option<Drain> {
+    /// the slot was closed; `lifecycle` as for [`replace_as`](Self::replace_as).
+    pub(crate) fn try_replace(
+        &self,
+        value: Arc<T>,
+        lifecycle: Option<SharedLifecycle>,
+        finalize: Finalize,
+    ) -> Option<Drain> {
         let shared = self.slot.arc();
         if shared.leaves_barrier_to_drain() {
             // The barrier is left to the drain (see `Drain::pending`).

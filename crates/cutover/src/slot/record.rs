@@ -291,8 +291,18 @@
 //! region i + 2  stripe i: shared, owned, released                    the threads of index i
 //! body          (its own allocation) incarnation, tracker            completion, tracking
 //! head          (a cell of a dense array of heads) current, mask,    read by every lease
-//!               owners, tracking, closed
+//!               owners, tracking, closed, defer
 //! ```
+//!
+//! The body is 56 bytes (64 with a fat value pointer): the value, the
+//! lifecycle's cell (empty until someone asks for the lifecycle: see
+//! `lifecycle_cell`), when the generation became current (8 bytes: see
+//! `Stamp`), the drain signal's cell, the slot's shared state, the tracker
+//! (a null pointer until a tracked lease) and the link to the slot's older
+//! record. The generation's number is only in the header. The slot's shared
+//! state is 72 bytes (88 with its reference counts). Each is sized for the
+//! allocator's size classes (64 and 96 bytes with its header): a word more
+//! in either costs a class (BENCHMARKS.md, issue 14, item 2, session 29).
 //!
 //! Stripe `i` of a record is at `(i + 2) * REGION` bytes from its header,
 //! the same in every slot ([`REGION`] is a constant), so a lease's and a
@@ -347,19 +357,19 @@ use std::{
     fmt,
     ptr::NonNull,
     sync::{atomic::Ordering, Arc},
-    time::Instant,
 };
 
 use super::{
     chunk::{self, CELL, REGION},
     fence,
-    signal::DrainSignal,
+    lifecycle_cell::LifecycleCell,
+    signal::{DrainSignal, Stamp},
     stripe::{owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
     tracking::{Straggler, Tracker},
     Finalize,
 };
 use crate::{
-    lifecycle::{EpochFencedReload, LifecycleState, PluginLifecycle, SharedLifecycle},
+    lifecycle::{EpochFencedReload, LifecycleState, SharedLifecycle},
     sync::{lock, AtomicBool, AtomicPtr, AtomicUsize, Mutex, UnsafeCell},
     PluginId,
 };
@@ -420,17 +430,24 @@ struct Tail {
 /// What a live generation holds. Written only while its record is not
 /// reachable by any lease (before publication, or after the drain).
 pub(crate) struct Incarnation<T: ?Sized + 'static> {
-    pub(crate) generation: u64,
     pub(crate) value: Arc<T>,
-    pub(crate) lifecycle: SharedLifecycle,
+    /// Made on request for a generation the slot made (see `lifecycle_cell`).
+    lifecycle: LifecycleCell,
     /// When the generation became current (the origin of its drain
-    /// signal's instants).
-    activated_at: Instant,
+    /// signal's instants). (Its number is in the record's header.)
+    activated_at: Stamp,
     /// The generation's drain signal, made at its cutover.
     signal: SignalCell,
     /// Keeps the slot's shared state (and so this record's memory) alive
     /// while the generation lives. Released when the drain completes.
     keep: Arc<Shared<T>>,
+}
+
+impl<T: ?Sized + 'static> Incarnation<T> {
+    /// The generation's lifecycle (made now if nobody asked before).
+    pub(crate) fn lifecycle(&self) -> SharedLifecycle {
+        self.lifecycle.get(&self.keep.id)
+    }
 }
 
 /// A generation's [`DrainSignal`], made when the generation is retired, not
@@ -502,6 +519,13 @@ struct Body<T: ?Sized + 'static> {
     /// record: see `Writer::newest`); fixed at allocation.
     older: Option<NonNull<Record<T>>>,
 }
+
+// A body is one allocation per record: 56 bytes (64 with a fat value
+// pointer), so 64 (80) with the allocator's header; the shared state is one
+// per slot, 72 bytes, 88 with its reference counts (96 with the header).
+const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 56);
+const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= 64);
+const _: () = assert!(std::mem::size_of::<Shared<u64>>() <= 72);
 
 /// What a lease reads from its generation: a copy of the incarnation's value
 /// pointer and generation, next to the `draining` flag.
@@ -641,6 +665,11 @@ pub(crate) struct Head<T: ?Sized + 'static> {
     pub(crate) tracking: AtomicBool,
     /// Set once by [`Shared::close`]: the slot has no current generation.
     closed: AtomicBool,
+    /// Completions by a lease's drop are deferred to the writer side (see
+    /// the module docs). Fixed at construction. (Here, in the head's spare
+    /// bytes, rather than in the shared state, which it would grow by a
+    /// word.)
+    defer: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Head<dyn std::any::Any + Send + Sync>>() <= CELL);
@@ -650,9 +679,6 @@ pub(crate) struct Shared<T: ?Sized + 'static> {
     /// This slot's head, owned by it (see [`Head`]); freed with it.
     head: NonNull<Head<T>>,
     pub(crate) id: PluginId,
-    /// Completions by a lease's drop are deferred to the writer side (see
-    /// the module docs). Fixed at construction.
-    defer: bool,
     /// Drained records whose completion was deferred: a lock-free stack
     /// linked through `Record::next_deferred`.
     deferred: AtomicPtr<Record<T>>,
@@ -1042,7 +1068,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     pub(crate) fn new(
         id: PluginId,
         value: Arc<T>,
-        lifecycle: SharedLifecycle,
+        lifecycle: Option<SharedLifecycle>,
         stripes: usize,
         defer: bool,
         asymmetric: bool,
@@ -1062,12 +1088,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                     shared: back,
                     tracking: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
+                    defer,
                 })
             };
             Self {
                 head,
                 id,
-                defer,
                 deferred: AtomicPtr::new(std::ptr::null_mut()),
                 value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
                 writer: Mutex::new(Writer { next_generation: 1, free: None, newest: None }),
@@ -1123,13 +1149,14 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         }
     }
 
-    /// Take a record (reused or new) and fill it with the next generation.
-    /// The record is not yet reachable by leases.
+    /// Take a record (reused or new) and fill it with the next generation,
+    /// whose lifecycle is `lifecycle` (set `Active`) or, if `None`, made on
+    /// request. The record is not yet reachable by leases.
     fn prepare(
         self: &Arc<Self>,
         writer: &mut Writer<T>,
         value: Arc<T>,
-        lifecycle: SharedLifecycle,
+        lifecycle: Option<SharedLifecycle>,
     ) -> NonNull<Record<T>> {
         let generation = writer.next_generation;
         writer.next_generation += 1;
@@ -1177,15 +1204,20 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         rec.draining.store(false, Ordering::Relaxed);
         cold.tail.remote.store(0, Ordering::Relaxed);
         cold.tail.central.store(BIAS, Ordering::Release);
-        if lifecycle.state() != LifecycleState::Active {
-            lifecycle.set(LifecycleState::Active);
-        }
+        let lifecycle = match lifecycle {
+            Some(lifecycle) => {
+                if lifecycle.state() != LifecycleState::Active {
+                    lifecycle.set(LifecycleState::Active);
+                }
+                LifecycleCell::given(lifecycle)
+            }
+            None => LifecycleCell::active(&self.id),
+        };
         let hot = Hot { value: NonNull::from(&*value), generation };
         let incarnation = Incarnation {
-            generation,
             value,
             lifecycle,
-            activated_at: Instant::now(),
+            activated_at: Stamp::now(),
             signal: SignalCell::empty(),
             keep: Arc::clone(self),
         };
@@ -1205,7 +1237,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     pub(crate) fn replace(
         self: &Arc<Self>,
         value: Arc<T>,
-        lifecycle: SharedLifecycle,
+        lifecycle: Option<SharedLifecycle>,
         finalize: Finalize,
     ) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
         let retiring = self.cut_over(value, lifecycle, finalize)?;
@@ -1220,7 +1252,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     pub(crate) fn cut_over(
         self: &Arc<Self>,
         value: Arc<T>,
-        lifecycle: SharedLifecycle,
+        lifecycle: Option<SharedLifecycle>,
         finalize: Finalize,
     ) -> Option<Retiring<T>> {
         let (old, new_generation) = {
@@ -1271,7 +1303,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// except for slots with deferred completion (the registry's key map,
     /// whose writer ends its retirements itself).
     pub(crate) fn leaves_barrier_to_drain(&self) -> bool {
-        self.needs_barrier() && !self.defer
+        self.needs_barrier() && !self.head().defer
     }
 
     /// Finish a retirement begun on this slot: the barrier if this slot
@@ -1295,18 +1327,19 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // SAFETY: an unpublished record whose drain has not completed (we
         // are the only party that can start it) is live and its incarnation
         // stable: only the drain's completion takes it.
-        let body = unsafe { body(record) };
-        let signal = body.incarnation.with(|cell| match unsafe { &*cell } {
-            Some(inc) => {
-                let fence = EpochFencedReload::new(Arc::clone(&inc.lifecycle));
-                let signal = Arc::new(DrainSignal::new(inc.generation, fence, inc.activated_at));
+        let (rec, body) = unsafe { (record.as_ref(), body(record)) };
+        let generation = rec.hot.with(|cell| unsafe { *cell }.map(|hot| hot.generation));
+        let signal = body.incarnation.with(|cell| match (unsafe { &*cell }, generation) {
+            (Some(inc), Some(generation)) => {
+                let fence = EpochFencedReload::new(inc.lifecycle());
+                let signal = Arc::new(DrainSignal::new(generation, fence, inc.activated_at.instant()));
                 signal.mark_cutover(finalize == Finalize::OnDrain);
                 // Before the bias is removed by `end_retire`: the
                 // completion, which follows that, finds it.
                 inc.signal.set(&signal);
                 signal
             }
-            None => unreachable!("retiring a generation record without a value"),
+            _ => unreachable!("retiring a generation record without a value"),
         });
         if let Err(e) = signal.fence.begin_drain() {
             tracing::warn!(target: "cutover::slot", plugin = %self.id, generation = signal.generation, error = %e, "old generation was not Active at cutover");
@@ -1451,6 +1484,14 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // SAFETY: we give back the count (and ticket) `acquire` took.
         unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
         out
+    }
+
+    /// The current generation's number; `None` once closed.
+    pub(crate) fn generation(&self) -> Option<u64> {
+        let acquired = self.acquire()?;
+        // SAFETY: we give back the count (and ticket) `acquire` took.
+        unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
+        Some(acquired.generation)
     }
 
     /// Where a lease of the current generation will read and write, as of
@@ -1693,7 +1734,7 @@ unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Re
     // SAFETY: no lease remains and none can start; the record cannot be
     // completed or reused by anyone else until we complete or defer it.
     let deferred = body.incarnation.with(|cell| match unsafe { &*cell } {
-        Some(inc) if inc.keep.defer => Some(Arc::as_ptr(&inc.keep)),
+        Some(inc) if inc.keep.head().defer => Some(Arc::as_ptr(&inc.keep)),
         _ => None,
     });
     match deferred {
@@ -1739,7 +1780,7 @@ pub(crate) unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull
     let (rec, body) = unsafe { (record.as_ref(), body(record)) };
     // SAFETY: no lease remains and none can start; the writer reads the cells
     // only for current records and writes them only for free ones (not yet).
-    let Some(Incarnation { generation, value, signal, keep, .. }) = body.incarnation.with_mut(|cell| unsafe {
+    let Some(Incarnation { value, signal, keep, .. }) = body.incarnation.with_mut(|cell| unsafe {
         rec.hot.with_mut(|hot| *hot = None);
         (*cell).take()
     }) else {
@@ -1750,6 +1791,7 @@ pub(crate) unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull
         unreachable!("a drained generation without a drain signal");
     };
     signal.finalize_on_drain();
+    let generation = signal.generation;
     tracing::info!(target: "cutover::slot", plugin = %keep.id, generation, "drained");
     if let Err(panic) = crate::unwind::catch(move || drop(value)) {
         tracing::error!(target: "cutover::slot", plugin = %keep.id, generation, panic = %panic,
@@ -1820,11 +1862,6 @@ impl<T: ?Sized + 'static> fmt::Debug for Shared<T> {
             .field("stripes", &(self.head().mask() + 1))
             .finish_non_exhaustive()
     }
-}
-
-/// A lifecycle for a generation built directly by a slot (no load walk).
-pub(crate) fn fresh_lifecycle(id: &PluginId) -> SharedLifecycle {
-    Arc::new(PluginLifecycle::with_state(id.clone(), LifecycleState::Initialized))
 }
 
 /// Whether the generation a lease holds has been asked to cancel.

@@ -74,6 +74,31 @@ impl Since {
     }
 }
 
+/// An instant in eight bytes: nanoseconds since the process's first stamp
+/// (an `Instant` takes sixteen). Every generation keeps when it became
+/// current this way, for its drain signal's instants if it is retired.
+#[derive(Clone, Copy)]
+pub(crate) struct Stamp(u64);
+
+impl Stamp {
+    /// The origin every stamp counts from, fixed by the first call.
+    fn origin() -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    /// Now (saturating 584 years after the origin).
+    pub(crate) fn now() -> Self {
+        let origin = Self::origin();
+        Self(u64::try_from(Instant::now().saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The instant this stamp recorded.
+    pub(crate) fn instant(self) -> Instant {
+        Self::origin() + Duration::from_nanos(self.0)
+    }
+}
+
 impl DrainSignal {
     pub(crate) fn new(generation: u64, fence: EpochFencedReload, activated_at: Instant) -> Self {
         Self {

@@ -7,6 +7,7 @@
 
 use std::{
     collections::BTreeMap,
+    sync::atomic::{AtomicPtr, Ordering},
     time::{Duration, Instant},
 };
 
@@ -31,17 +32,47 @@ struct Live {
 
 /// The leases of one generation that were taken with tracking on.
 /// Allocated at the first tracked lease: most generations never see one,
-/// and each has a tracker (16 bytes until then).
+/// and each has a tracker (one null pointer until then).
 #[derive(Default)]
 pub(crate) struct Tracker {
-    live: std::sync::OnceLock<Box<Mutex<Live>>>,
+    /// Null, or a `Box` (from `Box::into_raw`) owned by the tracker: set
+    /// once, by the first tracked lease, and freed with the tracker.
+    live: AtomicPtr<Mutex<Live>>,
 }
 
 impl Tracker {
+    /// The leases' record, if a tracked lease ever made it.
+    fn get(&self) -> Option<&Mutex<Live>> {
+        // SAFETY: non-null only once set by `get_or_make` to a `Box` we own,
+        // freed only by our drop (which needs `&mut self`).
+        unsafe { self.live.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The leases' record, made now by the first tracked lease (racing
+    /// makers agree on one with a compare-and-swap from null).
+    fn get_or_make(&self) -> &Mutex<Live> {
+        if let Some(live) = self.get() {
+            return live;
+        }
+        let made = Box::into_raw(Box::<Mutex<Live>>::default());
+        match self.live.compare_exchange(std::ptr::null_mut(), made, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: ours, now owned by the tracker (see `get`).
+            Ok(_) => unsafe { &*made },
+            Err(winner) => {
+                // SAFETY: `made` was never published; `winner` is the
+                // tracker's (see `get`).
+                unsafe {
+                    drop(Box::from_raw(made));
+                    &*winner
+                }
+            }
+        }
+    }
+
     /// Record a lease starting now; its ticket (never 0).
     pub(crate) fn track(&self) -> u64 {
         let thread = std::thread::current().name().map(str::to_owned);
-        let mut live = lock(self.live.get_or_init(Box::default));
+        let mut live = lock(self.get_or_make());
         live.next += 1;
         let ticket = live.next;
         live.leases.insert(ticket, (Instant::now(), thread));
@@ -50,19 +81,29 @@ impl Tracker {
 
     /// Forget the lease with `ticket`.
     pub(crate) fn untrack(&self, ticket: u64) {
-        if let Some(live) = self.live.get() {
+        if let Some(live) = self.get() {
             lock(live).leases.remove(&ticket);
         }
     }
 
     /// The tracked leases still in flight, oldest first.
     pub(crate) fn stragglers(&self) -> Vec<Straggler> {
-        let Some(live) = self.live.get() else { return Vec::new() };
+        let Some(live) = self.get() else { return Vec::new() };
         let now = Instant::now();
         lock(live)
             .leases
             .values()
             .map(|(since, thread)| Straggler { age: now.saturating_duration_since(*since), thread: thread.clone() })
             .collect()
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let live = *self.live.get_mut();
+        if !live.is_null() {
+            // SAFETY: the tracker's `Box` (see `get`), freed once, here.
+            drop(unsafe { Box::from_raw(live) });
+        }
     }
 }

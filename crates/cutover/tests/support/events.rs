@@ -40,6 +40,13 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
 pub fn during<R>(target: &'static str, level: tracing::Level, f: impl FnOnce() -> R) -> (R, Vec<Event>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let capture = Capture { target, level, events: Arc::clone(&events) };
+    // With one subscriber alive, `tracing` decides a callsite's interest
+    // from the registering thread's default alone: a callsite first hit by a
+    // test running beside this one (no subscriber) would cache "never" and
+    // hide its events from ours. A second subscriber, kept for the process,
+    // makes every registration ask all of them.
+    static BESIDE: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    BESIDE.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
     let out = tracing::subscriber::with_default(tracing_subscriber::registry().with(capture), f);
     let events = events.lock().unwrap().clone();
     (out, events)
