@@ -582,6 +582,68 @@ fn leases_taken_in_signal_handlers_are_counted_exactly() {
     }
 }
 
+/// A registry's `remove` leaves its barrier to its drain as a replace does
+/// (on the asymmetric-fence path; on the atomic path there is none): a
+/// removal with nothing in flight ends at the drain's first use or drop;
+/// with a lease in flight, racing first uses all count it and the drain
+/// completes when it is dropped. Every value is dropped once, none under a
+/// lease.
+#[test]
+fn a_registry_removal_leaves_its_barrier_to_its_drain() {
+    use cutover::Registry;
+    const CLONES: usize = 4;
+    for path in paths() {
+        let registry: Registry<u8, Value> = Registry::new();
+        let tables: Vec<Arc<Table>> = (0..3).map(|_| Table::new(1)).collect();
+        let slots: Vec<Slot<Value>> = tables.iter().map(|table| slot(path, table)).collect();
+        // What the slots got (the asymmetric path falls back where the
+        // platform lacks it).
+        let deferred = slots[0].lease_path() == LeasePath::AsymmetricFence;
+        registry.extend((0..).zip(slots)).expect("distinct keys");
+
+        // Nothing in flight: the first use ends the retirement.
+        let drain = registry.remove(&0).expect("registered");
+        assert!(registry.lease(&0).is_none(), "{path:?}: removed, yet found");
+        assert!(drain.is_drained(), "{path:?}");
+        assert_eq!(tables[0].drops.load(Ordering::SeqCst), 1, "{path:?}");
+
+        // A drain dropped unseen ends it too (and until then, on the
+        // asymmetric path, the value lives on).
+        let drain = registry.remove(&1).expect("registered");
+        assert_eq!(tables[1].drops.load(Ordering::SeqCst), usize::from(!deferred), "{path:?}: ended in `remove`");
+        drop(drain);
+        assert_eq!(tables[1].drops.load(Ordering::SeqCst), 1, "{path:?}: an unseen drain's value");
+
+        // Clones racing for the first use, with one lease in flight.
+        let lease = registry.lease(&2).expect("registered");
+        let drain = registry.remove(&2).expect("registered");
+        let start = Arc::new(Barrier::new(CLONES));
+        let seen: Vec<usize> = (0..CLONES)
+            .map(|_| {
+                let (drain, start) = (drain.clone(), Arc::clone(&start));
+                thread::spawn(move || {
+                    start.wait();
+                    drain.in_flight()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().expect("racing clone"))
+            .collect();
+        assert_eq!(seen, vec![1; CLONES], "{path:?}: a clone read the counters before the sweep");
+        let (tx, rx) = mpsc::channel();
+        drain.on_drained(move || tx.send(()).expect("test alive"));
+        assert!(rx.try_recv().is_err(), "{path:?}: drained under a lease");
+        tables[2].check_and_drop(lease);
+        rx.recv_timeout(DEADLINE).expect("the callback runs when the last lease is dropped");
+        assert!(drain.is_drained(), "{path:?}");
+        for table in &tables {
+            table.assert_sound();
+            assert_eq!(table.drops.load(Ordering::SeqCst), 1, "{path:?}: every value dropped once");
+        }
+    }
+}
+
 /// Batched cutovers (`Registry::replace_many`, which starts every drain of
 /// the batch after one shared barrier on the asymmetric-fence path) while
 /// two threads lease plugins all over the registry, pin some generations

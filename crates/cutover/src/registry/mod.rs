@@ -437,7 +437,11 @@ where
 
     /// Unregister the plugin under `key` and retire its current generation.
     /// Lookups that start after this returns find nothing; the returned
-    /// [`Drain`] completes when the operations in flight on it end.
+    /// [`Drain`] completes when the operations in flight on it end. On the
+    /// asymmetric-fence path the barrier is left to that drain, as
+    /// [`Slot::replace`]'s is (see [`LeasePath::AsymmetricFence`](crate::LeasePath::AsymmetricFence)): with
+    /// nothing in flight, the value is dropped on the drain's first use or
+    /// drop rather than in this call.
     ///
     /// # Errors
     /// [`RegistryError::NotFound`] if nothing is registered under `key`.
@@ -470,7 +474,8 @@ where
         };
         // Lookups still holding the old key map may reach `slot` until they
         // finish; once closed, it answers them with `None`. Closed after the
-        // lock: if nothing is in flight, this drops the plugin's value.
+        // lock: if nothing is in flight, this (or, on the asymmetric-fence
+        // path, the drain's first use or drop) drops the plugin's value.
         let drain = slot.close(finalize).ok_or_else(not_found);
         drop(slot);
         self.after_change(replaced);

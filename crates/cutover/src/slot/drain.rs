@@ -136,8 +136,8 @@ impl<T: ?Sized + Send + Sync + 'static> Probe for RecordProbe<T> {
 /// [`on_drained`](Self::on_drained), `Debug`) on any clone, or when the last
 /// clone is dropped; concurrent first calls wait for the one that runs it,
 /// so none reads a count before the sweep. Until then the generation cannot
-/// finish draining: a `replace` with nothing in flight drops the old value
-/// there, not inside `replace`. This is what keeps the barrier out of the
+/// finish draining: a `replace` (or a registry's `remove`) with nothing in
+/// flight drops the old value there, not inside the call. This is what keeps the barrier out of the
 /// cutover: when `replace` returns, new leases already see the new
 /// generation; only learning that the old one has drained needs the
 /// barrier. Keep a `Drain` you never look at and the old value stays

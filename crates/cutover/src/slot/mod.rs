@@ -101,7 +101,8 @@ pub enum LeasePath {
     /// `rseq`: an update interrupted before its one committing store starts
     /// over); the drain pays with one process-wide barrier
     /// (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`, some
-    /// microseconds) and waits for no thread. [`Slot::replace`] leaves the
+    /// microseconds) and waits for no thread. [`Slot::replace`] (and
+    /// [`Registry::remove`](crate::Registry::remove)) leaves the
     /// barrier to the [`Drain`] it returns: the cutover is complete when
     /// `replace` returns (new leases see the new value), and the barrier
     /// and the sweep of the old generation's counters run on the `Drain`'s
@@ -335,10 +336,16 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     }
 
     /// Retire the current generation and leave the slot empty (registry
-    /// removal). `None` if it was already closed.
+    /// removal). `None` if it was already closed. On the asymmetric-fence
+    /// path the barrier is left to the returned drain, as a replace's is.
     pub(crate) fn close(&self, finalize: Finalize) -> Option<Drain> {
-        let (signal, record) = self.slot.shared().close(finalize)?;
-        Some(Drain::new(signal, self.slot.arc(), record))
+        let shared = self.slot.arc();
+        if shared.leaves_barrier_to_drain() {
+            let retiring = shared.begin_close(finalize)?;
+            return Some(Drain::pending(shared, retiring));
+        }
+        let (signal, record) = shared.close(finalize)?;
+        Some(Drain::new(signal, shared, record))
     }
 
     /// Turn straggler tracking on or off for leases taken from now on.

@@ -1298,8 +1298,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         self.owners() > 0
     }
 
-    /// Whether a single cutover leaves its barrier and sweep to the
-    /// [`Drain`](super::Drain) it returns: on the asymmetric-fence path,
+    /// Whether a single cutover (or close) leaves its barrier and sweep to
+    /// the [`Drain`](super::Drain) it returns: on the asymmetric-fence path,
     /// except for slots with deferred completion (the registry's key map,
     /// whose writer ends its retirements itself).
     pub(crate) fn leaves_barrier_to_drain(&self) -> bool {
