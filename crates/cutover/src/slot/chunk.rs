@@ -6,14 +6,16 @@
 //! `draining` flag, the value and the generation), region 1 its cold part
 //! (the central and remote counters, the deferred-list link, and a pointer to
 //! the rest), region `i + 2` the counters of its stripe `i`. Every region is
-//! [`REGION`] bytes long, so stripe `i` of any record is at `record + (i +
-//! 2) * REGION`: reached from the record pointer with one add of a constant,
-//! as when the stripes followed the header in one allocation, and the
-//! record's cells in every region are [`CELL`] bytes (32) instead of a
-//! 128-byte stripe each.
+//! [`REGION`] bytes long (two pages), and the cells of the stripe regions
+//! start [`SKEW`] bytes into theirs (the cold region's, 64), so stripe `i`
+//! of any record is at `record + (i + 2) * REGION + SKEW`
+//! ([`stripe_offset`]): reached from the
+//! record pointer with one add of a constant, as when the stripes followed
+//! the header in one allocation, and the record's cells in every region
+//! are [`CELL`] bytes (32) instead of a 128-byte stripe each.
 //!
-//! What this buys is density. The headers of 256 records share 8 KiB, and
-//! so do a thread's counters of 256 records, whichever slots those belong
+//! What this buys is density. The headers of 253 records share 8 KiB, and
+//! so do a thread's counters of 253 records, whichever slots those belong
 //! to: a registry lookup spread over 10,000 plugins touches a header and a
 //! counter in small, dense arrays (counters: 320 KiB per stripe for 10,000
 //! plugins, cache-resident) instead of two lines of a 640-byte allocation
@@ -26,10 +28,20 @@
 //! of one line belong to other records of the same stripe. Headers are
 //! written only by cutovers (`prepare`, the `draining` flag).
 //!
-//! *4K aliasing.* A region is a whole number of cells plus 96 bytes, so that
-//! a record's header and its counters never share the low 12 bits of their
-//! addresses (a store to one and a load of the other would otherwise be
-//! taken for a possible overlap by the CPU's memory disambiguation).
+//! *4K aliasing.* Regions are whole pages, and a record's stripe cells sit
+//! [`SKEW`] (96) bytes further into their region than its header does (its
+//! cold cell 64), so that a record's header, cold part and counters never
+//! share the low 12 bits of their addresses (a store to one and a load of the other would
+//! otherwise be taken for a possible overlap by the CPU's memory
+//! disambiguation).
+//!
+//! *Whole pages.* A region is exactly two pages, filled by its 253 cells and
+//! the skew, so a region's cells take exactly the pages they fill and share
+//! none with another region: a page is resident only if that region's cells
+//! are used. (Until session 29 a region was 256 cells plus the skew, 8,288
+//! bytes: every region straddled three pages, and the first and last were
+//! shared with its neighbours, so a stripe used alone made three pages
+//! resident for two pages of cells. BENCHMARKS.md, issue 14, item 2.)
 //!
 //! *Heads.* A slot's head (what a lease reads before the record) is a
 //! [`CELL`]-byte cell of a second pool, whose chunks are a page of heads and
@@ -60,13 +72,36 @@ use std::{alloc::Layout, cmp::Reverse, collections::BinaryHeap, ptr::NonNull, sy
 /// model's (larger) atomics.
 pub(crate) const CELL: usize = if cfg!(loom) { 256 } else { 32 };
 
-/// Records per chunk (fewer under loom and Miri, which model every byte
-/// of a chunk: the addressing is the same).
-const RECORDS: usize = if cfg!(any(loom, miri)) { 8 } else { 256 };
+/// How far a record's cells in the regions after the first are from the
+/// start of their region, and so (regions being whole pages) from the low
+/// 12 bits of its header's address: against 4K aliasing (see the module
+/// docs).
+pub(crate) const SKEW: usize = 96;
 
-/// The distance between two regions of a chunk: its cells, and a 96-byte
-/// skew against 4K aliasing (see the module docs).
-pub(crate) const REGION: usize = RECORDS * CELL + 96;
+/// Records per chunk: as many as fit a region of two pages with the skew
+/// (fewer under loom and Miri, which model every byte of a chunk: the
+/// addressing is the same).
+const RECORDS: usize = if cfg!(any(loom, miri)) { 8 } else { (2 * 4096 - SKEW) / CELL };
+
+/// The distance between two regions of a chunk: whole pages (two), so that
+/// each region's cells take exactly the pages they fill, and no page holds
+/// cells of two regions (a page becomes resident only for the region whose
+/// cells are used). Under loom and Miri, just what the cells and the skew
+/// need.
+pub(crate) const REGION: usize = if cfg!(any(loom, miri)) { RECORDS * CELL + SKEW } else { 2 * 4096 };
+
+/// How far a record's cold cell (region 1) is from the start of its
+/// region: less than [`SKEW`], so that its header, its cold cell and its
+/// stripes all differ in the low 12 bits of their addresses.
+const COLD_SKEW: usize = 64;
+
+/// The offset of a record's cold cell from its header cell.
+pub(crate) const COLD: usize = REGION + COLD_SKEW;
+
+/// The offset of a record's stripe `index` cell from its header cell.
+pub(crate) const fn stripe_offset(index: usize) -> usize {
+    (index + 2) * REGION + SKEW
+}
 
 /// The most stripes a record may have: the regions after the header's and
 /// the cold part's.
@@ -82,8 +117,14 @@ const CHUNK: Layout = match Layout::from_size_align(REGIONS * REGION, 4096) {
     Err(_) => panic!("a chunk's layout is valid"),
 };
 
-// Every cell is aligned for the atomics it holds.
-const _: () = assert!(REGION % 32 == 0 && CELL % 32 == 0);
+// Every cell is aligned for the atomics it holds, and a record's cells fit
+// its regions, skew included.
+const _: () = assert!(REGION % 32 == 0 && CELL % 32 == 0 && SKEW % 32 == 0 && COLD_SKEW % 32 == 0);
+const _: () = assert!(0 < COLD_SKEW && COLD_SKEW < SKEW);
+const _: () = assert!(RECORDS * CELL + SKEW <= REGION);
+// Outside loom and Miri, regions are whole pages and the skew keeps the
+// cells of other regions off the low 12 bits of their header's address.
+const _: () = assert!(cfg!(any(loom, miri)) || (REGION % 4096 == 0 && SKEW % 4096 != 0));
 
 /// A free cell: its address, ordered by address.
 #[derive(PartialEq, Eq)]

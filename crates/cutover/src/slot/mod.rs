@@ -47,7 +47,7 @@
 //!   kept for reuse after it drains; a slot's memory is bounded by the
 //!   largest number of generations that were ever alive at once. The cells
 //!   go back to a process-wide pool when the slot is gone, and the pool
-//!   keeps its chunks (256 records each) for later slots: the process's
+//!   keeps its chunks (253 records each) for later slots: the process's
 //!   record memory is bounded by the most records alive at once. A stripe's
 //!   cell takes memory only once a thread leases through it (or a cutover
 //!   freezes it), so many stripes cost little until they are used.
