@@ -27,8 +27,11 @@
 //!   prefetch hint. What the slot lease costs apart from the registry.
 //! * **Models**, which are *not* lease protocols (no drain, no cutover: no
 //!   writer runs), only their memory traffic:
-//!   * *per-record counters*: today's layout. The entry points at a 256-byte
-//!     shared state whose first word is the current record; the record
+//!   * *per-record counters*: the layout of session 22, when these models
+//!     were written (sessions 23–29 replaced it with what *chunked records,
+//!     dense slot cells* models; the real registry rows measure that). The
+//!     entry points at a 256-byte shared state whose first word is the
+//!     current record; the record
 //!     (640 bytes: a header line with the value pointer, then four stripes
 //!     128 bytes apart) is a separate allocation; the entry's prefetch hint
 //!     names the record, the stripe and the value. The lease increments the
@@ -37,20 +40,20 @@
 //!     the value pointer share one small allocation per plugin, and the
 //!     thread's counters for every plugin are one array (16 bytes a plugin:
 //!     160 KB for 10,000).
-//!   * *two hops, dense per-thread counters*: today's two hops (shared
+//!   * *two hops, dense per-thread counters*: session 22's two hops (shared
 //!     state, then a separate record header holding the value and the
 //!     record's counter index) with the counters of the dense layout: which
 //!     part of the gap the counters make, which the hops; *prefetched*: the
 //!     entry also names the header and the value, which the lookup
 //!     prefetches before it loads the current pointer (as the real
 //!     registry's entries do);
-//!   * *chunked records*: today's protocol and hops (shared state, then
+//!   * *chunked records*: session 22's protocol and hops (shared state, then
 //!     record), with records packed densely in chunks shared by all slots:
 //!     a record is a 32-byte header (value, generation) in a chunk's first
 //!     region and a 32-byte counter cell in each of the next four, every
 //!     region 256 records long, so stripe `i` is at `header + (i + 1) *
-//!     8 KiB`: reached from the record pointer with one add, as today's
-//!     stripes are. With the slot's *own shared state* (today's 256-byte
+//!     8 KiB`: reached from the record pointer with one add, as the real
+//!     stripes now are. With the slot's *own shared state* (session 22's 256-byte
 //!     allocation per slot), or with *dense slot cells* (the current
 //!     pointer in a 32-byte cell of one array of all slots, which the entry
 //!     points at);
@@ -288,7 +291,7 @@ struct StripeModel {
     released: AtomicU64,
 }
 
-/// A generation record as laid out today: a header line, then the stripes.
+/// A generation record as laid out in session 22: a header line, then the stripes.
 #[repr(C, align(128))]
 struct RecordModel {
     value: Arc<Plugin>,
@@ -503,11 +506,11 @@ impl Row for Dense {
 
 /// Records per chunk, and the bytes between a chunk's regions: a record's
 /// 32-byte header in region 0, its stripe `i` counters 32 bytes in region
-/// `i + 1`, so stripe `i` is at `header + (i + 1) * REGION`, as today's
+/// `i + 1`, so stripe `i` is at `header + (i + 1) * REGION`, as session 22's
 /// `record + first + i * 128`: no load, no arithmetic beyond an add.
 const CHUNK_RECORDS: usize = 256;
 const REGION: usize = CHUNK_RECORDS * 32;
-/// Header region plus four stripes, as today's records have.
+/// Header region plus four stripes, as session 22's records had.
 const REGIONS: usize = 5;
 
 /// A 32-byte record header in a chunk: the value, the generation.
@@ -556,7 +559,7 @@ unsafe impl Sync for ChunkEntry {}
 
 /// Record headers and their counters in shared chunks (a record is 32 bytes
 /// in each of five regions: 160 bytes, against 640), the slot state either
-/// as today or in dense 32-byte cells.
+/// as in session 22 or in dense 32-byte cells.
 struct Chunked {
     map: HashMap<String, ChunkEntry>,
     _chunks: Vec<Box<[ChunkRegion]>>,
