@@ -370,7 +370,8 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         self.try_generation().unwrap_or(0)
     }
 
-    /// The current generation's lifecycle (`Active`). Lock-free.
+    /// The current generation's lifecycle (`Active`). Lock-free (the first
+    /// request for a generation's lifecycle allocates it).
     ///
     /// A generation the slot made itself ([`new`](Self::new),
     /// [`replace`](Self::replace)) gets its lifecycle on the first request
