@@ -101,6 +101,32 @@ fn paths() -> [LeasePath; 2] {
     [LeasePath::AsymmetricFence, LeasePath::Atomic]
 }
 
+/// Clones of `drain` (of a generation with one lease in flight) racing for
+/// its first use: each must count the lease (none reads the counters before
+/// the sweep the first use runs). Then a callback, which must not run yet;
+/// the returned receiver hears it when the drain completes.
+fn race_first_uses_then_listen(drain: &Drain, path: LeasePath) -> mpsc::Receiver<()> {
+    const CLONES: usize = 4;
+    let start = Arc::new(Barrier::new(CLONES));
+    let seen: Vec<usize> = (0..CLONES)
+        .map(|_| {
+            let (drain, start) = (drain.clone(), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                drain.in_flight()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("racing clone"))
+        .collect();
+    assert_eq!(seen, vec![1; CLONES], "{path:?}: a clone read the counters before the sweep");
+    let (tx, rx) = mpsc::channel();
+    drain.on_drained(move || tx.send(()).expect("test alive"));
+    assert!(rx.try_recv().is_err(), "{path:?}: drained under a lease");
+    rx
+}
+
 #[test]
 fn the_lease_path_is_the_one_asked_for_or_the_fallback() {
     let table = Table::new(1);
@@ -591,7 +617,6 @@ fn leases_taken_in_signal_handlers_are_counted_exactly() {
 #[test]
 fn a_registry_removal_leaves_its_barrier_to_its_drain() {
     use cutover::Registry;
-    const CLONES: usize = 4;
     for path in paths() {
         let registry: Registry<u8, Value> = Registry::new();
         let tables: Vec<Arc<Table>> = (0..3).map(|_| Table::new(1)).collect();
@@ -617,23 +642,7 @@ fn a_registry_removal_leaves_its_barrier_to_its_drain() {
         // Clones racing for the first use, with one lease in flight.
         let lease = registry.lease(&2).expect("registered");
         let drain = registry.remove(&2).expect("registered");
-        let start = Arc::new(Barrier::new(CLONES));
-        let seen: Vec<usize> = (0..CLONES)
-            .map(|_| {
-                let (drain, start) = (drain.clone(), Arc::clone(&start));
-                thread::spawn(move || {
-                    start.wait();
-                    drain.in_flight()
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|t| t.join().expect("racing clone"))
-            .collect();
-        assert_eq!(seen, vec![1; CLONES], "{path:?}: a clone read the counters before the sweep");
-        let (tx, rx) = mpsc::channel();
-        drain.on_drained(move || tx.send(()).expect("test alive"));
-        assert!(rx.try_recv().is_err(), "{path:?}: drained under a lease");
+        let rx = race_first_uses_then_listen(&drain, path);
         tables[2].check_and_drop(lease);
         rx.recv_timeout(DEADLINE).expect("the callback runs when the last lease is dropped");
         assert!(drain.is_drained(), "{path:?}");
@@ -793,7 +802,6 @@ fn records_reused_across_slots_start_from_zeroed_stripes() {
 /// registered on a drain that had not ended yet still run.
 #[test]
 fn a_drain_ends_the_retirement_its_cutover_left_to_it() {
-    const CLONES: usize = 4;
     for path in paths() {
         // Nothing in flight; the first use ends the retirement and drops the value.
         let table = Table::new(6);
@@ -809,23 +817,7 @@ fn a_drain_ends_the_retirement_its_cutover_left_to_it() {
         // Clones racing for the first use, with one lease in flight.
         let lease = slot.lease();
         let drain = slot.replace(table.value(4));
-        let start = Arc::new(Barrier::new(CLONES));
-        let seen: Vec<usize> = (0..CLONES)
-            .map(|_| {
-                let (drain, start) = (drain.clone(), Arc::clone(&start));
-                thread::spawn(move || {
-                    start.wait();
-                    drain.in_flight()
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|t| t.join().expect("racing clone"))
-            .collect();
-        assert_eq!(seen, vec![1; CLONES], "{path:?}: a clone read the counters before the sweep");
-        let (tx, rx) = mpsc::channel();
-        drain.on_drained(move || tx.send(()).expect("test alive"));
-        assert!(rx.try_recv().is_err(), "{path:?}: drained under a lease");
+        let rx = race_first_uses_then_listen(&drain, path);
         table.check_and_drop(lease);
         rx.recv_timeout(DEADLINE).expect("the callback runs when the last lease is dropped");
         assert!(drain.is_drained(), "{path:?}");
