@@ -96,11 +96,7 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
     /// old generation's drain to [`finish`](Self::finish). Returns the
     /// position of its [`Drain`] in what `finish` returns.
     pub fn replace(&mut self, slot: &Slot<T>, value: Arc<T>) -> usize {
-        match self.try_replace(slot, value, None, Finalize::OnDrain) {
-            Some(index) => index,
-            // Only a `Registry` closes a slot, and it never replaces one after.
-            None => unreachable!("replace on a closed slot"),
-        }
+        self.replace_as(slot, value, None, Finalize::OnDrain)
     }
 
     /// Like [`replace`](Self::replace), with the new generation's lifecycle
@@ -113,7 +109,19 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
         lifecycle: SharedLifecycle,
         finalize: Finalize,
     ) -> usize {
-        match self.try_replace(slot, value, Some(lifecycle), finalize) {
+        self.replace_as(slot, value, Some(lifecycle), finalize)
+    }
+
+    /// [`replace_with`](Self::replace_with), with a lifecycle made on
+    /// request if `lifecycle` is `None` (see [`Slot::lifecycle`]).
+    fn replace_as(
+        &mut self,
+        slot: &Slot<T>,
+        value: Arc<T>,
+        lifecycle: Option<SharedLifecycle>,
+        finalize: Finalize,
+    ) -> usize {
+        match self.try_replace(slot, value, lifecycle, finalize) {
             Some(index) => index,
             // Only a `Registry` closes a slot, and it never replaces one after.
             None => unreachable!("replace on a closed slot"),

@@ -157,6 +157,21 @@ impl Drain {
         Self { signal, probe: Arc::new(RecordProbe { shared, record, pending: None }) }
     }
 
+    /// The drain of a retirement begun on `shared` (a cutover or a close):
+    /// its second half is left to the handle where the slot leaves its
+    /// barrier to the drain ([`pending`](Self::pending): the
+    /// asymmetric-fence path), and ended here otherwise.
+    pub(crate) fn of_retirement<T: ?Sized + Send + Sync + 'static>(
+        shared: Arc<Shared<T>>,
+        retiring: Retiring<T>,
+    ) -> Self {
+        if shared.leaves_barrier_to_drain() {
+            return Self::pending(shared, retiring);
+        }
+        let (signal, record) = shared.finish_retiring(retiring);
+        Self::new(signal, shared, record)
+    }
+
     /// The drain of a retirement whose second half (the process-wide
     /// barrier, then the sweep of the counters) is left to the handle: it
     /// runs on the first call that needs the drain's state, or when the
@@ -164,7 +179,7 @@ impl Drain {
     /// the asymmetric-fence path (issue 14, item 3): the new generation is
     /// visible when `replace` returns, and only learning whether the old
     /// one has drained needs the barrier.
-    pub(crate) fn pending<T: ?Sized + Send + Sync + 'static>(shared: Arc<Shared<T>>, retiring: Retiring<T>) -> Self {
+    fn pending<T: ?Sized + Send + Sync + 'static>(shared: Arc<Shared<T>>, retiring: Retiring<T>) -> Self {
         let signal = Arc::clone(retiring.signal());
         let record = retiring.record();
         let pending = Pending {
@@ -228,12 +243,12 @@ impl Drain {
 
     /// When the cutover retired this generation.
     pub fn cutover_at(&self) -> Instant {
-        self.signal.cutover_at().unwrap_or(self.signal.activated_at)
+        self.signal.cutover_at().unwrap_or_else(|| self.signal.activated_at.instant())
     }
 
     /// When the retired generation became current.
     pub fn lifecycle_activated_at(&self) -> Instant {
-        self.signal.activated_at
+        self.signal.activated_at.instant()
     }
 
     /// When the drain completed, if it has.

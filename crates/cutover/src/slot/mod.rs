@@ -340,12 +340,8 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// path the barrier is left to the returned drain, as a replace's is.
     pub(crate) fn close(&self, finalize: Finalize) -> Option<Drain> {
         let shared = self.slot.arc();
-        if shared.leaves_barrier_to_drain() {
-            let retiring = shared.begin_close(finalize)?;
-            return Some(Drain::pending(shared, retiring));
-        }
-        let (signal, record) = shared.close(finalize)?;
-        Some(Drain::new(signal, shared, record))
+        let retiring = shared.begin_close(finalize)?;
+        Some(Drain::of_retirement(shared, retiring))
     }
 
     /// Turn straggler tracking on or off for leases taken from now on.
@@ -445,13 +441,8 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         finalize: Finalize,
     ) -> Option<Drain> {
         let shared = self.slot.arc();
-        if shared.leaves_barrier_to_drain() {
-            // The barrier is left to the drain (see `Drain::pending`).
-            let retiring = shared.cut_over(value, lifecycle, finalize)?;
-            return Some(Drain::pending(shared, retiring));
-        }
-        let (signal, record) = shared.replace(value, lifecycle, finalize)?;
-        Some(Drain::new(signal, shared, record))
+        let retiring = shared.cut_over(value, lifecycle, finalize)?;
+        Some(Drain::of_retirement(shared, retiring))
     }
 
     /// How many operations are in flight on the current generation (a

@@ -13,7 +13,7 @@
 //!
 //! # The cutover
 //!
-//! [`Shared::replace`] publishes the new record with one atomic swap of the
+//! [`Shared::cut_over`] publishes the new record with one atomic swap of the
 //! `current` pointer. A lease validates after incrementing that `current`
 //! still points at its record; the increment and the validation, and the swap
 //! and the drain's sweep below, are sequentially consistent, so either the
@@ -1230,24 +1230,13 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         record
     }
 
-    /// The cutover: publish `value` as the next generation and start draining
-    /// the one it replaces. Returns the old generation's signal and record,
-    /// or `None` if the slot was closed (then nothing changed).
-    pub(crate) fn replace(
-        self: &Arc<Self>,
-        value: Arc<T>,
-        lifecycle: Option<SharedLifecycle>,
-        finalize: Finalize,
-    ) -> Option<(Arc<DrainSignal>, NonNull<Record<T>>)> {
-        let retiring = self.cut_over(value, lifecycle, finalize)?;
-        Some(self.finish_retiring(retiring))
-    }
-
-    /// The first half of [`replace`](Self::replace): publish `value` and
-    /// begin retiring the generation it replaces ([`begin_retire`](Self::begin_retire)).
-    /// The caller finishes it with [`finish_retiring`](Self::finish_retiring)
-    /// (or, for several slots sharing one barrier, with
-    /// [`fence::barrier`] and [`end_retire`](Self::end_retire)).
+    /// The cutover: publish `value` as the next generation and begin retiring
+    /// the one it replaces ([`begin_retire`](Self::begin_retire)); `None` if
+    /// the slot was closed (then nothing changed). The caller finishes the
+    /// retirement with [`finish_retiring`](Self::finish_retiring) (which
+    /// [`Drain::of_retirement`](super::Drain::of_retirement) calls, or leaves
+    /// to the drain), or, for several slots sharing one barrier, with
+    /// [`fence::barrier`] and [`end_retire`](Self::end_retire).
     pub(crate) fn cut_over(
         self: &Arc<Self>,
         value: Arc<T>,
@@ -1331,7 +1320,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         let signal = body.incarnation.with(|cell| match (unsafe { &*cell }, generation) {
             (Some(inc), Some(generation)) => {
                 let fence = EpochFencedReload::new(inc.lifecycle());
-                let signal = Arc::new(DrainSignal::new(generation, fence, inc.activated_at.instant()));
+                let signal = Arc::new(DrainSignal::new(generation, fence, inc.activated_at));
                 signal.mark_cutover(finalize == Finalize::OnDrain);
                 // Before the bias is removed by `end_retire`: the
                 // completion, which follows that, finds it.

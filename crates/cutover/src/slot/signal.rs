@@ -23,7 +23,8 @@ pub(crate) struct DrainSignal {
     /// Drives the generation's lifecycle: `begin_drain` at cutover,
     /// `finalize` once drained.
     pub(crate) fence: EpochFencedReload,
-    pub(crate) activated_at: Instant,
+    /// When the generation became current.
+    pub(crate) activated_at: Stamp,
     done: AtomicBool,
     cancelled: AtomicBool,
     /// Whether completing the drain also finalizes the lifecycle.
@@ -41,10 +42,9 @@ struct SignalState {
     /// Threads blocked in `wait_timeout`: notify only if there are any (a
     /// condvar notification is a system call).
     sleepers: u32,
-    /// When the cutover and the drain happened, as [`Since`]s of the
-    /// signal's `activated_at`.
-    cutover_at: Since,
-    drained_at: Since,
+    /// When the cutover and the drain happened (`None`: not yet).
+    cutover_at: Option<Stamp>,
+    drained_at: Option<Stamp>,
     /// Futures' wakers and `on_drained` callbacks, to run once drained.
     listeners: Vec<Listener>,
 }
@@ -55,30 +55,13 @@ enum Listener {
     Callback(Callback),
 }
 
-/// An instant at or after a signal's `activated_at`, as nanoseconds since
-/// it plus one (`None`: not yet). Eight bytes where an `Option<Instant>` is
-/// sixteen.
-#[derive(Clone, Copy, Default)]
-struct Since(Option<std::num::NonZeroU64>);
-
-impl Since {
-    /// `now`, counted from `base` (an instant before `base` counts as `base`;
-    /// one past 584 years saturates).
-    fn at(base: Instant, now: Instant) -> Self {
-        let nanos = u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX - 1);
-        Self(std::num::NonZeroU64::new(nanos + 1))
-    }
-
-    fn instant(self, base: Instant) -> Option<Instant> {
-        self.0.map(|n| base + Duration::from_nanos(n.get() - 1))
-    }
-}
-
-/// An instant in eight bytes: nanoseconds since the process's first stamp
-/// (an `Instant` takes sixteen). Every generation keeps when it became
-/// current this way, for its drain signal's instants if it is retired.
+/// An instant in eight bytes: nanoseconds since the process's first stamp,
+/// plus one, so that an `Option<Stamp>` ("not yet") is eight bytes too
+/// (an `Instant` takes sixteen, an `Option<Instant>` as many). Every
+/// generation keeps when it became current this way, and a drain signal
+/// when its cutover and its drain happened.
 #[derive(Clone, Copy)]
-pub(crate) struct Stamp(u64);
+pub(crate) struct Stamp(std::num::NonZeroU64);
 
 impl Stamp {
     /// The origin every stamp counts from, fixed by the first call.
@@ -90,17 +73,18 @@ impl Stamp {
     /// Now (saturating 584 years after the origin).
     pub(crate) fn now() -> Self {
         let origin = Self::origin();
-        Self(u64::try_from(Instant::now().saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX))
+        let nanos = u64::try_from(Instant::now().saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
+        Self(std::num::NonZeroU64::MIN.saturating_add(nanos))
     }
 
     /// The instant this stamp recorded.
     pub(crate) fn instant(self) -> Instant {
-        Self::origin() + Duration::from_nanos(self.0)
+        Self::origin() + Duration::from_nanos(self.0.get() - 1)
     }
 }
 
 impl DrainSignal {
-    pub(crate) fn new(generation: u64, fence: EpochFencedReload, activated_at: Instant) -> Self {
+    pub(crate) fn new(generation: u64, fence: EpochFencedReload, activated_at: Stamp) -> Self {
         Self {
             generation,
             fence,
@@ -115,7 +99,7 @@ impl DrainSignal {
 
     pub(crate) fn mark_cutover(&self, auto_finalize: bool) {
         self.auto_finalize.store(auto_finalize, Ordering::Release);
-        lock(&self.state).cutover_at = Since::at(self.activated_at, Instant::now());
+        lock(&self.state).cutover_at = Some(Stamp::now());
     }
 
     /// Record the end of the drain in the lifecycle: the drain is shown
@@ -129,11 +113,11 @@ impl DrainSignal {
     }
 
     pub(crate) fn cutover_at(&self) -> Option<Instant> {
-        lock(&self.state).cutover_at.instant(self.activated_at)
+        lock(&self.state).cutover_at.map(Stamp::instant)
     }
 
     pub(crate) fn drained_at(&self) -> Option<Instant> {
-        lock(&self.state).drained_at.instant(self.activated_at)
+        lock(&self.state).drained_at.map(Stamp::instant)
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -155,7 +139,7 @@ impl DrainSignal {
         let (sleepers, listeners) = {
             let mut state = lock(&self.state);
             state.done = true;
-            state.drained_at = Since::at(self.activated_at, Instant::now());
+            state.drained_at = Some(Stamp::now());
             self.done.store(true, Ordering::Release);
             (state.sleepers > 0, std::mem::take(&mut state.listeners))
         };
