@@ -34,7 +34,13 @@
 //!   waking a parked thread (`unpark`), the least a cutover that handed its
 //!   barrier to a background thread would pay.
 //! * `Registry` lookup + lease with 1 vs. 10,000 plugins, for a fixed key and
-//!   for keys rotating over a shuffled list.
+//!   for keys rotating over a shuffled list, through `Registry::lease` and
+//!   through a `RegistryReader` (one per measuring thread), vs. the same
+//!   structure built of `arc-swap` (a swappable map of `ArcSwap`s), read
+//!   with `load()` and through `arc_swap::Cache` (the reader's like-for-like
+//!   peer). The reader rows need `Registry::reader`; built with
+//!   `--cfg cutover_bench_no_reader` (as `scripts/bench-before-after` does
+//!   against older commits), the harness leaves them out.
 
 use std::{
     collections::HashMap,
@@ -124,8 +130,13 @@ const REGISTRY_SIZE: usize = 10_000;
 
 /// One candidate for the per-call benchmark.
 trait Candidate: Send + Sync + 'static {
-    /// Obtain, deref and release once; `i` is a per-thread counter.
-    fn op(&self, i: &mut usize) -> u64;
+    /// What one measuring thread keeps from one call to the next: a counter
+    /// (most candidates), or a reader and its counter.
+    type Local<'a>;
+    /// A measuring thread's state before its first call.
+    fn local(&self) -> Self::Local<'_>;
+    /// Obtain, deref and release once.
+    fn op(&self, local: &mut Self::Local<'_>) -> u64;
     /// What the writer thread does every millisecond.
     fn write(&self, generation: u64);
 }
@@ -133,8 +144,10 @@ trait Candidate: Send + Sync + 'static {
 struct CutoverLease(Slot<Plugin>);
 
 impl Candidate for CutoverLease {
+    type Local<'a> = ();
+    fn local(&self) {}
     #[inline]
-    fn op(&self, _: &mut usize) -> u64 {
+    fn op(&self, (): &mut ()) -> u64 {
         let lease = self.0.lease();
         let v = black_box(&*lease).id;
         drop(lease);
@@ -149,8 +162,10 @@ impl Candidate for CutoverLease {
 struct DirectCall(Arc<Plugin>);
 
 impl Candidate for DirectCall {
+    type Local<'a> = ();
+    fn local(&self) {}
     #[inline]
-    fn op(&self, _: &mut usize) -> u64 {
+    fn op(&self, (): &mut ()) -> u64 {
         black_box(&*self.0).id
     }
     fn write(&self, _: u64) {}
@@ -159,8 +174,10 @@ impl Candidate for DirectCall {
 struct ArcSwapLoad(ArcSwap<Plugin>);
 
 impl Candidate for ArcSwapLoad {
+    type Local<'a> = ();
+    fn local(&self) {}
     #[inline]
-    fn op(&self, _: &mut usize) -> u64 {
+    fn op(&self, (): &mut ()) -> u64 {
         let guard = self.0.load();
         let v = black_box(&**guard).id;
         drop(guard);
@@ -174,8 +191,10 @@ impl Candidate for ArcSwapLoad {
 struct ArcSwapLoadFull(ArcSwap<Plugin>);
 
 impl Candidate for ArcSwapLoadFull {
+    type Local<'a> = ();
+    fn local(&self) {}
     #[inline]
-    fn op(&self, _: &mut usize) -> u64 {
+    fn op(&self, (): &mut ()) -> u64 {
         let full = self.0.load_full();
         let v = black_box(&*full).id;
         drop(full);
@@ -189,8 +208,10 @@ impl Candidate for ArcSwapLoadFull {
 struct RwLockClone(RwLock<Arc<Plugin>>);
 
 impl Candidate for RwLockClone {
+    type Local<'a> = ();
+    fn local(&self) {}
     #[inline]
-    fn op(&self, _: &mut usize) -> u64 {
+    fn op(&self, (): &mut ()) -> u64 {
         let cloned = Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let v = black_box(&*cloned).id;
         drop(cloned);
@@ -205,8 +226,10 @@ impl Candidate for RwLockClone {
 struct SlotGeneration(Slot<Plugin>);
 
 impl Candidate for SlotGeneration {
+    type Local<'a> = ();
+    fn local(&self) {}
     #[inline]
-    fn op(&self, _: &mut usize) -> u64 {
+    fn op(&self, (): &mut ()) -> u64 {
         self.0.generation()
     }
     fn write(&self, generation: u64) {
@@ -225,12 +248,14 @@ struct RegistryLookup {
     keys: Vec<String>,
 }
 
-impl Candidate for RegistryLookup {
+impl RegistryLookup {
+    /// The `i`th lookup's registry (an index into `registries`) and key;
+    /// advances `i`.
     #[inline]
-    fn op(&self, i: &mut usize) -> u64 {
-        let (registry, key) = match &self.fixed {
+    fn next(&self, i: &mut usize) -> (usize, &str) {
+        match &self.fixed {
             Some(key) => {
-                let registry = &self.registries[*i];
+                let registry = *i;
                 *i += 1;
                 if *i == self.registries.len() {
                     *i = 0;
@@ -243,19 +268,59 @@ impl Candidate for RegistryLookup {
                 if *i == self.keys.len() {
                     *i = 0;
                 }
-                (&self.registries[0], key)
+                (0, key)
             }
-        };
-        let lease = registry.lease(key).expect("registered key");
-        let v = black_box(&*lease).id;
-        drop(lease);
-        v
+        }
     }
+
     fn write(&self, generation: u64) {
         let key = self.fixed.as_deref().unwrap_or(&self.keys[0]);
         for registry in &self.registries {
             drop(registry.replace(key, plugin(generation)).expect("registered key"));
         }
+    }
+}
+
+impl Candidate for RegistryLookup {
+    type Local<'a> = usize;
+    fn local(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn op(&self, i: &mut usize) -> u64 {
+        let (registry, key) = self.next(i);
+        let lease = self.registries[registry].lease(key).expect("registered key");
+        let v = black_box(&*lease).id;
+        drop(lease);
+        v
+    }
+    fn write(&self, generation: u64) {
+        RegistryLookup::write(self, generation);
+    }
+}
+
+/// The same lookups through `RegistryReader::lease`: each measuring thread
+/// keeps one reader per registry (the reader keeps the key map's lease from
+/// one lookup to the next).
+#[cfg(not(cutover_bench_no_reader))]
+struct ReaderLookup(RegistryLookup);
+
+#[cfg(not(cutover_bench_no_reader))]
+impl Candidate for ReaderLookup {
+    type Local<'a> = (usize, Vec<cutover::RegistryReader<'a, String, Plugin, std::hash::RandomState>>);
+    fn local(&self) -> Self::Local<'_> {
+        (0, self.0.registries.iter().map(Registry::reader).collect())
+    }
+    #[inline]
+    fn op(&self, (i, readers): &mut Self::Local<'_>) -> u64 {
+        let (registry, key) = self.0.next(i);
+        let lease = readers[registry].lease(key).expect("registered key");
+        let v = black_box(&*lease).id;
+        drop(lease);
+        v
+    }
+    fn write(&self, generation: u64) {
+        self.0.write(generation);
     }
 }
 
@@ -271,16 +336,33 @@ impl ArcSwapRegistry {
         let map = ids.iter().map(|&i| (format!("plugin-{i}"), Arc::new(ArcSwap::new(plugin(i as u64))))).collect();
         Self { map: ArcSwap::from_pointee(map), keys }
     }
-}
 
-impl Candidate for ArcSwapRegistry {
+    /// The `i`th lookup's key; advances `i`.
     #[inline]
-    fn op(&self, i: &mut usize) -> u64 {
+    fn next(&self, i: &mut usize) -> &str {
         let key = self.keys[*i].as_str();
         *i += 1;
         if *i == self.keys.len() {
             *i = 0;
         }
+        key
+    }
+
+    fn write(&self, generation: u64) {
+        let map = self.map.load();
+        let key = map.keys().next().expect("one plugin at least");
+        map[key].store(plugin(generation));
+    }
+}
+
+impl Candidate for ArcSwapRegistry {
+    type Local<'a> = usize;
+    fn local(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn op(&self, i: &mut usize) -> u64 {
+        let key = self.next(i);
         let map = self.map.load();
         let entry = map.get(key).expect("registered key").load();
         let v = black_box(&**entry).id;
@@ -289,9 +371,34 @@ impl Candidate for ArcSwapRegistry {
         v
     }
     fn write(&self, generation: u64) {
-        let map = self.map.load();
-        let key = map.keys().next().expect("one plugin at least");
-        map[key].store(plugin(generation));
+        ArcSwapRegistry::write(self, generation);
+    }
+}
+
+/// The same map read through `arc_swap::Cache`, which keeps the map's
+/// `Arc` from one lookup to the next (checking with one load that it is
+/// still current): the like-for-like peer of `RegistryReader`.
+struct ArcSwapRegistryCached(ArcSwapRegistry);
+
+/// A measuring thread's cache of the map of `ArcSwap`s.
+type MapCache<'a> =
+    arc_swap::Cache<&'a ArcSwap<HashMap<String, Arc<ArcSwap<Plugin>>>>, Arc<HashMap<String, Arc<ArcSwap<Plugin>>>>>;
+
+impl Candidate for ArcSwapRegistryCached {
+    type Local<'a> = (usize, MapCache<'a>);
+    fn local(&self) -> Self::Local<'_> {
+        (0, arc_swap::Cache::new(&self.0.map))
+    }
+    #[inline]
+    fn op(&self, (i, cache): &mut Self::Local<'_>) -> u64 {
+        let key = self.0.next(i);
+        let entry = cache.load().get(key).expect("registered key").load();
+        let v = black_box(&**entry).id;
+        drop(entry);
+        v
+    }
+    fn write(&self, generation: u64) {
+        self.0.write(generation);
     }
 }
 
@@ -371,7 +478,7 @@ impl Pool {
 
 /// The loop each measuring thread runs: returns (ops, elapsed).
 fn spin<C: Candidate>(candidate: &C, stop: &AtomicBool, barrier: &Barrier) -> (u64, Duration) {
-    let mut i = 0usize;
+    let mut i = candidate.local();
     let mut acc = 0u64;
     // Warm up this thread's state (stripe index, arc-swap debt node, caches).
     for _ in 0..BATCH * 16 {
@@ -574,7 +681,7 @@ fn colliding_threads_per_op(slot: &Arc<CutoverLease>, run: Duration) -> f64 {
         let (slot, stop, barrier) = (Arc::clone(slot), Arc::clone(&stop), Arc::clone(&barrier));
         let (ready_tx, ready_rx) = mpsc::channel();
         let handle = thread::spawn(move || {
-            black_box(slot.op(&mut 0)); // takes this thread's stripe index
+            black_box(slot.op(&mut ())); // takes this thread's stripe index
             ready_tx.send(()).expect("spawner alive");
             spin(&*slot, &stop, &barrier)
         });
@@ -584,7 +691,7 @@ fn colliding_threads_per_op(slot: &Arc<CutoverLease>, run: Duration) -> f64 {
     let first = spawn_leaser();
     for _ in 0..stripes - 1 {
         let slot = Arc::clone(slot);
-        thread::spawn(move || black_box(slot.op(&mut 0))).join().expect("short-lived thread");
+        thread::spawn(move || black_box(slot.op(&mut ()))).join().expect("short-lived thread");
     }
     let second = spawn_leaser();
     barrier.wait();
@@ -914,25 +1021,45 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// The registry rows: (name, index of the row it is compared with).
-const REG_ROWS: [(&str, usize); 8] = [
-    ("cutover registry, 1 plugin, fixed key", 0),
-    ("cutover registry, 10,000 plugins, fixed key", 0),
-    ("cutover registry, 1 plugin, rotating keys", 2),
-    ("cutover registry, 10,000 plugins, rotating over all keys", 2),
-    ("cutover registry, 10,000 plugins, rotating over 64 keys", 2),
-    ("arc-swap map of ArcSwap, 1 plugin, rotating keys", 5),
-    ("arc-swap map of ArcSwap, 10,000 plugins, rotating over all keys", 5),
-    ("arc-swap map of ArcSwap, 10,000 plugins, rotating over 64 keys", 5),
-];
+// The registry rows' names (the `RESULT` lines and `scripts/bench-before-after`
+// use them too).
+const REG_ONE_FIXED: &str = "cutover registry, 1 plugin, fixed key";
+const REG_ALL_FIXED: &str = "cutover registry, 10,000 plugins, fixed key";
+const REG_ONE: &str = "cutover registry, 1 plugin, rotating keys";
+const REG_ALL: &str = "cutover registry, 10,000 plugins, rotating over all keys";
+const REG_HOT: &str = "cutover registry, 10,000 plugins, rotating over 64 keys";
+const READER_ONE_FIXED: &str = "cutover RegistryReader, 1 plugin, fixed key";
+const READER_ALL_FIXED: &str = "cutover RegistryReader, 10,000 plugins, fixed key";
+#[cfg_attr(cutover_bench_no_reader, allow(dead_code))]
+const READER_ONE: &str = "cutover RegistryReader, 1 plugin, rotating keys";
+const READER_ALL: &str = "cutover RegistryReader, 10,000 plugins, rotating over all keys";
+const MAP_ONE: &str = "arc-swap map of ArcSwap, 1 plugin, rotating keys";
+const MAP_ALL: &str = "arc-swap map of ArcSwap, 10,000 plugins, rotating over all keys";
+const MAP_HOT: &str = "arc-swap map of ArcSwap, 10,000 plugins, rotating over 64 keys";
+const CACHED_ONE: &str = "arc-swap map of ArcSwap through arc_swap::Cache, 1 plugin, rotating keys";
+const CACHED_ALL: &str = "arc-swap map of ArcSwap through arc_swap::Cache, 10,000 plugins, rotating over all keys";
+
+/// The registry rows' medians, `[row][condition]`, with each row's name and
+/// the row it is compared with (its structure's 1-plugin case).
+struct RegRows {
+    rows: Vec<(&'static str, &'static str)>,
+    medians: Vec<Vec<f64>>,
+}
+
+impl RegRows {
+    /// The medians of the row named `name`, if it was measured (the reader
+    /// rows are not in a build against a library without `Registry::reader`).
+    fn get(&self, name: &str) -> Option<&[f64]> {
+        self.rows.iter().position(|(row, _)| *row == name).map(|i| self.medians[i].as_slice())
+    }
+}
 
 /// The conditions of the registry rows: 1 and 2 threads, no writer.
 const REG_CONDITIONS: [(usize, bool); 2] = [(1, false), (2, false)];
 
-/// Measure the registry rows ([`REG_ROWS`]), interleaved.
-fn registry_lookups(pool: &Pool, cfg: &Config) -> Vec<Vec<f64>> {
+/// Measure the registry rows, interleaved.
+fn registry_lookups(pool: &Pool, cfg: &Config) -> RegRows {
     eprintln!("registry lookup + lease (ns/op; 1t, 2t):");
-    let reg_names: Vec<&str> = REG_ROWS.iter().map(|(name, _)| *name).collect();
     // Every key is `plugin-{id}`; the single plugin is `plugin-1234`, the
     // fixed key in the big registry too, so both hash and compare the same
     // string.
@@ -944,17 +1071,35 @@ fn registry_lookups(pool: &Pool, cfg: &Config) -> Vec<Vec<f64>> {
         fixed: fixed.map(String::from),
         keys,
     };
-    let reg_measures: Vec<Measure<'_>> = vec![
-        measure(pool, cutover_reg(&one, Some("plugin-1234"), Vec::new()), cfg.run),
-        measure(pool, cutover_reg(&all, Some("plugin-1234"), Vec::new()), cfg.run),
-        measure(pool, cutover_reg(&one, None, rotating_keys(&one)), cfg.run),
-        measure(pool, cutover_reg(&all, None, rotating_keys(&all)), cfg.run),
-        measure(pool, cutover_reg(&all, None, rotating_keys(&hot)), cfg.run),
-        measure(pool, ArcSwapRegistry::new(&one, rotating_keys(&one)), cfg.run),
-        measure(pool, ArcSwapRegistry::new(&all, rotating_keys(&all)), cfg.run),
-        measure(pool, ArcSwapRegistry::new(&all, rotating_keys(&hot)), cfg.run),
+    let fixed = Some("plugin-1234");
+    #[rustfmt::skip]
+    let mut rows: Vec<(&str, &str, Measure<'_>)> = vec![
+        (REG_ONE_FIXED, REG_ONE_FIXED, measure(pool, cutover_reg(&one, fixed, Vec::new()), cfg.run)),
+        (REG_ALL_FIXED, REG_ONE_FIXED, measure(pool, cutover_reg(&all, fixed, Vec::new()), cfg.run)),
+        (REG_ONE, REG_ONE, measure(pool, cutover_reg(&one, None, rotating_keys(&one)), cfg.run)),
+        (REG_ALL, REG_ONE, measure(pool, cutover_reg(&all, None, rotating_keys(&all)), cfg.run)),
+        (REG_HOT, REG_ONE, measure(pool, cutover_reg(&all, None, rotating_keys(&hot)), cfg.run)),
     ];
-    run_interleaved(&reg_names, &reg_measures, &REG_CONDITIONS, cfg.rounds)
+    #[cfg(not(cutover_bench_no_reader))]
+    #[rustfmt::skip]
+    rows.extend([
+        (READER_ONE_FIXED, READER_ONE_FIXED, measure(pool, ReaderLookup(cutover_reg(&one, fixed, Vec::new())), cfg.run)),
+        (READER_ALL_FIXED, READER_ONE_FIXED, measure(pool, ReaderLookup(cutover_reg(&all, fixed, Vec::new())), cfg.run)),
+        (READER_ONE, READER_ONE, measure(pool, ReaderLookup(cutover_reg(&one, None, rotating_keys(&one))), cfg.run)),
+        (READER_ALL, READER_ONE, measure(pool, ReaderLookup(cutover_reg(&all, None, rotating_keys(&all))), cfg.run)),
+    ]);
+    #[rustfmt::skip]
+    rows.extend([
+        (MAP_ONE, MAP_ONE, measure(pool, ArcSwapRegistry::new(&one, rotating_keys(&one)), cfg.run)),
+        (MAP_ALL, MAP_ONE, measure(pool, ArcSwapRegistry::new(&all, rotating_keys(&all)), cfg.run)),
+        (MAP_HOT, MAP_ONE, measure(pool, ArcSwapRegistry::new(&all, rotating_keys(&hot)), cfg.run)),
+        (CACHED_ONE, CACHED_ONE, measure(pool, ArcSwapRegistryCached(ArcSwapRegistry::new(&one, rotating_keys(&one))), cfg.run)),
+        (CACHED_ALL, CACHED_ONE, measure(pool, ArcSwapRegistryCached(ArcSwapRegistry::new(&all, rotating_keys(&all))), cfg.run)),
+    ]);
+    let names: Vec<&str> = rows.iter().map(|(name, _, _)| *name).collect();
+    let (rows, measures): (Vec<_>, Vec<_>) = rows.into_iter().map(|(name, base, m)| ((name, base), m)).unzip();
+    let medians = run_interleaved(&names, &measures, &REG_CONDITIONS, cfg.rounds);
+    RegRows { rows, medians }
 }
 
 /// The sections named in `CUTOVER_BENCH_ONLY`, as `RESULT` lines.
@@ -979,7 +1124,7 @@ fn run_only(pool: &Pool, cfg: &Config, only: &[String]) {
     }
     if only.iter().any(|s| s == "registry") {
         let reg = registry_lookups(pool, cfg);
-        for ((name, _), row) in REG_ROWS.iter().zip(&reg) {
+        for ((name, _), row) in reg.rows.iter().zip(&reg.medians) {
             for (&condition, &ns) in REG_CONDITIONS.iter().zip(row) {
                 result("registry", name, &condition_name(condition), ns);
             }
@@ -1049,7 +1194,6 @@ fn main() {
     drop(measures);
 
     // --- Registry ------------------------------------------------------------
-    let reg_rows = REG_ROWS;
     let reg = registry_lookups(&pool, &cfg);
 
     // --- Diagnostics -----------------------------------------------------------
@@ -1132,26 +1276,26 @@ fn main() {
     r.line("");
     r.line("| lookup | 1 thread | 2 threads |");
     r.line("|---|---:|---:|");
-    for (c, (name, base)) in reg_rows.iter().enumerate() {
-        let base = &reg[*base];
+    for ((name, base), row) in reg.rows.iter().zip(&reg.medians) {
+        let base = reg.get(base).expect("every row's base is measured");
         r.line(format!(
             "| {name} | {:.1} ({:.2}×) | {:.1} ({:.2}×) |",
-            reg[c][0],
-            reg[c][0] / base[0],
-            reg[c][1],
-            reg[c][1] / base[1]
+            row[0],
+            row[0] / base[0],
+            row[1],
+            row[1] / base[1]
         ));
     }
-    r.line(format!(
-        "| cutover vs. arc-swap structure, 10,000 plugins, rotating over all keys | {:.2}× | {:.2}× |",
-        reg[3][0] / reg[6][0],
-        reg[3][1] / reg[6][1]
-    ));
-    r.line(format!(
-        "| cutover vs. arc-swap structure, 10,000 plugins, rotating over 64 keys | {:.2}× | {:.2}× |",
-        reg[4][0] / reg[7][0],
-        reg[4][1] / reg[7][1]
-    ));
+    for (label, num, den) in [
+        ("cutover vs. arc-swap structure, 10,000 plugins, rotating over all keys", REG_ALL, MAP_ALL),
+        ("cutover vs. arc-swap structure, 10,000 plugins, rotating over 64 keys", REG_HOT, MAP_HOT),
+        ("cutover RegistryReader vs. arc-swap structure, 10,000 plugins, rotating over all keys", READER_ALL, MAP_ALL),
+        ("cutover RegistryReader vs. arc-swap structure through arc_swap::Cache, 10,000 plugins, rotating over all keys", READER_ALL, CACHED_ALL),
+    ] {
+        if let (Some(num), Some(den)) = (reg.get(num), reg.get(den)) {
+            r.line(format!("| {label} | {:.2}× | {:.2}× |", num[0] / den[0], num[1] / den[1]));
+        }
+    }
     r.line(format!("| for scale: Slot::lease alone | {:.1} | {:.1} |", per_call[0][0], per_call[0][1]));
     r.line("");
     r.line("## Latency (p50 / p99 / max)");
@@ -1229,15 +1373,37 @@ fn main() {
         us(store_busy.p99),
         verdict(replace_busy.p99 <= 5_000.0)
     ));
-    for (c, label) in [(1, "fixed key"), (3, "rotating over all keys"), (4, "rotating over 64 keys")] {
+    for (label, num, den, limit) in [
+        ("registry 10,000 vs 1 plugin ≤ 1.1×, fixed key", REG_ALL_FIXED, REG_ONE_FIXED, 1.1),
+        ("registry 10,000 vs 1 plugin ≤ 1.1×, rotating over all keys", REG_ALL, REG_ONE, 1.1),
+        ("registry 10,000 vs 1 plugin ≤ 1.1×, rotating over 64 keys", REG_HOT, REG_ONE, 1.1),
+        (
+            "registry 10,000 vs 1 plugin ≤ 1.1×, fixed key, through a `RegistryReader`",
+            READER_ALL_FIXED,
+            READER_ONE_FIXED,
+            1.1,
+        ),
+        (
+            "registry, 10,000 plugins, all keys ≤ 1.0× the arc-swap map of `ArcSwap`, `Registry::lease`",
+            REG_ALL,
+            MAP_ALL,
+            1.0,
+        ),
+        (
+            "registry, 10,000 plugins, all keys ≤ 1.0× the arc-swap map of `ArcSwap`, through a `RegistryReader`",
+            READER_ALL,
+            MAP_ALL,
+            1.0,
+        ),
+    ] {
+        let (Some(num), Some(den)) = (reg.get(num), reg.get(den)) else { continue };
         for (k, threads) in [(0, "1 thread"), (1, "2 threads")] {
-            let base = reg_rows[c].1;
-            let ratio = reg[c][k] / reg[base][k];
+            let ratio = num[k] / den[k];
             r.line(format!(
-                "| registry 10,000 vs 1 plugin ≤ 1.1×, {label}, {threads} | {ratio:.2}× ({:.1} vs {:.1} ns) | {} |",
-                reg[c][k],
-                reg[base][k],
-                verdict(ratio <= 1.1)
+                "| {label}, {threads} | {ratio:.2}× ({:.1} vs {:.1} ns) | {} |",
+                num[k],
+                den[k],
+                verdict(ratio <= limit)
             ));
         }
     }

@@ -12,7 +12,9 @@
 //! perf report --no-children
 //! ```
 //!
-//! Run: `cargo run --release -p cutover --example spread_lookups [N]`
+//! Run: `cargo run --release -p cutover --example spread_lookups [N] [reader]`
+//! (`reader`: look up through a [`RegistryReader`](cutover::RegistryReader)
+//! instead of [`Registry::lease`]).
 
 use std::{hint::black_box, sync::Arc, time::Instant};
 
@@ -31,6 +33,7 @@ struct Plugin {
 
 fn main() {
     let plugins: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000).max(1);
+    let through_reader = std::env::args().nth(2).is_some_and(|a| a == "reader");
     let registry = Registry::new();
     registry
         .extend((0..plugins).map(|i| {
@@ -45,13 +48,24 @@ fn main() {
     let passes = (20_000_000 / plugins).max(1);
     let start = Instant::now();
     let mut sum = 0u64;
-    for _ in 0..passes {
-        for key in &keys {
-            let lease = registry.lease(key.as_str()).expect("every key is registered");
-            sum = sum.wrapping_add(black_box(&*lease).id);
+    if through_reader {
+        let mut reader = registry.reader();
+        for _ in 0..passes {
+            for key in &keys {
+                let lease = reader.lease(key.as_str()).expect("every key is registered");
+                sum = sum.wrapping_add(black_box(&*lease).id);
+            }
+        }
+    } else {
+        for _ in 0..passes {
+            for key in &keys {
+                let lease = registry.lease(key.as_str()).expect("every key is registered");
+                sum = sum.wrapping_add(black_box(&*lease).id);
+            }
         }
     }
     let per_lookup = start.elapsed().as_nanos() as f64 / (passes * plugins) as f64;
     black_box(sum);
-    println!("{plugins} plugins, {} lookups: {per_lookup:.1} ns per lookup + lease", passes * plugins);
+    let how = if through_reader { "RegistryReader::lease" } else { "Registry::lease" };
+    println!("{plugins} plugins, {} lookups through {how}: {per_lookup:.1} ns per lookup + lease", passes * plugins);
 }
