@@ -446,3 +446,38 @@ fn readers_race_changes() {
     drop(r);
     assert_eq!(drops.load(Ordering::SeqCst), 3 * rounds as usize + 1, "every value dropped exactly once");
 }
+
+/// A lookup hashes its key with the registry's clone of the hasher, before
+/// it leases the key map; every key map is built with another clone. With a
+/// hasher of fixed seeds (whose clones hash alike, as `with_hasher`
+/// requires), lookups through both paths find every key across the key-map
+/// rebuilds of `add`, `extend` and `remove`, and a missing key is missing.
+#[test]
+fn lookups_hash_with_the_registrys_hasher_across_rebuilds() {
+    use std::{collections::hash_map::DefaultHasher, hash::BuildHasherDefault};
+
+    let r: Registry<String, Scalar, BuildHasherDefault<DefaultHasher>> = Registry::with_hasher(Default::default());
+    let mut reader = r.reader();
+    for round in 0..4i64 {
+        r.add(format!("add-{round}"), PluginId::new("add"), Arc::new(move |x| x + round)).unwrap();
+        r.extend((0..50i64).map(|i| {
+            let f: Arc<Scalar> = Arc::new(move |x| x * i);
+            (format!("ext-{round}-{i}"), Slot::new(PluginId::new("ext"), f))
+        }))
+        .unwrap();
+        if round > 0 {
+            drop(r.remove(&format!("add-{}", round - 1)).unwrap());
+        }
+        for i in 0..50i64 {
+            let key = format!("ext-{round}-{i}");
+            assert_eq!(r.lease(key.as_str()).map(|f| f(3)), Some(3 * i), "{key}");
+            assert_eq!(reader.lease(key.as_str()).map(|f| f(3)), Some(3 * i), "{key}");
+        }
+        assert_eq!(r.lease(format!("add-{round}").as_str()).map(|f| f(1)), Some(1 + round));
+        assert!(r.lease("missing").is_none() && reader.lease("missing").is_none());
+        if round > 0 {
+            let removed = format!("add-{}", round - 1);
+            assert!(r.lease(removed.as_str()).is_none() && reader.lease(removed.as_str()).is_none());
+        }
+    }
+}

@@ -105,15 +105,15 @@ where
         self.table.find(hash, |(k, _)| k.borrow() == key).map(|(_, entry)| entry)
     }
 
-    /// A lease of the slot under `key` (the per-call path): [`get`](Self::get)
+    /// A lease of the slot under `key`, whose hash by this map's hasher (or
+    /// a clone of it) is `hash` (the per-call path): [`get`](Self::get)
     /// prefetching each candidate's slot before its key is compared.
     #[inline]
-    pub(super) fn lease<Q>(&self, key: &Q) -> Option<Lease<T>>
+    pub(super) fn lease<Q>(&self, hash: u64, key: &Q) -> Option<Lease<T>>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
         let (_, entry) = self.table.find(hash, |(k, entry)| {
             entry.prefetch();
             k.borrow() == key

@@ -20,6 +20,11 @@
 //!   the header's, a counter that is usually cached, and the value;
 //! * the key map holds its own copies of the keys, made together when the
 //!   map is built, so they are dense too;
+//! * a lookup hashes its key with the registry's own clone of the hasher
+//!   *before* it leases the key map, so the hash (SipHash by default: many
+//!   instructions, all dependent on one another) is computed while the
+//!   lease's loads are in flight, instead of waiting for the key map's
+//!   address to reach its hasher;
 //! * the key map is a `hashbrown` table whose probe hands each candidate
 //!   entry to the lookup before it compares the key: the lookup prefetches
 //!   the entry's head and the lines its hint names then, so the misses on
@@ -36,9 +41,13 @@
 //! when a benchmark rotates over 7 or more such registries, so that what a
 //! round of lookups touches no longer stays cached; 1.0× up to 6, and
 //! before records were cells of shared chunks up to 8: see the `fixed_key`
-//! example); lookups spread over 10,000 plugins cost 1.4–1.5× those of a
-//! map of `ArcSwap`s on a quiet host (up to 2–3.5× at the median of a busy
-//! one; 3.2–4.5× when each slot and record was an allocation of its own).
+//! example); lookups spread over 10,000 plugins cost about 1.06× those of a
+//! map of `ArcSwap`s through [`Registry::lease`] and 0.96× through a
+//! [`RegistryReader`], which keeps the key map's lease between lookups
+//! (medians of one run; 3.2–4.5× when each slot and record was an
+//! allocation of its own). A registry of 10,000 plugins, each leased from
+//! two threads, takes 5.1–5.3 MB: 511–527 bytes per plugin, 64 of them the
+//! caller's key and value (the `registry_memory` example).
 //! The `registry_floor` benchmark compares the registry with models of the
 //! layouts; the model that reaches the map of `ArcSwap`s differs from the
 //! registry in where the plugin values are (next to their keys, fetched
@@ -134,6 +143,9 @@ where
     S: BuildHasher + Clone + Send + Sync + 'static,
 {
     map: Slot<KeyMap<K, T, S>>,
+    /// A clone of every key map's hasher, so that a lookup hashes its key
+    /// before it leases the key map (see [`Registry::lease`]).
+    hasher: S,
     write: Mutex<()>,
 }
 
@@ -164,13 +176,18 @@ where
     T: ?Sized + Send + Sync + 'static,
     S: BuildHasher + Clone + Send + Sync + 'static,
 {
-    /// An empty registry hashing keys with `hasher`.
+    /// An empty registry hashing keys with `hasher`. The registry keeps
+    /// clones of it (one per key map, and one to hash a lookup's key before
+    /// it leases the key map), so a clone must hash every key as the
+    /// original does, as a `HashMap`'s `Clone` also requires (true of
+    /// `RandomState` and of every hasher built from fixed seeds).
     pub fn with_hasher(hasher: S) -> Self {
         Self {
             map: Slot::with_deferred_completion(
                 PluginId::new("cutover.registry"),
-                Arc::new(KeyMap::with_capacity_and_hasher(0, hasher)),
+                Arc::new(KeyMap::with_capacity_and_hasher(0, hasher.clone())),
             ),
+            hasher,
             write: Mutex::new(()),
         }
     }
@@ -185,7 +202,12 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.lease().lease(key)
+        // The hash first: it needs only the key and the registry's copy of
+        // the hasher, so the processor computes it while the key map's
+        // lease is still loading (with the map's own hasher, the hash would
+        // wait for the map's address).
+        let hash = self.hasher.hash_one(key);
+        self.map.lease().lease(hash, key)
     }
 
     /// Lookups for one thread's loop: a [`RegistryReader`] keeps the key

@@ -90,7 +90,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.current().lease(key)
+        let hash = self.registry.hasher.hash_one(key);
+        self.current().lease(hash, key)
     }
 
     /// Whether a plugin is registered under `key`.
