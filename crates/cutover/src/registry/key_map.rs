@@ -4,11 +4,13 @@
 use std::{
     borrow::Borrow,
     hash::{BuildHasher, Hash},
+    mem::size_of,
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use hashbrown::HashTable;
 
-use crate::slot::{Hint, Lease, Slot, SlotRef};
+use crate::slot::{prefetch, Hint, Lease, Slot, SlotRef};
 
 /// A registered slot: a pointer straight to its head (which keeps the slot
 /// alive, but does not close it when dropped: the registry closes its slots
@@ -173,5 +175,117 @@ where
             next.insert_new(key.clone(), entry.refreshed());
         }
         next
+    }
+}
+
+/// Where the current key map's table is, so that a lookup can start fetching
+/// the lines its first probe reads (the control bytes of its hash's group,
+/// and the bucket there) from its hash alone, before it has leased the key
+/// map: the two misses then overlap each other and the lease instead of
+/// following it and one another.
+///
+/// Addresses only, never turned back into references: a hint is written by
+/// the registry's writer as it publishes a key map, and read without
+/// synchronisation (`Relaxed`; `std` atomics even under loom, as they are
+/// not part of the protocol). A lookup that reads a hint of another map,
+/// or half of each, or one whose table was freed, costs a useless prefetch,
+/// which cannot fault, and nothing else. It relies on `hashbrown`'s layout
+/// (buckets stored downwards from the control bytes, the first group probed
+/// at `hash & (buckets - 1)`); if a release changed that, the prefetches
+/// would only miss (the `probe_hint_names_the_lines_the_first_probe_reads`
+/// test checks it).
+#[derive(Default)]
+pub(super) struct ProbeHint {
+    /// The address of the control bytes (where bucket 0 ends); 0: no hint.
+    ctrl: AtomicUsize,
+    /// The number of buckets, less one.
+    mask: AtomicUsize,
+}
+
+impl ProbeHint {
+    /// Point the hint at `map`'s table. Under the registry's write lock, as
+    /// `map` is published.
+    pub(super) fn set<K, T: ?Sized + Send + Sync + 'static, S>(&self, map: &KeyMap<K, T, S>) {
+        let (ctrl, mask) = map.table_address().unwrap_or((0, 0));
+        self.ctrl.store(ctrl, Ordering::Relaxed);
+        self.mask.store(mask, Ordering::Relaxed);
+    }
+
+    /// Start fetching the lines a lookup of `hash` probes first, with
+    /// buckets of `(K, Entry<T>)`. Reads nothing (see [`Hint`]).
+    #[inline(always)]
+    pub(super) fn prefetch<K, T: ?Sized + Send + Sync + 'static>(&self, hash: u64) {
+        let ctrl = self.ctrl.load(Ordering::Relaxed);
+        if ctrl != 0 {
+            let (group, bucket) = first_probe::<(K, Entry<T>)>(ctrl, self.mask.load(Ordering::Relaxed), hash);
+            prefetch(group as *const u8);
+            prefetch(bucket as *const u8);
+            prefetch(bucket.wrapping_add(size_of::<(K, Entry<T>)>() - 1) as *const u8);
+        }
+    }
+}
+
+/// The addresses of the first group of control bytes a probe for `hash`
+/// reads, and of the bucket at its start, in a `hashbrown` table of `B`
+/// whose control bytes are at `ctrl`, with `mask + 1` buckets.
+#[inline(always)]
+fn first_probe<B>(ctrl: usize, mask: usize, hash: u64) -> (usize, usize) {
+    let pos = (hash as usize) & mask;
+    (ctrl.wrapping_add(pos), ctrl.wrapping_sub((pos + 1).wrapping_mul(size_of::<B>())))
+}
+
+impl<K, T: ?Sized + Send + Sync + 'static, S> KeyMap<K, T, S> {
+    /// Where this map's table is: the address of its control bytes and its
+    /// bucket mask, found from the address of an occupied bucket; `None`
+    /// for an empty map (or one of zero-sized buckets, which has no
+    /// addresses to fetch).
+    fn table_address(&self) -> Option<(usize, usize)> {
+        let size = size_of::<(K, Entry<T>)>();
+        let index = self.table.iter_buckets().next().filter(|_| size != 0)?;
+        let bucket: *const (K, Entry<T>) = self.table.get_bucket(index)?;
+        Some((bucket.addr().wrapping_add((index + 1) * size), self.table.num_buckets() - 1))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::{collections::hash_map::DefaultHasher, hash::BuildHasherDefault};
+
+    use super::*;
+    use crate::PluginId;
+
+    /// The hint's addresses are the ones `hashbrown` reads: every occupied
+    /// bucket is where the hint's layout says, and most keys (all but
+    /// those displaced by a collision) sit in the group their hash probes
+    /// first.
+    #[test]
+    fn probe_hint_names_the_lines_the_first_probe_reads() {
+        type Bucket = (String, Entry<u64>);
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        const KEYS: usize = if cfg!(miri) { 100 } else { 1000 };
+        let mut map: KeyMap<String, u64, _> = KeyMap::with_capacity_and_hasher(KEYS, hasher.clone());
+        for i in 0..KEYS {
+            let key = format!("plugin-{i}");
+            map.insert_new(key.clone(), Entry::new(Slot::new(PluginId::new(&key), std::sync::Arc::new(i as u64))));
+        }
+        let (ctrl, mask) = map.table_address().expect("a full map");
+        assert_eq!(mask + 1, map.table.num_buckets());
+        for index in map.table.iter_buckets() {
+            let bucket: *const Bucket = map.table.get_bucket(index).unwrap();
+            assert_eq!(bucket.addr(), ctrl - (index + 1) * size_of::<Bucket>());
+        }
+        let mut first_group = 0;
+        for i in 0..KEYS {
+            let key = format!("plugin-{i}");
+            let hash = hasher.hash_one(key.as_str());
+            let index = map.table.find_bucket_index(hash, |(k, _)| *k == key).unwrap();
+            let (group, bucket) = first_probe::<Bucket>(ctrl, mask, hash);
+            let start = group - ctrl;
+            assert_eq!(bucket, ctrl - (start + 1) * size_of::<Bucket>());
+            if (index.wrapping_sub(start) & mask) < 16 {
+                first_group += 1;
+            }
+        }
+        assert!(first_group * 10 >= KEYS * 9, "{first_group} of {KEYS} keys in their first group");
     }
 }

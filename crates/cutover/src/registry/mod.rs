@@ -24,7 +24,11 @@
 //!   *before* it leases the key map, so the hash (SipHash by default: many
 //!   instructions, all dependent on one another) is computed while the
 //!   lease's loads are in flight, instead of waiting for the key map's
-//!   address to reach its hasher;
+//!   address to reach its hasher; and from the hash and a *probe hint* (where
+//!   the current key map's table is, kept by the registry's writers) it
+//!   starts fetching the control bytes and the bucket its first probe will
+//!   read, so these two misses overlap each other and the key map's lease
+//!   instead of following them;
 //! * the key map is a `hashbrown` table whose probe hands each candidate
 //!   entry to the lookup before it compares the key: the lookup prefetches
 //!   the entry's head and the lines its hint names then, so the misses on
@@ -88,7 +92,7 @@ pub enum RegistryError {
 mod key_map;
 mod reader;
 
-use key_map::{Entry, KeyMap};
+use key_map::{Entry, KeyMap, ProbeHint};
 pub use reader::RegistryReader;
 
 /// Many hot-swappable plugins by key (a plugin id, a function name...).
@@ -146,6 +150,9 @@ where
     /// A clone of every key map's hasher, so that a lookup hashes its key
     /// before it leases the key map (see [`Registry::lease`]).
     hasher: S,
+    /// Where the current key map's table is, for the prefetch of a lookup's
+    /// first probe (see [`ProbeHint`]).
+    probe: ProbeHint,
     write: Mutex<()>,
 }
 
@@ -188,6 +195,7 @@ where
                 Arc::new(KeyMap::with_capacity_and_hasher(0, hasher.clone())),
             ),
             hasher,
+            probe: ProbeHint::default(),
             write: Mutex::new(()),
         }
     }
@@ -207,6 +215,7 @@ where
         // lease is still loading (with the map's own hasher, the hash would
         // wait for the map's address).
         let hash = self.hasher.hash_one(key);
+        self.probe.prefetch::<K, T>(hash);
         self.map.lease().lease(hash, key)
     }
 
@@ -309,10 +318,18 @@ where
             for (key, slot) in incoming {
                 next.insert_new(key, Entry::new(slot));
             }
-            (self.map.replace(Arc::new(next)), current)
+            (self.publish(next), current)
         };
         self.after_change(replaced);
         Ok(())
+    }
+
+    /// Publish `next` as the key map (under the registry's lock) and point
+    /// the probe hint at it; returns the old map's drain.
+    fn publish(&self, next: KeyMap<K, T, S>) -> Drain {
+        let next = Arc::new(next);
+        self.probe.set(&next);
+        self.map.replace(next)
     }
 
     /// The end of every change, after the registry's lock is released: drop
@@ -492,7 +509,7 @@ where
             let slot = current.get(key).ok_or_else(not_found)?.clone();
             let mut next = current.copy(0);
             next.remove(key);
-            (slot, (self.map.replace(Arc::new(next)), current))
+            (slot, (self.publish(next), current))
         };
         // Lookups still holding the old key map may reach `slot` until they
         // finish; once closed, it answers them with `None`. Closed after the

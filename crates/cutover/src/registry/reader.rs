@@ -91,6 +91,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.registry.hasher.hash_one(key);
+        self.registry.probe.prefetch::<K, T>(hash);
         self.current().lease(hash, key)
     }
 

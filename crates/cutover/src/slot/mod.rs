@@ -140,7 +140,7 @@ pub enum LeasePath {
 }
 pub use batch::CutoverBatch;
 pub(crate) use handle::SlotRef;
-pub(crate) use record::Hint;
+pub(crate) use record::{prefetch, Hint};
 use record::{Incarnation, Shared};
 pub use tracking::Straggler;
 
