@@ -45,11 +45,12 @@
 //! when a benchmark rotates over 7 or more such registries, so that what a
 //! round of lookups touches no longer stays cached; 1.0× up to 6, and
 //! before records were cells of shared chunks up to 8: see the `fixed_key`
-//! example); lookups spread over 10,000 plugins cost about 1.06× those of a
-//! map of `ArcSwap`s through [`Registry::lease`] and 0.96× through a
+//! example); lookups spread over 10,000 plugins cost 0.91–0.97× those of a
+//! map of `ArcSwap`s through [`Registry::lease`] and 0.84–0.95× through a
 //! [`RegistryReader`], which keeps the key map's lease between lookups
-//! (medians of one run; 3.2–4.5× when each slot and record was an
-//! allocation of its own). A registry of 10,000 plugins, each leased from
+//! (the `registry_floor` benchmark's minimum; 0.93–0.99× and 0.85–0.88× at
+//! its median; 3.2–4.5× when each slot and record was an allocation of its
+//! own). A registry of 10,000 plugins, each leased from
 //! two threads, takes 5.1–5.3 MB: 511–527 bytes per plugin, 64 of them the
 //! caller's key and value (the `registry_memory` example).
 //! The `registry_floor` benchmark compares the registry with models of the
