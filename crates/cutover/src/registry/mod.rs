@@ -50,9 +50,9 @@
 //! [`RegistryReader`], which keeps the key map's lease between lookups
 //! (the `registry_floor` benchmark's minimum; 0.93–0.99× and 0.85–0.88× at
 //! its median; 3.2–4.5× when each slot and record was an allocation of its
-//! own). A registry of 10,000 plugins, each leased from
-//! two threads, takes 5.1–5.3 MB: 511–527 bytes per plugin, 64 of them the
-//! caller's key and value (the `registry_memory` example).
+//! own). A registry of 10,000 plugins, each leased from two threads, takes
+//! 5.1–5.3 MB: 511–527 bytes per plugin, 64 of them the caller's key and
+//! value (the `registry_memory` example).
 //! The `registry_floor` benchmark compares the registry with models of the
 //! layouts; the model that reaches the map of `ArcSwap`s differs from the
 //! registry in where the plugin values are (next to their keys, fetched
@@ -214,7 +214,9 @@ where
         // The hash first: it needs only the key and the registry's copy of
         // the hasher, so the processor computes it while the key map's
         // lease is still loading (with the map's own hasher, the hash would
-        // wait for the map's address).
+        // wait for the map's address); then, from the hash alone, the
+        // prefetch of the lines the table's first probe will read (see
+        // "Memory layout" in the module docs).
         let hash = self.hasher.hash_one(key);
         self.probe.prefetch::<K, T>(hash);
         self.map.lease().lease(hash, key)
