@@ -237,6 +237,14 @@ impl Candidate for SlotGeneration {
     }
 }
 
+/// The counter `i`'s value, then `i` moved on by one, wrapping at `len`.
+#[inline]
+fn advance(i: &mut usize, len: usize) -> usize {
+    let at = *i;
+    *i = if at + 1 == len { 0 } else { at + 1 };
+    at
+}
+
 /// `Registry::lease` by a fixed key, or by keys rotating over `keys`.
 ///
 /// With a fixed key, the lookups rotate over several registries with the
@@ -254,29 +262,8 @@ impl RegistryLookup {
     #[inline]
     fn next(&self, i: &mut usize) -> (usize, &str) {
         match &self.fixed {
-            Some(key) => {
-                let registry = *i;
-                *i += 1;
-                if *i == self.registries.len() {
-                    *i = 0;
-                }
-                (registry, black_box(key.as_str()))
-            }
-            None => {
-                let key = self.keys[*i].as_str();
-                *i += 1;
-                if *i == self.keys.len() {
-                    *i = 0;
-                }
-                (0, key)
-            }
-        }
-    }
-
-    fn write(&self, generation: u64) {
-        let key = self.fixed.as_deref().unwrap_or(&self.keys[0]);
-        for registry in &self.registries {
-            drop(registry.replace(key, plugin(generation)).expect("registered key"));
+            Some(key) => (advance(i, self.registries.len()), black_box(key.as_str())),
+            None => (0, self.keys[advance(i, self.keys.len())].as_str()),
         }
     }
 }
@@ -295,7 +282,10 @@ impl Candidate for RegistryLookup {
         v
     }
     fn write(&self, generation: u64) {
-        RegistryLookup::write(self, generation);
+        let key = self.fixed.as_deref().unwrap_or(&self.keys[0]);
+        for registry in &self.registries {
+            drop(registry.replace(key, plugin(generation)).expect("registered key"));
+        }
     }
 }
 
@@ -340,18 +330,7 @@ impl ArcSwapRegistry {
     /// The `i`th lookup's key; advances `i`.
     #[inline]
     fn next(&self, i: &mut usize) -> &str {
-        let key = self.keys[*i].as_str();
-        *i += 1;
-        if *i == self.keys.len() {
-            *i = 0;
-        }
-        key
-    }
-
-    fn write(&self, generation: u64) {
-        let map = self.map.load();
-        let key = map.keys().next().expect("one plugin at least");
-        map[key].store(plugin(generation));
+        self.keys[advance(i, self.keys.len())].as_str()
     }
 }
 
@@ -371,7 +350,9 @@ impl Candidate for ArcSwapRegistry {
         v
     }
     fn write(&self, generation: u64) {
-        ArcSwapRegistry::write(self, generation);
+        let map = self.map.load();
+        let key = map.keys().next().expect("one plugin at least");
+        map[key].store(plugin(generation));
     }
 }
 

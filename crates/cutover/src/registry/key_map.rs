@@ -237,13 +237,11 @@ fn first_probe<B>(ctrl: usize, mask: usize, hash: u64) -> (usize, usize) {
 impl<K, T: ?Sized + Send + Sync + 'static, S> KeyMap<K, T, S> {
     /// Where this map's table is: the address of its control bytes and its
     /// bucket mask, found from the address of an occupied bucket; `None`
-    /// for an empty map (or one of zero-sized buckets, which has no
-    /// addresses to fetch).
+    /// for an empty map.
     fn table_address(&self) -> Option<(usize, usize)> {
-        let size = size_of::<(K, Entry<T>)>();
-        let index = self.table.iter_buckets().next().filter(|_| size != 0)?;
+        let index = self.table.iter_buckets().next()?;
         let bucket: *const (K, Entry<T>) = self.table.get_bucket(index)?;
-        Some((bucket.addr().wrapping_add((index + 1) * size), self.table.num_buckets() - 1))
+        Some((bucket.addr().wrapping_add((index + 1) * size_of::<(K, Entry<T>)>()), self.table.num_buckets() - 1))
     }
 }
 

@@ -211,15 +211,23 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        // The hash first: it needs only the key and the registry's copy of
-        // the hasher, so the processor computes it while the key map's
-        // lease is still loading (with the map's own hasher, the hash would
-        // wait for the map's address); then, from the hash alone, the
-        // prefetch of the lines the table's first probe will read (see
-        // "Memory layout" in the module docs).
+        let hash = self.hash_and_prefetch(key);
+        self.map.lease().lease(hash, key)
+    }
+
+    /// The start of every lookup ([`lease`](Self::lease), a reader's): the
+    /// key's hash, and the prefetch of the lines the table's first probe
+    /// will read. Before the key map is leased (or checked current): the
+    /// hash needs only the key and the registry's copy of the hasher, so
+    /// the processor computes it while the key map's lease is still loading
+    /// (with the map's own hasher it would wait for the map's address), and
+    /// the prefetch needs only the hash (see "Memory layout" in the module
+    /// docs).
+    #[inline(always)]
+    fn hash_and_prefetch<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         let hash = self.hasher.hash_one(key);
         self.probe.prefetch::<K, T>(hash);
-        self.map.lease().lease(hash, key)
+        hash
     }
 
     /// Lookups for one thread's loop: a [`RegistryReader`] keeps the key

@@ -90,8 +90,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.registry.hasher.hash_one(key);
-        self.registry.probe.prefetch::<K, T>(hash);
+        let hash = self.registry.hash_and_prefetch(key);
         self.current().lease(hash, key)
     }
 
