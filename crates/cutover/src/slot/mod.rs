@@ -560,6 +560,46 @@ mod tests {
         assert_eq!(slot.in_flight(), 0);
     }
 
+    /// Generation numbers are derived, not stored: each cutover's is the
+    /// current one's plus one, across reused records (each drained before
+    /// the next cutover) and records held by pinned leases; and the prefetch
+    /// hint names the current record and value, read under the writer lock,
+    /// until the slot is closed.
+    #[test]
+    fn generations_count_up_across_reused_records_and_the_hint_follows_them() {
+        let slot = Slot::with_lease_path(PluginId::new("p"), Arc::new(1u64), 2, LeasePath::Atomic);
+        let hint_of = |slot: &Slot<u64>| slot.slot.shared().hint().expect("an open slot has a hint");
+        let current_value = |slot: &Slot<u64>| Arc::as_ptr(&slot.current()).addr();
+        assert_eq!(hint_of(&slot).addresses().1, current_value(&slot));
+        let (mut pinned, mut pin) = (Vec::new(), None);
+        for generation in 2..=40u64 {
+            let drain = slot.replace(Arc::new(generation));
+            match pin.take() {
+                Some(lease) => pinned.push((lease, drain)),
+                None => assert!(drain.is_drained(), "nothing is in flight"),
+            }
+            if generation % 7 == 0 {
+                // Keep a generation in flight now and then, so that later
+                // cutovers take fresh records while others are reused.
+                pin = Some(slot.lease());
+            }
+            assert_eq!(slot.generation(), generation);
+            let lease = slot.lease();
+            assert_eq!((lease.generation(), *lease), (generation, generation));
+            let hint = hint_of(&slot);
+            let record = slot.slot.shared().current_record().as_ptr().addr();
+            assert_eq!(hint.addresses(), (record, current_value(&slot)));
+        }
+        for (lease, drain) in pinned {
+            assert_eq!(lease.generation() % 7, 0);
+            drop(lease);
+            assert!(drain.is_drained());
+        }
+        let drain = slot.close(super::Finalize::OnDrain).expect("the slot was open");
+        assert!(drain.is_drained());
+        assert!(slot.slot.shared().hint().is_none(), "a closed slot has no hint");
+    }
+
     /// A slot with deferred completion: the last lease's drop leaves the
     /// drain to `run_deferred`, which completes it exactly once.
     #[test]

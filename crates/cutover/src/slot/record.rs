@@ -300,9 +300,13 @@
 //! `Stamp`), the drain signal's cell, the slot's shared state, the tracker
 //! (a null pointer until a tracked lease) and the link to the slot's older
 //! record. The generation's number is only in the header. The slot's shared
-//! state is 72 bytes (88 with its reference counts). Each is sized for the
-//! allocator's size classes (64 and 96 bytes with its header): a word more
-//! in either costs a class (BENCHMARKS.md, issue 14, item 2, session 29).
+//! state is 56 bytes (72 with its reference counts): the head, the id, the
+//! deferred list and the writer's lock with its free list and list of
+//! records (the next generation's number is derived from the current
+//! record's header under that lock, not stored). Each is sized for the
+//! allocator's size classes (64 and 80 bytes with its header): a word more
+//! in either costs a class (BENCHMARKS.md, issue 14, item 2, sessions 29
+//! and 31).
 //!
 //! Stripe `i` of a record is at `(i + 2) * REGION + SKEW` bytes from its
 //! header (`chunk::stripe_offset`), the same in every slot (both are
@@ -350,9 +354,10 @@
 //! program's semantics (they cannot fault and read nothing the program
 //! sees), so a stale hint, e.g. after a cutover or once the value it points
 //! at was freed, costs a wasted prefetch and is never dereferenced. Taking a
-//! hint reads two atomics (`current`, and the newest value's address, which
-//! `prepare` stores for this purpose only) and takes no lease, so it never
-//! completes a drain and is safe under the registry's lock.
+//! hint reads `current` and the value pointer in that record's header under
+//! the slot's writer lock (which keeps the record current, so its header
+//! stable) and takes no lease, so it never completes a drain and is safe
+//! under the registry's lock.
 
 use std::{
     fmt,
@@ -523,14 +528,15 @@ struct Body<T: ?Sized + 'static> {
 
 // A body is one allocation per record: 56 bytes (64 with a fat value
 // pointer), so 64 (80) with the allocator's header; the shared state is one
-// per slot, 72 bytes, 88 with its reference counts (96 with the header).
-// (Not under loom, whose atomics and locks are larger.)
+// per slot, 56 bytes, 72 with its reference counts (80 with the header: a
+// word more costs a class). (Not under loom, whose atomics and locks are
+// larger.)
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 56);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= 64);
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Shared<u64>>() <= 72);
+const _: () = assert!(std::mem::size_of::<Shared<u64>>() <= 56);
 
 /// What a lease reads from its generation: a copy of the incarnation's value
 /// pointer and generation, next to the `draining` flag.
@@ -606,8 +612,11 @@ unsafe fn stripe_at<'a, T: ?Sized + 'static>(record: *const Record<T>, offset: u
     unsafe { &*record.cast::<u8>().add(offset).cast::<Stripe>() }
 }
 
+/// What only the slot's writer lock holder touches. (The next generation's
+/// number is not kept: it is the current one's plus one, read from the
+/// current record's header under this lock, since every record `prepare`
+/// fills is published before the lock is released.)
 struct Writer<T: ?Sized + 'static> {
-    next_generation: u64,
     /// Drained records, ready for reuse: a stack linked through the
     /// records' `Cold::next_deferred` (so a slot pays one word for it, and
     /// nothing more when it is reloaded).
@@ -681,10 +690,6 @@ pub(crate) struct Shared<T: ?Sized + 'static> {
     /// Drained records whose completion was deferred: a lock-free stack
     /// linked through `Record::next_deferred`.
     deferred: AtomicPtr<Record<T>>,
-    /// The address of the newest generation's value, for [`Shared::hint`]
-    /// only: never dereferenced, so not part of the protocol (a `std`
-    /// atomic even under loom).
-    value_hint: std::sync::atomic::AtomicPtr<u8>,
     writer: Mutex<Writer<T>>,
 }
 
@@ -1094,13 +1099,12 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 head,
                 id,
                 deferred: AtomicPtr::new(std::ptr::null_mut()),
-                value_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-                writer: Mutex::new(Writer { next_generation: 1, free: None, newest: None }),
+                writer: Mutex::new(Writer { free: None, newest: None }),
             }
         });
         {
             let mut writer = lock(&shared.writer);
-            let record = shared.prepare(&mut writer, value, lifecycle);
+            let (record, _) = shared.prepare(&mut writer, value, lifecycle);
             shared.head().current.store(record.as_ptr(), Ordering::SeqCst);
         }
         shared
@@ -1150,16 +1154,17 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
 
     /// Take a record (reused or new) and fill it with the next generation,
     /// whose lifecycle is `lifecycle` (set `Active`) or, if `None`, made on
-    /// request. The record is not yet reachable by leases.
+    /// request. Returns the record and its generation's number (the current
+    /// one's plus one, 1 for the first). The record is not yet reachable by
+    /// leases; the caller publishes it before it releases the writer lock
+    /// (which the generation numbering relies on: see [`Writer`]).
     fn prepare(
         self: &Arc<Self>,
         writer: &mut Writer<T>,
         value: Arc<T>,
         lifecycle: Option<SharedLifecycle>,
-    ) -> NonNull<Record<T>> {
-        let generation = writer.next_generation;
-        writer.next_generation += 1;
-        self.value_hint.store(Arc::as_ptr(&value).cast::<u8>().cast_mut(), Ordering::Relaxed);
+    ) -> (NonNull<Record<T>>, u64) {
+        let generation = self.current_hot(writer).map_or(1, |hot| hot.generation + 1);
         let record = match writer.pop_free() {
             Some(record) => {
                 self.reset_stripes(record);
@@ -1227,7 +1232,24 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             cold.body.as_ref().incarnation.with_mut(|cell| *cell = Some(incarnation));
             rec.hot.with_mut(|cell| *cell = Some(hot));
         }
-        record
+        (record, generation)
+    }
+
+    /// The current generation's header, read under the writer lock (the
+    /// `Writer` is the proof); `None` before the first generation is
+    /// published (the pointer is null while [`new`](Self::new) prepares it).
+    /// The caller checks that the slot is not closed: a closed slot's
+    /// `current` is a retired record, whose completion clears the header
+    /// without this lock.
+    fn current_hot(&self, _writer: &Writer<T>) -> Option<Hot<T>> {
+        // Relaxed: `current` is only written under the writer lock we hold.
+        let current = NonNull::new(self.head().current.load(Ordering::Relaxed))?;
+        // SAFETY: a published record of an open slot is current until a
+        // cutover or close, which take the writer lock: it is live, not
+        // retiring, and its header was written (by `prepare`, under this
+        // lock) before it was published and is not written again until its
+        // drain completes.
+        unsafe { current.as_ref() }.hot.with(|cell| unsafe { *cell })
     }
 
     /// The cutover: publish `value` as the next generation and begin retiring
@@ -1249,9 +1271,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 // `value` is dropped by our caller's frame, after the lock.
                 return None;
             }
-            let record = self.prepare(&mut writer, value, lifecycle);
+            let (record, generation) = self.prepare(&mut writer, value, lifecycle);
             let old = self.head().current.swap(record.as_ptr(), Ordering::SeqCst);
-            (old, writer.next_generation - 1)
+            (old, generation)
         };
         // SAFETY: `old` was current, so it is a live record.
         let old = unsafe { NonNull::new_unchecked(old) };
@@ -1485,15 +1507,19 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// Where a lease of the current generation will read and write, as of
     /// now: a prefetch hint for containers ([`Hint`]). `None` once closed.
     ///
-    /// Takes no lease and reads only atomics (so it never completes a drain
-    /// and may be called under any lock); a cutover racing it may leave the
-    /// hint pointing at either generation, which only matters to speed.
+    /// Takes no lease (so it never completes a drain) but the slot's writer
+    /// lock, briefly: it may be called under any lock but that one (the
+    /// registry takes hints under its own). Once it returns, a cutover may
+    /// leave the hint pointing at an older generation, which only matters
+    /// to speed.
     pub(crate) fn hint(&self) -> Option<Hint> {
+        let writer = lock(&self.writer);
         if self.head().closed.load(Ordering::Relaxed) {
             return None;
         }
         let record = self.head().current.load(Ordering::Relaxed).addr();
-        let value = self.value_hint.load(Ordering::Relaxed).addr();
+        let value = self.current_hot(&writer)?.value.cast::<u8>().as_ptr().addr();
+        drop(writer);
         let record = std::num::NonZeroUsize::new(record | (self.head().mask() + 1).trailing_zeros() as usize)?;
         Some(Hint { record, value })
     }
@@ -1582,6 +1608,12 @@ pub(crate) struct Hint {
 const _: () = assert!(MAX_STRIPES.trailing_zeros() < 8 && CELL % 8 == 0);
 
 impl Hint {
+    /// The record's and the value's addresses: lets unit tests check them.
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> (usize, usize) {
+        (self.record.get() & !7, self.value)
+    }
+
     /// Prefetch the lines a lease on this thread would touch. Never reads
     /// memory as far as the program can tell (a prefetch is a hint to the
     /// cache, which cannot fault); a no-op off x86-64 and under Miri.
