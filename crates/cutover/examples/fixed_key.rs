@@ -13,8 +13,10 @@
 //! lines and pages a round of lookups touches no longer stay cached; the
 //! 1-plugin registries, whose cells and tables are neighbours, never get
 //! there. The edge moved from between 8 and 10 registries to between 6 and
-//! 7 when records and heads became cells of shared chunks. Edit `SEEDS` to
-//! find it.
+//! 7 when records and heads became cells of shared chunks. Since a lookup
+//! prefetches its first probe (session 30), the step past the edge is
+//! about 1.1x rather than 1.2x (1.07-1.12x with 8 registries, session 31).
+//! Edit `SEEDS` to find the edge.
 //!
 //! Run: `cargo run --release -p cutover --example fixed_key [ROUNDS [one|many]]`
 

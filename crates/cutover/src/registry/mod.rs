@@ -41,17 +41,17 @@
 //!   copies the key map anyway, refreshes the hints of every entry.
 //!
 //! What this leaves, measured (BENCHMARKS.md, issue 14, item 2): a lookup of
-//! a fixed key costs the same with 10,000 plugins as with one (about 1.2×
-//! when a benchmark rotates over 7 or more such registries, so that what a
-//! round of lookups touches no longer stays cached; 1.0× up to 6, and
-//! before records were cells of shared chunks up to 8: see the `fixed_key`
-//! example); lookups spread over 10,000 plugins cost 0.91–0.97× those of a
-//! map of `ArcSwap`s through [`Registry::lease`] and 0.84–0.95× through a
+//! a fixed key costs the same with 10,000 plugins as with one (1.0× up to
+//! 6 such registries in turn; past that, what a round of lookups touches
+//! no longer stays cached, and it is 1.07–1.12× with 8 since the first
+//! probe is prefetched, 1.08–1.19× before: see the `fixed_key` example);
+//! lookups spread over 10,000 plugins cost 0.91–0.97× those of a map of
+//! `ArcSwap`s through [`Registry::lease`] and 0.84–0.95× through a
 //! [`RegistryReader`], which keeps the key map's lease between lookups
 //! (the `registry_floor` benchmark's minimum; 0.93–0.99× and 0.85–0.88× at
 //! its median; 3.2–4.5× when each slot and record was an allocation of its
 //! own). A registry of 10,000 plugins, each leased from two threads, takes
-//! 5.1–5.3 MB: 511–527 bytes per plugin, 64 of them the caller's key and
+//! 4.6–4.7 MB: 462–472 bytes per plugin, 64 of them the caller's key and
 //! value (the `registry_memory` example).
 //! The `registry_floor` benchmark compares the registry with models of the
 //! layouts; the model that reaches the map of `ArcSwap`s differs from the
