@@ -447,16 +447,27 @@ fn readers_race_changes() {
     assert_eq!(drops.load(Ordering::SeqCst), 3 * rounds as usize + 1, "every value dropped exactly once");
 }
 
-/// A lookup hashes its key with the registry's clone of the hasher, before
-/// it leases the key map; every key map is built with another clone. With a
-/// hasher of fixed seeds (whose clones hash alike, as `with_hasher`
-/// requires), lookups through both paths find every key across the key-map
-/// rebuilds of `add`, `extend` and `remove`, and a missing key is missing.
+/// A lookup hashes its key with the registry's hasher before it leases the
+/// key map, and every key map is built with that same hasher, never a
+/// clone: a hasher that cannot be cloned, with random keys (so that two
+/// instances would hash differently), serves a registry whose lookups
+/// through both paths find every key across the key-map rebuilds of `add`,
+/// `extend` and `remove`, and a missing key is missing.
 #[test]
 fn lookups_hash_with_the_registrys_hasher_across_rebuilds() {
-    use std::{collections::hash_map::DefaultHasher, hash::BuildHasherDefault};
+    use std::hash::{BuildHasher, RandomState};
 
-    let r: Registry<String, Scalar, BuildHasherDefault<DefaultHasher>> = Registry::with_hasher(Default::default());
+    /// Random keys, and no `Clone`: a registry that used a second instance
+    /// would not compile, and one that made its own would not find keys.
+    struct OneHasher(RandomState);
+    impl BuildHasher for OneHasher {
+        type Hasher = <RandomState as BuildHasher>::Hasher;
+        fn build_hasher(&self) -> Self::Hasher {
+            self.0.build_hasher()
+        }
+    }
+
+    let r: Registry<String, Scalar, OneHasher> = Registry::with_hasher(OneHasher(RandomState::new()));
     let mut reader = r.reader();
     for round in 0..4i64 {
         r.add(format!("add-{round}"), PluginId::new("add"), Arc::new(move |x| x + round)).unwrap();

@@ -66,49 +66,46 @@ impl<T: ?Sized + Send + Sync + 'static> std::ops::Deref for Entry<T> {
     }
 }
 
-/// Keys to entries: a `hashbrown` table of `(key, entry)` pairs and the
-/// hasher, with the operations the registry needs. Its one addition to a
+/// Keys to entries: a `hashbrown` table of `(key, entry)` pairs, with the
+/// operations the registry needs. The hasher is the registry's (one for
+/// every key map it publishes, passed to each operation that hashes), so
+/// the lookup's hash, computed before the key map is leased, is the one
+/// the map was built with by construction. Its one addition to a
 /// `HashMap` is [`lease`](Self::lease): the table's probe hands each
 /// candidate pair (one whose 7-bit hash tag matched, almost always the
 /// right one) to a closure before comparing keys, and that closure starts
 /// the fetch of the entry's slot, so the misses on the key and on the slot
 /// overlap instead of following one another.
-pub(super) struct KeyMap<K, T: ?Sized + Send + Sync + 'static, S> {
+pub(super) struct KeyMap<K, T: ?Sized + Send + Sync + 'static> {
     table: HashTable<(K, Entry<T>)>,
-    hasher: S,
 }
 
-impl<K, T, S> KeyMap<K, T, S>
+impl<K, T> KeyMap<K, T>
 where
     K: Eq + Hash,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher,
 {
     /// An empty map with room for `capacity` keys.
-    pub(super) fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
-        Self { table: HashTable::with_capacity(capacity), hasher }
-    }
-
-    pub(super) fn hasher(&self) -> &S {
-        &self.hasher
+    pub(super) fn with_capacity(capacity: usize) -> Self {
+        Self { table: HashTable::with_capacity(capacity) }
     }
 
     pub(super) fn len(&self) -> usize {
         self.table.len()
     }
 
-    /// The entry under `key`.
-    pub(super) fn get<Q>(&self, key: &Q) -> Option<&Entry<T>>
+    /// The entry under `key`, hashed with `hasher` (the registry's).
+    pub(super) fn get<Q>(&self, hasher: &impl BuildHasher, key: &Q) -> Option<&Entry<T>>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
+        let hash = hasher.hash_one(key);
         self.table.find(hash, |(k, _)| k.borrow() == key).map(|(_, entry)| entry)
     }
 
-    /// A lease of the slot under `key`, whose hash by this map's hasher (or
-    /// a clone of it) is `hash` (the per-call path): [`get`](Self::get)
+    /// A lease of the slot under `key`, whose hash by the registry's hasher
+    /// is `hash` (the per-call path): [`get`](Self::get)
     /// prefetching each candidate's slot before its key is compared.
     #[inline]
     pub(super) fn lease<Q>(&self, hash: u64, key: &Q) -> Option<Lease<T>>
@@ -123,12 +120,12 @@ where
         entry.try_lease()
     }
 
-    pub(super) fn contains_key<Q>(&self, key: &Q) -> bool
+    pub(super) fn contains_key<Q>(&self, hasher: &impl BuildHasher, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.get(key).is_some()
+        self.get(hasher, key).is_some()
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &K> {
@@ -140,39 +137,37 @@ where
     }
 
     /// Add `key`, which the caller checked is not in the map.
-    pub(super) fn insert_new(&mut self, key: K, entry: Entry<T>) {
-        let hasher = &self.hasher;
+    pub(super) fn insert_new(&mut self, hasher: &impl BuildHasher, key: K, entry: Entry<T>) {
         let hash = hasher.hash_one(&key);
         self.table.insert_unique(hash, (key, entry), |(k, _)| hasher.hash_one(k));
     }
 
     /// Remove `key` (if present).
-    pub(super) fn remove<Q>(&mut self, key: &Q)
+    pub(super) fn remove<Q>(&mut self, hasher: &impl BuildHasher, key: &Q)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
+        let hash = hasher.hash_one(key);
         if let Ok(entry) = self.table.find_entry(hash, |(k, _)| k.borrow() == key) {
             entry.remove();
         }
     }
 }
 
-impl<K, T, S> KeyMap<K, T, S>
+impl<K, T> KeyMap<K, T>
 where
     K: Eq + Hash + Clone,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone,
 {
     /// A copy for the next key map, with room for `extra` more keys and
     /// every entry's prefetch hint refreshed (a change copies the map
     /// anyway; replaces leave hints stale). The keys are cloned one after
     /// another, so they end up close together.
-    pub(super) fn copy(&self, extra: usize) -> Self {
-        let mut next = Self::with_capacity_and_hasher(self.len() + extra, self.hasher.clone());
+    pub(super) fn copy(&self, hasher: &impl BuildHasher, extra: usize) -> Self {
+        let mut next = Self::with_capacity(self.len() + extra);
         for (key, entry) in self.table.iter() {
-            next.insert_new(key.clone(), entry.refreshed());
+            next.insert_new(hasher, key.clone(), entry.refreshed());
         }
         next
     }
@@ -205,7 +200,7 @@ pub(super) struct ProbeHint {
 impl ProbeHint {
     /// Point the hint at `map`'s table. Under the registry's write lock, as
     /// `map` is published.
-    pub(super) fn set<K, T: ?Sized + Send + Sync + 'static, S>(&self, map: &KeyMap<K, T, S>) {
+    pub(super) fn set<K, T: ?Sized + Send + Sync + 'static>(&self, map: &KeyMap<K, T>) {
         let (ctrl, mask) = map.table_address().unwrap_or((0, 0));
         self.ctrl.store(ctrl, Ordering::Relaxed);
         self.mask.store(mask, Ordering::Relaxed);
@@ -234,7 +229,7 @@ fn first_probe<B>(ctrl: usize, mask: usize, hash: u64) -> (usize, usize) {
     (ctrl.wrapping_add(pos), ctrl.wrapping_sub((pos + 1).wrapping_mul(size_of::<B>())))
 }
 
-impl<K, T: ?Sized + Send + Sync + 'static, S> KeyMap<K, T, S> {
+impl<K, T: ?Sized + Send + Sync + 'static> KeyMap<K, T> {
     /// Where this map's table is: the address of its control bytes and its
     /// bucket mask, found from the address of an occupied bucket; `None`
     /// for an empty map.
@@ -261,10 +256,14 @@ mod tests {
         type Bucket = (String, Entry<u64>);
         let hasher = BuildHasherDefault::<DefaultHasher>::default();
         const KEYS: usize = if cfg!(miri) { 100 } else { 1000 };
-        let mut map: KeyMap<String, u64, _> = KeyMap::with_capacity_and_hasher(KEYS, hasher.clone());
+        let mut map: KeyMap<String, u64> = KeyMap::with_capacity(KEYS);
         for i in 0..KEYS {
             let key = format!("plugin-{i}");
-            map.insert_new(key.clone(), Entry::new(Slot::new(PluginId::new(&key), std::sync::Arc::new(i as u64))));
+            map.insert_new(
+                &hasher,
+                key.clone(),
+                Entry::new(Slot::new(PluginId::new(&key), std::sync::Arc::new(i as u64))),
+            );
         }
         let (ctrl, mask) = map.table_address().expect("a full map");
         assert_eq!(mask + 1, map.table.num_buckets());

@@ -20,11 +20,11 @@
 //!   the header's, a counter that is usually cached, and the value;
 //! * the key map holds its own copies of the keys, made together when the
 //!   map is built, so they are dense too;
-//! * a lookup hashes its key with the registry's own clone of the hasher
-//!   *before* it leases the key map, so the hash (SipHash by default: many
-//!   instructions, all dependent on one another) is computed while the
-//!   lease's loads are in flight, instead of waiting for the key map's
-//!   address to reach its hasher; and from the hash and a *probe hint* (where
+//! * a lookup hashes its key with the registry's hasher (the one every key
+//!   map is built with: maps keep none of their own) *before* it leases
+//!   the key map, so the hash (SipHash by default: many instructions, all
+//!   dependent on one another) is computed while the lease's loads are in
+//!   flight, instead of after them; and from the hash and a *probe hint* (where
 //!   the current key map's table is, kept by the registry's writers) it
 //!   starts fetching the control bytes and the bucket its first probe will
 //!   read, so these two misses overlap each other and the key map's lease
@@ -60,11 +60,12 @@
 
 use std::{
     borrow::Borrow,
-    collections::HashSet,
     fmt,
     hash::{BuildHasher, Hash, RandomState},
     sync::Arc,
 };
+
+use hashbrown::HashTable;
 
 use crate::{
     slot::{CutoverBatch, Drain, Finalize, Lease, Slot},
@@ -145,11 +146,12 @@ pub use reader::RegistryReader;
 pub struct Registry<K, T: ?Sized + Send + Sync + 'static, S = RandomState>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
-    map: Slot<KeyMap<K, T, S>>,
-    /// A clone of every key map's hasher, so that a lookup hashes its key
-    /// before it leases the key map (see [`Registry::lease`]).
+    map: Slot<KeyMap<K, T>>,
+    /// The hasher of every key map: kept here, not in the maps, so that a
+    /// lookup hashes its key before it leases the key map (see
+    /// [`Registry::lease`]).
     hasher: S,
     /// Where the current key map's table is, for the prefetch of a lookup's
     /// first probe (see [`ProbeHint`]).
@@ -182,19 +184,13 @@ impl<K, T, S> Registry<K, T, S>
 where
     K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
-    /// An empty registry hashing keys with `hasher`. The registry keeps
-    /// clones of it (one per key map, and one to hash a lookup's key before
-    /// it leases the key map), so a clone must hash every key as the
-    /// original does, as a `HashMap`'s `Clone` also requires (true of
-    /// `RandomState` and of every hasher built from fixed seeds).
+    /// An empty registry hashing keys with `hasher` (the one instance, for
+    /// every key map the registry publishes: it is never cloned).
     pub fn with_hasher(hasher: S) -> Self {
         Self {
-            map: Slot::with_deferred_completion(
-                PluginId::new("cutover.registry"),
-                Arc::new(KeyMap::with_capacity_and_hasher(0, hasher.clone())),
-            ),
+            map: Slot::with_deferred_completion(PluginId::new("cutover.registry"), Arc::new(KeyMap::with_capacity(0))),
             hasher,
             probe: ProbeHint::default(),
             write: Mutex::new(()),
@@ -218,9 +214,9 @@ where
     /// The start of every lookup ([`lease`](Self::lease), a reader's): the
     /// key's hash, and the prefetch of the lines the table's first probe
     /// will read. Before the key map is leased (or checked current): the
-    /// hash needs only the key and the registry's copy of the hasher, so
-    /// the processor computes it while the key map's lease is still loading
-    /// (with the map's own hasher it would wait for the map's address), and
+    /// hash needs only the key and the registry's hasher, so the processor
+    /// computes it while the key map's lease is still loading (a hasher
+    /// kept in the map would wait for the map's address), and
     /// the prefetch needs only the hash (see "Memory layout" in the module
     /// docs).
     #[inline(always)]
@@ -244,7 +240,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.lease().contains_key(key)
+        self.map.lease().contains_key(&self.hasher, key)
     }
 
     /// The current generation of the plugin under `key`.
@@ -253,7 +249,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.lease().get(key).and_then(|slot| slot.try_generation())
+        self.map.lease().get(&self.hasher, key).and_then(|slot| slot.try_generation())
     }
 
     /// The current generation's lifecycle of the plugin under `key`.
@@ -262,7 +258,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.lease().get(key).and_then(|slot| slot.try_lifecycle())
+        self.map.lease().get(&self.hasher, key).and_then(|slot| slot.try_lifecycle())
     }
 
     /// Turn straggler tracking on or off for every plugin registered now
@@ -315,9 +311,18 @@ where
             let _write = lock(&self.write);
             let current = self.map.current();
             // Repeats within the batch are found with a set (hashing with
-            // the map's own hasher), so a batch of n costs O(n), not O(n²).
-            let mut seen = HashSet::with_capacity_and_hasher(incoming.len(), current.hasher().clone());
-            let taken = incoming.iter().find(|(key, _)| current.contains_key(key) || !seen.insert(key));
+            // the registry's hasher), so a batch of n costs O(n), not O(n²).
+            let taken = {
+                let mut seen = HashTable::<&K>::with_capacity(incoming.len());
+                incoming.iter().find(|(key, _)| {
+                    let hash = self.hasher.hash_one(key);
+                    let repeated = seen.find(hash, |seen| *seen == key).is_some();
+                    if !repeated {
+                        seen.insert_unique(hash, key, |seen| self.hasher.hash_one(seen));
+                    }
+                    repeated || current.contains_key(&self.hasher, key)
+                })
+            };
             if let Some((key, _)) = taken {
                 let err = RegistryError::AlreadyExists { key: format!("{key:?}") };
                 drop(_write);
@@ -325,9 +330,9 @@ where
                 drop(incoming);
                 return Err(err);
             }
-            let mut next = current.copy(incoming.len());
+            let mut next = current.copy(&self.hasher, incoming.len());
             for (key, slot) in incoming {
-                next.insert_new(key, Entry::new(slot));
+                next.insert_new(&self.hasher, key, Entry::new(slot));
             }
             (self.publish(next), current)
         };
@@ -337,7 +342,7 @@ where
 
     /// Publish `next` as the key map (under the registry's lock) and point
     /// the probe hint at it; returns the old map's drain.
-    fn publish(&self, next: KeyMap<K, T, S>) -> Drain {
+    fn publish(&self, next: KeyMap<K, T>) -> Drain {
         let next = Arc::new(next);
         self.probe.set(&next);
         self.map.replace(next)
@@ -438,7 +443,7 @@ where
         let map = self.map.lease();
         let outcomes: Vec<Result<(), &Q>> = incoming
             .into_iter()
-            .map(|(key, value)| match map.get(key) {
+            .map(|(key, value)| match map.get(&self.hasher, key) {
                 Some(slot) => batch.try_replace(slot, value, None, Finalize::OnDrain).map(drop).ok_or(key),
                 None => {
                     refused.push(value);
@@ -466,7 +471,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.lease().get(key).map(|slot| slot.in_flight())
+        self.map.lease().get(&self.hasher, key).map(|slot| slot.in_flight())
     }
 
     /// Run `f` on the slot under `key`, without holding the registry's lock
@@ -478,7 +483,7 @@ where
         Q: Hash + Eq + fmt::Debug + ?Sized,
     {
         let not_found = || RegistryError::NotFound { key: format!("{key:?}") };
-        let entry = self.map.lease().get(key).cloned().ok_or_else(not_found)?;
+        let entry = self.map.lease().get(&self.hasher, key).cloned().ok_or_else(not_found)?;
         let out = f(&entry).ok_or_else(not_found);
         drop(entry);
         self.map.run_deferred();
@@ -517,9 +522,9 @@ where
         let (slot, replaced) = {
             let _write = lock(&self.write);
             let current = self.map.current();
-            let slot = current.get(key).ok_or_else(not_found)?.clone();
-            let mut next = current.copy(0);
-            next.remove(key);
+            let slot = current.get(&self.hasher, key).ok_or_else(not_found)?.clone();
+            let mut next = current.copy(&self.hasher, 0);
+            next.remove(&self.hasher, key);
             (slot, (self.publish(next), current))
         };
         // Lookups still holding the old key map may reach `slot` until they
@@ -537,7 +542,7 @@ impl<K, T, S> Drop for Registry<K, T, S>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// Retire every registered plugin's current generation, as dropping
     /// its `Slot` would (entries do not close their slots when dropped).
@@ -557,7 +562,7 @@ impl<K, T, S> fmt::Debug for Registry<K, T, S>
 where
     K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry").field("keys", &self.keys()).finish()

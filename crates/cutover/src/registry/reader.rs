@@ -65,17 +65,17 @@ pub struct RegistryReader<'r, K, T, S>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     registry: &'r Registry<K, T, S>,
-    map: Lease<KeyMap<K, T, S>>,
+    map: Lease<KeyMap<K, T>>,
 }
 
 impl<'r, K, T, S> RegistryReader<'r, K, T, S>
 where
     K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     pub(super) fn new(registry: &'r Registry<K, T, S>) -> Self {
         Self { registry, map: registry.map.lease() }
@@ -100,7 +100,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.current().contains_key(key)
+        let registry = self.registry;
+        self.current().contains_key(&registry.hasher, key)
     }
 
     /// The registry this reader looks up.
@@ -110,7 +111,7 @@ where
 
     /// The current key map, leased again if a change replaced it.
     #[inline(always)]
-    fn current(&mut self) -> &KeyMap<K, T, S> {
+    fn current(&mut self) -> &KeyMap<K, T> {
         if !self.registry.map.is_current(&self.map) {
             self.refresh();
         }
@@ -131,7 +132,7 @@ impl<K, T, S> fmt::Debug for RegistryReader<'_, K, T, S>
 where
     K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
     T: ?Sized + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryReader").field("key_map_generation", &self.map.generation()).finish()
