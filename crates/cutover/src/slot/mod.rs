@@ -72,6 +72,7 @@ mod handle;
 mod lease;
 mod lifecycle_cell;
 mod record;
+mod set_once;
 mod signal;
 mod stripe;
 mod tracking;

@@ -7,10 +7,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::atomic::{AtomicPtr, Ordering},
     time::{Duration, Instant},
 };
 
+use super::set_once::SetOnce;
 use crate::sync::{lock, Mutex};
 
 /// One operation still in flight on a generation, as recorded by straggler
@@ -35,38 +35,19 @@ struct Live {
 /// and each has a tracker (one null pointer until then).
 #[derive(Default)]
 pub(crate) struct Tracker {
-    /// Null, or a `Box` (from `Box::into_raw`) owned by the tracker: set
-    /// once, by the first tracked lease, and freed with the tracker.
-    live: AtomicPtr<Mutex<Live>>,
+    /// Set once, by the first tracked lease (see `set_once`).
+    live: SetOnce<Box<Mutex<Live>>>,
 }
 
 impl Tracker {
     /// The leases' record, if a tracked lease ever made it.
     fn get(&self) -> Option<&Mutex<Live>> {
-        // SAFETY: non-null only once set by `get_or_make` to a `Box` we own,
-        // freed only by our drop (which needs `&mut self`).
-        unsafe { self.live.load(Ordering::Acquire).as_ref() }
+        self.live.get()
     }
 
-    /// The leases' record, made now by the first tracked lease (racing
-    /// makers agree on one with a compare-and-swap from null).
+    /// The leases' record, made now by the first tracked lease.
     fn get_or_make(&self) -> &Mutex<Live> {
-        if let Some(live) = self.get() {
-            return live;
-        }
-        let made = Box::into_raw(Box::<Mutex<Live>>::default());
-        match self.live.compare_exchange(std::ptr::null_mut(), made, Ordering::AcqRel, Ordering::Acquire) {
-            // SAFETY: ours, now owned by the tracker (see `get`).
-            Ok(_) => unsafe { &*made },
-            Err(winner) => {
-                // SAFETY: `made` was never published; `winner` is the
-                // tracker's (see `get`).
-                unsafe {
-                    drop(Box::from_raw(made));
-                    &*winner
-                }
-            }
-        }
+        self.live.get_or_set(Box::default)
     }
 
     /// Record a lease starting now; its ticket (never 0).
@@ -95,15 +76,5 @@ impl Tracker {
             .values()
             .map(|(since, thread)| Straggler { age: now.saturating_duration_since(*since), thread: thread.clone() })
             .collect()
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let live = *self.live.get_mut();
-        if !live.is_null() {
-            // SAFETY: the tracker's `Box` (see `get`), freed once, here.
-            drop(unsafe { Box::from_raw(live) });
-        }
     }
 }
