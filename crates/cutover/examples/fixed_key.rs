@@ -1,6 +1,6 @@
 //! A profiling target: the benchmark's fixed-key registry rows, alone.
 //!
-//! Builds `SEEDS` registries of 1 plugin and as many of 10,000 plugins (as
+//! Builds 8 registries of 1 plugin and as many of 10,000 plugins (as
 //! the `cutover` benchmark's fixed-key rows do with 8: several hasher
 //! seeds, so that the figure does not hang on one seed's collisions), then
 //! looks up `"plugin-1234"` in each registry in turn, alternating between
@@ -14,22 +14,29 @@
 //! 1-plugin registries, whose cells and tables are neighbours, never get
 //! there. The edge moved from between 8 and 10 registries to between 6 and
 //! 7 when records and heads became cells of shared chunks. Since a lookup
-//! prefetches its first probe (session 30), the step past the edge is
-//! about 1.1x rather than 1.2x (1.07-1.12x with 8 registries, session 31).
-//! Edit `SEEDS` to find the edge.
+//! prefetches its first probe (session 30), the edge is at 7-8 registries
+//! and the step past it about 1.1x rather than 1.2x (1.06-1.13x; with 8
+//! registries 1.00-1.12x, session 31); through a reader, at 8-9.
 //!
-//! Run: `cargo run --release -p cutover --example fixed_key [ROUNDS [one|many]]`
+//! Run: `cargo run --release -p cutover --example fixed_key [ROUNDS] [one|many]
+//! [registries=N] [reader]`: ROUNDS timed passes of each set (default 40);
+//! `one` or `many` times only that set (for a profiler); `registries=N`
+//! rotates over N registries of each size instead of 8, to find the edge;
+//! `reader` looks up through a `RegistryReader` of each registry instead of
+//! `Registry::lease` (no key-map lease per lookup, so fewer lines and pages
+//! per lookup, and the edge further out).
 
-use std::{hint::black_box, time::Instant};
+use std::{hash::RandomState, hint::black_box, time::Instant};
 
-use cutover::{PluginId, Registry, Slot};
+use cutover::{PluginId, Registry, RegistryReader, Slot};
 
 #[path = "../benches/common/mod.rs"]
 #[allow(dead_code)]
 mod common;
 use common::{plugin, Plugin};
 
-/// Registries (hasher seeds) a round rotates over.
+/// Registries (hasher seeds) a round rotates over, unless `registries=N`
+/// says otherwise.
 const SEEDS: usize = 8;
 /// Lookups per timed pass.
 const LOOKUPS: usize = 2_000_000;
@@ -47,33 +54,69 @@ fn registry(plugins: usize) -> Registry<String, Plugin> {
 }
 
 /// ns per lookup over one pass of [`LOOKUPS`] lookups of `key`, rotating
-/// over `registries`.
-fn pass(registries: &[Registry<String, Plugin>], key: &str) -> f64 {
+/// over `registries`, through `Registry::lease` or (with `readers`) a
+/// `RegistryReader` of each.
+fn pass(
+    registries: &[Registry<String, Plugin>],
+    readers: Option<&mut [RegistryReader<'_, String, Plugin, RandomState>]>,
+    key: &str,
+) -> f64 {
     let start = Instant::now();
     let mut sum = 0u64;
-    for i in 0..LOOKUPS {
-        let registry = &registries[i % registries.len()];
-        let lease = registry.lease(black_box(key)).expect("registered key");
-        sum = sum.wrapping_add(black_box(&*lease).id);
+    match readers {
+        None => {
+            for i in 0..LOOKUPS {
+                let registry = &registries[i % registries.len()];
+                let lease = registry.lease(black_box(key)).expect("registered key");
+                sum = sum.wrapping_add(black_box(&*lease).id);
+            }
+        }
+        Some(readers) => {
+            for i in 0..LOOKUPS {
+                let n = readers.len();
+                let lease = readers[i % n].lease(black_box(key)).expect("registered key");
+                sum = sum.wrapping_add(black_box(&*lease).id);
+            }
+        }
     }
     black_box(sum);
     start.elapsed().as_nanos() as f64 / LOOKUPS as f64
 }
 
+/// One reader of each registry, if `wanted`.
+fn readers(
+    registries: &[Registry<String, Plugin>],
+    wanted: bool,
+) -> Option<Vec<RegistryReader<'_, String, Plugin, RandomState>>> {
+    wanted.then(|| registries.iter().map(Registry::reader).collect())
+}
+
 fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(40).max(1);
-    let one: Vec<_> = (0..SEEDS).map(|_| registry(1)).collect();
-    let many: Vec<_> = (0..SEEDS).map(|_| registry(10_000)).collect();
+    let mut rounds = 40;
+    let (mut only, mut registries, mut through_readers) = (None, SEEDS, false);
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "one" | "many" => only = Some(arg),
+            "reader" => through_readers = true,
+            _ => match (arg.strip_prefix("registries="), arg.parse::<usize>()) {
+                (Some(n), _) => registries = n.parse::<usize>().expect("registries=N takes a number").max(1),
+                (None, Ok(n)) => rounds = n.max(1),
+                _ => panic!("unknown argument {arg:?}: see the example's docs"),
+            },
+        }
+    }
+    let one: Vec<_> = (0..registries).map(|_| registry(1)).collect();
+    let many: Vec<_> = (0..registries).map(|_| registry(10_000)).collect();
+    let (mut one_readers, mut many_readers) = (readers(&one, through_readers), readers(&many, through_readers));
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    // A third argument, `one` or `many`, times only that set (for a
-    // profiler); the ratio then compares it with itself.
-    let only = std::env::args().nth(2);
+    // `one` or `many` times only that set (for a profiler); the ratio then
+    // compares it with itself.
     for _ in 0..rounds {
         if only.as_deref() != Some("many") {
-            a.push(pass(&one, "plugin-1234"));
+            a.push(pass(&one, one_readers.as_deref_mut(), "plugin-1234"));
         }
         if only.as_deref() != Some("one") {
-            b.push(pass(&many, "plugin-1234"));
+            b.push(pass(&many, many_readers.as_deref_mut(), "plugin-1234"));
         }
     }
     if a.is_empty() {
@@ -86,7 +129,8 @@ fn main() {
         (v[0], v[v.len() / 2])
     };
     let ((a_min, a_med), (b_min, b_med)) = (stats(&mut a), stats(&mut b));
-    println!("fixed key, {SEEDS} registries in turn, {rounds} rounds of {LOOKUPS} lookups:");
+    let how = if through_readers { "RegistryReader::lease" } else { "Registry::lease" };
+    println!("fixed key through {how}, {registries} registries in turn, {rounds} rounds of {LOOKUPS} lookups:");
     println!("  1 plugin:       min {a_min:.1} ns, median {a_med:.1} ns");
     println!("  10,000 plugins: min {b_min:.1} ns, median {b_med:.1} ns");
     println!("  10,000 / 1:     min {:.2}x, median {:.2}x", b_min / a_min, b_med / a_med);

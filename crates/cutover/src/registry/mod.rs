@@ -42,9 +42,9 @@
 //!
 //! What this leaves, measured (BENCHMARKS.md, issue 14, item 2): a lookup of
 //! a fixed key costs the same with 10,000 plugins as with one (1.0× up to
-//! 6 such registries in turn; past that, what a round of lookups touches
-//! no longer stays cached, and it is 1.07–1.12× with 8 since the first
-//! probe is prefetched, 1.08–1.19× before: see the `fixed_key` example);
+//! 7 such registries in turn; past that, what a round of lookups touches
+//! no longer stays cached, and it is 1.06–1.13×, about 1.2× before the
+//! first probe was prefetched: see the `fixed_key` example);
 //! lookups spread over 10,000 plugins cost 0.91–0.97× those of a map of
 //! `ArcSwap`s through [`Registry::lease`] and 0.84–0.95× through a
 //! [`RegistryReader`], which keeps the key map's lease between lookups
