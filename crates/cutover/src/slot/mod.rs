@@ -601,6 +601,50 @@ mod tests {
         assert!(slot.slot.shared().hint().is_none(), "a closed slot has no hint");
     }
 
+    /// A slot's drop frees every record it took (it finds them on its free
+    /// list, where every one is by then): with generations reused, pinned
+    /// across cutovers (so that fresh records are taken), left deferred, or
+    /// (but for a deferred slot) still held when the slot is dropped.
+    #[test]
+    fn a_slots_drop_frees_every_record_it_took() {
+        let live = || super::record::LIVE_BODIES.with(std::cell::Cell::get);
+        let start = live();
+        for deferred in [false, true] {
+            let slot = if deferred {
+                Slot::with_deferred_completion(PluginId::new("map"), Arc::new(0u64))
+            } else {
+                Slot::with_lease_path(PluginId::new("p"), Arc::new(0u64), 2, LeasePath::Atomic)
+            };
+            let mut pinned = Vec::new();
+            for generation in 1..=30u64 {
+                if generation % 4 == 0 {
+                    pinned.push(slot.lease());
+                }
+                drop(slot.replace(Arc::new(generation)));
+                if generation % 9 == 0 {
+                    // Let the pinned generations drain (a deferred slot's
+                    // completions wait for `run_deferred`): their records are
+                    // reused by the next cutovers.
+                    pinned.clear();
+                    slot.run_deferred();
+                }
+            }
+            assert!(live() - start >= 3, "pinned generations made the slot take fresh records");
+            let held = slot.lease();
+            if deferred {
+                // A deferred slot's completions run on its writer side: its
+                // leases end before it (the registry's key-map leases never
+                // outlive the registry), and its drop completes them.
+                drop((pinned, held));
+                drop(slot);
+            } else {
+                drop(slot);
+                drop((pinned, held));
+            }
+            assert_eq!(live(), start, "a record of the dropped slot was not freed (deferred: {deferred})");
+        }
+    }
+
     /// A slot with deferred completion: the last lease's drop leaves the
     /// drain to `run_deferred`, which completes it exactly once.
     #[test]

@@ -294,19 +294,20 @@
 //!               owners, tracking, closed, defer
 //! ```
 //!
-//! The body is 56 bytes (64 with a fat value pointer): the value, the
+//! The body is 48 bytes (56 with a fat value pointer): the value, the
 //! lifecycle's cell (empty until someone asks for the lifecycle: see
 //! `lifecycle_cell`), when the generation became current (8 bytes: see
-//! `Stamp`), the drain signal's cell, the slot's shared state, the tracker
-//! (a null pointer until a tracked lease) and the link to the slot's older
-//! record. The generation's number is only in the header. The slot's shared
-//! state is 56 bytes (72 with its reference counts): the head, the id, the
-//! deferred list and the writer's lock with its free list and list of
-//! records (the next generation's number is derived from the current
-//! record's header under that lock, not stored). Each is sized for the
-//! allocator's size classes (64 and 80 bytes with its header): a word more
-//! in either costs a class (BENCHMARKS.md, issue 14, item 2, sessions 29
-//! and 31).
+//! `Stamp`), the drain signal's cell, the slot's shared state and the
+//! tracker (a null pointer until a tracked lease). The generation's number
+//! is only in the header. The slot's shared state is 48 bytes (64 with its
+//! reference counts): the head, the id, the deferred list and the writer's
+//! lock with its free list. Neither keeps what can be derived: the next
+//! generation's number is the current record's plus one, read under the
+//! writer lock, and the slot's records are found, when it is dropped, on
+//! its free list, where every one of them is by then. Each is sized for
+//! the allocator's size classes (64 and 80 bytes with its header; a fat
+//! value pointer's body was 64 bytes, in the 80-byte class, until session
+//! 31; BENCHMARKS.md, issue 14, item 2, sessions 29 and 31).
 //!
 //! Stripe `i` of a record is at `(i + 2) * REGION + SKEW` bytes from its
 //! header (`chunk::stripe_offset`), the same in every slot (both are
@@ -521,22 +522,19 @@ struct Body<T: ?Sized + 'static> {
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
     /// Leases taken with straggler tracking on (empty when it is off).
     tracker: Tracker,
-    /// The slot's record allocated before this one (its list of every
-    /// record: see `Writer::newest`); fixed at allocation.
-    older: Option<NonNull<Record<T>>>,
 }
 
-// A body is one allocation per record: 56 bytes (64 with a fat value
-// pointer), so 64 (80) with the allocator's header; the shared state is one
-// per slot, 56 bytes, 72 with its reference counts (80 with the header: a
-// word more costs a class). (Not under loom, whose atomics and locks are
+// A body is one allocation per record: 48 bytes (56 with a fat value
+// pointer), so 64 with the allocator's header either way; the shared state is one
+// per slot, 48 bytes, 64 with its reference counts (80 with the header: a
+// word less would reach the 64-byte class). (Not under loom, whose atomics and locks are
 // larger.)
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 56);
+const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 48);
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= 64);
+const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= 56);
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Shared<u64>>() <= 56);
+const _: () = assert!(std::mem::size_of::<Shared<u64>>() <= 48);
 
 /// What a lease reads from its generation: a copy of the incarnation's value
 /// pointer and generation, next to the `draining` flag.
@@ -619,13 +617,10 @@ unsafe fn stripe_at<'a, T: ?Sized + 'static>(record: *const Record<T>, offset: u
 struct Writer<T: ?Sized + 'static> {
     /// Drained records, ready for reuse: a stack linked through the
     /// records' `Cold::next_deferred` (so a slot pays one word for it, and
-    /// nothing more when it is reloaded).
+    /// nothing more when it is reloaded). When the slot's shared state is
+    /// dropped, every record the slot ever took is on it (see the drop), so
+    /// it is also how they are freed: no list of all records is kept.
     free: Option<NonNull<Record<T>>>,
-    /// The newest record this slot allocated: with each record's
-    /// `Body::older`, a list of every record it ever allocated, freed when
-    /// the slot is gone (a list through the records rather than a `Vec`:
-    /// most slots have one or two records).
-    newest: Option<NonNull<Record<T>>>,
 }
 
 impl<T: ?Sized + 'static> Writer<T> {
@@ -1095,12 +1090,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                     defer,
                 })
             };
-            Self {
-                head,
-                id,
-                deferred: AtomicPtr::new(std::ptr::null_mut()),
-                writer: Mutex::new(Writer { free: None, newest: None }),
-            }
+            Self { head, id, deferred: AtomicPtr::new(std::ptr::null_mut()), writer: Mutex::new(Writer { free: None }) }
         });
         {
             let mut writer = lock(&shared.writer);
@@ -1173,11 +1163,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             None => {
                 let cells = chunk::take();
                 let record = cells.cast::<Record<T>>();
-                let body = Box::new(Body {
-                    incarnation: UnsafeCell::new(None),
-                    tracker: Tracker::default(),
-                    older: writer.newest,
-                });
+                #[cfg(test)]
+                LIVE_BODIES.with(|live| live.set(live.get() + 1));
+                let body = Box::new(Body { incarnation: UnsafeCell::new(None), tracker: Tracker::default() });
                 // SAFETY: the pool gave us the record's cells: `CELL` bytes
                 // at the record's offset in every region of its chunk (each
                 // aligned to 32 bytes, and every part fits one cell), and
@@ -1199,7 +1187,6 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                         cells.as_ptr().add(offset).cast::<Stripe>().write(Stripe::default());
                     }
                 }
-                writer.newest = Some(record);
                 record
             }
         };
@@ -1825,6 +1812,14 @@ pub(crate) unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull
     drop(keep);
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Record bodies this thread allocated, less those it freed: lets a
+    /// unit test (which makes and drops its slots on one thread) check that
+    /// a slot's drop frees every record the slot took.
+    pub(crate) static LIVE_BODIES: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
 impl<T: ?Sized + 'static> Drop for Shared<T> {
     fn drop(&mut self) {
         let offsets: Vec<usize> = self.offsets().collect();
@@ -1832,14 +1827,22 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
         let writer = self.writer.get_mut().unwrap();
         #[cfg(not(loom))]
         let writer = self.writer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = writer.newest.take();
+        // Every record this slot took from the pool is on the free list now,
+        // once: a record leaves the list only in `prepare`, whose caller
+        // publishes it; from then its incarnation holds `Shared` alive (its
+        // `keep`), and `complete` puts the record back on the list before it
+        // drops that hold. So no record is current, draining or deferred
+        // when `Shared` is dropped. (A record missed here would leak its
+        // body, which Miri would not see, as the chunk that points at it is
+        // reachable from the pool: `LIVE_BODIES` lets a unit test check it.)
+        let mut next = writer.free.take();
         while let Some(record) = next {
             // SAFETY: every record on the list was taken from the chunk pool
             // and filled in `prepare`, and is on it once; with `Shared` gone
             // no lease, drain or stray reader can reach it (each of those
-            // holds `Shared` alive). Each part is dropped once (the body freed
-            // with the `Box` it came from, after its link was read), then the
-            // cells go back to the pool once.
+            // holds `Shared` alive). Each part is dropped once (the cold part
+            // after its link was read, the body freed with the `Box` it came
+            // from), then the cells go back to the pool once.
             unsafe {
                 for &offset in &offsets {
                     let stripe = record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>();
@@ -1857,9 +1860,10 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
                     }
                 }
                 let cold = record.as_ptr().cast::<u8>().add(COLD).cast::<Cold<T>>();
-                let body = Box::from_raw((*cold).body.as_ptr());
-                next = body.older;
-                drop(body);
+                next = NonNull::new((*cold).next_deferred.load(Ordering::Relaxed));
+                drop(Box::from_raw((*cold).body.as_ptr()));
+                #[cfg(test)]
+                LIVE_BODIES.with(|live| live.set(live.get() - 1));
                 std::ptr::drop_in_place(cold);
                 std::ptr::drop_in_place(record.as_ptr());
                 chunk::give(record.cast());
