@@ -4,17 +4,19 @@
 //! threads (so each thread's lease counters are touched, as in service).
 //!
 //! Run: `cargo run --release -p cutover --example registry_memory [N
-//! [STRIPES [RELOADS]]]` (STRIPES: the slots' lease counters per record, as
-//! `Slot::with_stripes` takes them, `default` or absent for `Slot::new`'s,
-//! which grows with the CPUs; RELOADS: how many times each plugin is
-//! replaced, each drain awaited, after the leases; default 0).
+//! [STRIPES [RELOADS [dyn]]]]` (STRIPES: the slots' lease counters per
+//! record, as `Slot::with_stripes` takes them, `default` or absent for
+//! `Slot::new`'s, which grows with the CPUs; RELOADS: how many times each
+//! plugin is replaced, each drain awaited, after the leases; default 0;
+//! `dyn`: the values are trait objects, `Arc<dyn Any + Send + Sync>`, as
+//! plugins usually are, rather than `Arc<u64>`).
 //!
 //! The figure includes the keys (`plugin-{i}`, about 32 bytes each with
 //! their allocation), the plugin values (8 bytes each, in an `Arc`), the
 //! key map and everything cutover keeps per plugin. BENCHMARKS.md (issue 14,
 //! item 2) records it.
 
-use std::{sync::Arc, thread};
+use std::{any::Any, sync::Arc, thread};
 
 use cutover::{PluginId, Registry, Slot};
 
@@ -29,15 +31,40 @@ fn main() {
     let plugins: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000).max(1);
     let stripes: Option<usize> = std::env::args().nth(2).and_then(|n| n.parse().ok());
     let reloads: u64 = std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
-    let keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
-    let slot = |key: &String| match stripes {
-        Some(stripes) => Slot::with_stripes(PluginId::new(key), Arc::new(0u64), stripes),
-        None => Slot::new(PluginId::new(key), Arc::new(0u64)),
-    };
-    let Some(before) = resident() else {
+    let fat = std::env::args().nth(4).as_deref() == Some("dyn");
+    let Some(grown) = (if fat {
+        // A trait object, as plugin registries usually hold: a fat value
+        // pointer in each generation's record and body.
+        measure(plugins, stripes, reloads, |n| -> Arc<dyn Any + Send + Sync> { Arc::new(n) })
+    } else {
+        measure(plugins, stripes, reloads, Arc::new)
+    }) else {
         println!("resident memory is only read on Linux (/proc/self/statm)");
         return;
     };
+    let stripes = stripes.map_or_else(|| "default".to_owned(), |n| n.to_string());
+    let values = if fat { ", dyn values" } else { "" };
+    println!(
+        "{plugins} plugins ({stripes} stripes, {reloads} reloads each{values}): resident memory grew by {:.2} MB, {} bytes per plugin",
+        grown as f64 / 1e6,
+        grown / plugins
+    );
+}
+
+/// Resident bytes grown while `plugins` plugins whose values `value` makes
+/// are registered, leased from two threads and reloaded `reloads` times.
+fn measure<T: ?Sized + Send + Sync + 'static>(
+    plugins: usize,
+    stripes: Option<usize>,
+    reloads: u64,
+    value: impl Fn(u64) -> Arc<T>,
+) -> Option<usize> {
+    let keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
+    let slot = |key: &String| match stripes {
+        Some(stripes) => Slot::with_stripes(PluginId::new(key), value(0), stripes),
+        None => Slot::new(PluginId::new(key), value(0)),
+    };
+    let before = resident()?;
     let registry = Registry::new();
     registry.extend(keys.iter().map(|key| (key.clone(), slot(key)))).expect("distinct keys");
     thread::scope(|scope| {
@@ -51,16 +78,10 @@ fn main() {
     });
     for reload in 1..=reloads {
         for key in &keys {
-            let drain = registry.replace(key.as_str(), Arc::new(reload)).expect("the plugin is registered");
+            let drain = registry.replace(key.as_str(), value(reload)).expect("the plugin is registered");
             assert!(drain.is_drained(), "nothing is in flight, so the drain is done at once");
         }
     }
     let after = resident().unwrap_or(before);
-    let grown = after.saturating_sub(before);
-    let stripes = stripes.map_or_else(|| "default".to_owned(), |n| n.to_string());
-    println!(
-        "{plugins} plugins ({stripes} stripes, {reloads} reloads each): resident memory grew by {:.2} MB, {} bytes per plugin",
-        grown as f64 / 1e6,
-        grown / plugins
-    );
+    Some(after.saturating_sub(before))
 }
