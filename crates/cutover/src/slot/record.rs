@@ -525,10 +525,10 @@ struct Body<T: ?Sized + 'static> {
 }
 
 // A body is one allocation per record: 48 bytes (56 with a fat value
-// pointer), so 64 with the allocator's header either way; the shared state is one
-// per slot, 48 bytes, 64 with its reference counts (80 with the header: a
-// word less would reach the 64-byte class). (Not under loom, whose atomics and locks are
-// larger.)
+// pointer), so 64 with the allocator's header either way; the shared state
+// is one per slot, 48 bytes, 64 with its reference counts (80 with the
+// header: a word less would reach the 64-byte class). (Not under loom,
+// whose atomics and locks are larger.)
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 48);
 #[cfg(not(loom))]
