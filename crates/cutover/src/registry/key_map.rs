@@ -100,7 +100,16 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = hasher.hash_one(key);
+        self.find(hasher.hash_one(key), key)
+    }
+
+    /// The entry under `key`, whose hash by the registry's hasher is
+    /// `hash` (for a caller that has the hash already).
+    pub(super) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Entry<T>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.table.find(hash, |(k, _)| k.borrow() == key).map(|(_, entry)| entry)
     }
 

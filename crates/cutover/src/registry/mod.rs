@@ -65,7 +65,7 @@ use std::{
     sync::Arc,
 };
 
-use hashbrown::HashTable;
+use hashbrown::{hash_table, HashTable};
 
 use crate::{
     slot::{CutoverBatch, Drain, Finalize, Lease, Slot},
@@ -311,16 +311,20 @@ where
             let _write = lock(&self.write);
             let current = self.map.current();
             // Repeats within the batch are found with a set (hashing with
-            // the registry's hasher), so a batch of n costs O(n), not O(n²).
+            // the registry's hasher), so a batch of n costs O(n), not O(n²);
+            // each key is hashed once, for the set and the key map.
             let taken = {
                 let mut seen = HashTable::<&K>::with_capacity(incoming.len());
                 incoming.iter().find(|(key, _)| {
                     let hash = self.hasher.hash_one(key);
-                    let repeated = seen.find(hash, |seen| *seen == key).is_some();
-                    if !repeated {
-                        seen.insert_unique(hash, key, |seen| self.hasher.hash_one(seen));
-                    }
-                    repeated || current.contains_key(&self.hasher, key)
+                    let repeated = match seen.entry(hash, |seen| *seen == key, |seen| self.hasher.hash_one(seen)) {
+                        hash_table::Entry::Occupied(_) => true,
+                        hash_table::Entry::Vacant(vacant) => {
+                            vacant.insert(key);
+                            false
+                        }
+                    };
+                    repeated || current.find(hash, key).is_some()
                 })
             };
             if let Some((key, _)) = taken {

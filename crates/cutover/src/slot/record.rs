@@ -1154,7 +1154,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         value: Arc<T>,
         lifecycle: Option<SharedLifecycle>,
     ) -> (NonNull<Record<T>>, u64) {
-        let generation = self.current_hot(writer).map_or(1, |hot| hot.generation + 1);
+        let generation = self.current_hot(writer).map_or(1, |(_, hot)| hot.generation + 1);
         let record = match writer.pop_free() {
             Some(record) => {
                 self.reset_stripes(record);
@@ -1222,13 +1222,13 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         (record, generation)
     }
 
-    /// The current generation's header, read under the writer lock (the
+    /// The current record and its header, read under the writer lock (the
     /// `Writer` is the proof); `None` before the first generation is
     /// published (the pointer is null while [`new`](Self::new) prepares it).
     /// The caller checks that the slot is not closed: a closed slot's
     /// `current` is a retired record, whose completion clears the header
     /// without this lock.
-    fn current_hot(&self, _writer: &Writer<T>) -> Option<Hot<T>> {
+    fn current_hot(&self, _writer: &Writer<T>) -> Option<(NonNull<Record<T>>, Hot<T>)> {
         // Relaxed: `current` is only written under the writer lock we hold.
         let current = NonNull::new(self.head().current.load(Ordering::Relaxed))?;
         // SAFETY: a published record of an open slot is current until a
@@ -1236,7 +1236,8 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // retiring, and its header was written (by `prepare`, under this
         // lock) before it was published and is not written again until its
         // drain completes.
-        unsafe { current.as_ref() }.hot.with(|cell| unsafe { *cell })
+        let hot = unsafe { current.as_ref() }.hot.with(|cell| unsafe { *cell })?;
+        Some((current, hot))
     }
 
     /// The cutover: publish `value` as the next generation and begin retiring
@@ -1504,11 +1505,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         if self.head().closed.load(Ordering::Relaxed) {
             return None;
         }
-        let record = self.head().current.load(Ordering::Relaxed).addr();
-        let value = self.current_hot(&writer)?.value.cast::<u8>().as_ptr().addr();
+        let (record, hot) = self.current_hot(&writer)?;
         drop(writer);
-        let record = std::num::NonZeroUsize::new(record | (self.head().mask() + 1).trailing_zeros() as usize)?;
-        Some(Hint { record, value })
+        let stripes_log2 = (self.head().mask() + 1).trailing_zeros() as usize;
+        let record = std::num::NonZeroUsize::new(record.as_ptr().addr() | stripes_log2)?;
+        Some(Hint { record, value: hot.value.cast::<u8>().as_ptr().addr() })
     }
 
     /// Operations in flight on the current generation (a snapshot).
@@ -1835,14 +1836,13 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
         // when `Shared` is dropped. (A record missed here would leak its
         // body, which Miri would not see, as the chunk that points at it is
         // reachable from the pool: `LIVE_BODIES` lets a unit test check it.)
-        let mut next = writer.free.take();
-        while let Some(record) = next {
+        while let Some(record) = writer.pop_free() {
             // SAFETY: every record on the list was taken from the chunk pool
             // and filled in `prepare`, and is on it once; with `Shared` gone
             // no lease, drain or stray reader can reach it (each of those
             // holds `Shared` alive). Each part is dropped once (the cold part
-            // after its link was read, the body freed with the `Box` it came
-            // from), then the cells go back to the pool once.
+            // after `pop_free` read its link, the body freed with the `Box` it
+            // came from), then the cells go back to the pool once.
             unsafe {
                 for &offset in &offsets {
                     let stripe = record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>();
@@ -1860,7 +1860,6 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
                     }
                 }
                 let cold = record.as_ptr().cast::<u8>().add(COLD).cast::<Cold<T>>();
-                next = NonNull::new((*cold).next_deferred.load(Ordering::Relaxed));
                 drop(Box::from_raw((*cold).body.as_ptr()));
                 #[cfg(test)]
                 LIVE_BODIES.with(|live| live.set(live.get() - 1));
