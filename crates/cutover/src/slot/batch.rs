@@ -18,6 +18,7 @@ use std::{fmt, sync::Arc};
 use super::{
     fence,
     record::{Retiring, Shared},
+    strong::Strong,
     Drain, Finalize, Slot,
 };
 use crate::lifecycle::SharedLifecycle;
@@ -81,7 +82,7 @@ const SHARED_BY: usize = 256;
 /// One cutover of a batch.
 enum Cutover<T: ?Sized + Send + Sync + 'static> {
     /// On the asymmetric-fence path: its retirement waits for the barrier.
-    Waiting(Arc<Shared<T>>, Retiring<T>),
+    Waiting(Strong<Shared<T>>, Retiring<T>),
     /// On the atomic path: retired at once, as `Slot::replace` would.
     Retired(Drain),
 }
@@ -138,7 +139,7 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
         finalize: Finalize,
     ) -> Option<usize> {
         let shared = slot.slot.arc();
-        let retiring = shared.cut_over(value, lifecycle, finalize)?;
+        let retiring = Shared::cut_over(&shared, value, lifecycle, finalize)?;
         Some(self.push(shared, retiring))
     }
 
@@ -152,7 +153,7 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
 
     /// Add a begun retirement: ended at once on the atomic path (nothing to
     /// share; the record is still in cache), else left for the barrier.
-    fn push(&mut self, shared: Arc<Shared<T>>, retiring: Retiring<T>) -> usize {
+    fn push(&mut self, shared: Strong<Shared<T>>, retiring: Retiring<T>) -> usize {
         let cutover = if shared.needs_barrier() {
             self.waiting += 1;
             Cutover::Waiting(shared, retiring)

@@ -14,6 +14,7 @@ use super::{
     fence,
     record::{complete, Ended, Record, Retiring, Shared},
     signal::DrainSignal,
+    strong::Strong,
     tracking::Straggler,
 };
 use crate::{lifecycle::SharedLifecycle, DrainError, PluginId};
@@ -29,7 +30,7 @@ trait Probe: Send + Sync {
 }
 
 struct RecordProbe<T: ?Sized + Send + Sync + 'static> {
-    shared: Arc<Shared<T>>,
+    shared: Strong<Shared<T>>,
     record: NonNull<Record<T>>,
     /// On the asymmetric-fence path, the second half of the retirement
     /// (the barrier, then the sweep), left by the cutover to the handle's
@@ -151,7 +152,7 @@ pub struct Drain {
 impl Drain {
     pub(crate) fn new<T: ?Sized + Send + Sync + 'static>(
         signal: Arc<DrainSignal>,
-        shared: Arc<Shared<T>>,
+        shared: Strong<Shared<T>>,
         record: NonNull<Record<T>>,
     ) -> Self {
         Self { signal, probe: Arc::new(RecordProbe { shared, record, pending: None }) }
@@ -162,7 +163,7 @@ impl Drain {
     /// barrier to the drain ([`pending`](Self::pending): the
     /// asymmetric-fence path), and ended here otherwise.
     pub(crate) fn of_retirement<T: ?Sized + Send + Sync + 'static>(
-        shared: Arc<Shared<T>>,
+        shared: Strong<Shared<T>>,
         retiring: Retiring<T>,
     ) -> Self {
         if shared.leaves_barrier_to_drain() {
@@ -179,7 +180,7 @@ impl Drain {
     /// the asymmetric-fence path (issue 14, item 3): the new generation is
     /// visible when `replace` returns, and only learning whether the old
     /// one has drained needs the barrier.
-    fn pending<T: ?Sized + Send + Sync + 'static>(shared: Arc<Shared<T>>, retiring: Retiring<T>) -> Self {
+    fn pending<T: ?Sized + Send + Sync + 'static>(shared: Strong<Shared<T>>, retiring: Retiring<T>) -> Self {
         let signal = Arc::clone(retiring.signal());
         let record = retiring.record();
         let pending = Pending {

@@ -1,22 +1,23 @@
 //! [`SlotRef`]: the pointer a [`Slot`] is, and a registry entry holds.
 
-use std::{ptr::NonNull, sync::Arc};
+use std::ptr::NonNull;
 
 use super::{
     record::{Head, Hint, Shared},
+    strong::Strong,
     Lease, Slot,
 };
 
 /// An owning pointer to a slot's shared state that points at the slot's
 /// [`Head`] (what every lease reads first), so that a lease starts one load
 /// from wherever the pointer is kept. It owns one strong count of the
-/// shared state (`Arc<Shared<T>>`), reached through the head's back
+/// shared state (a [`Strong<Shared<T>>`]), reached through the head's back
 /// pointer; unlike a [`Slot`], dropping it does not close the slot.
 pub(crate) struct SlotRef<T: ?Sized + 'static> {
     head: NonNull<Head<T>>,
 }
 
-// SAFETY: a `SlotRef` is an `Arc<Shared<T>>` in another form (it owns one
+// SAFETY: a `SlotRef` is a `Strong<Shared<T>>` in another form (it owns one
 // strong count and reaches the shared state's head), and `Shared<T>` is
 // `Send + Sync` for `T: Send + Sync`.
 unsafe impl<T: ?Sized + Send + Sync + 'static> Send for SlotRef<T> {}
@@ -25,9 +26,9 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for SlotRef<T> {}
 
 impl<T: ?Sized + 'static> SlotRef<T> {
     /// The pointer for `shared`, taking over its strong count.
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+    pub(crate) fn new(shared: Strong<Shared<T>>) -> Self {
         let head = NonNull::from(shared.head());
-        let _ = Arc::into_raw(shared);
+        let _ = Strong::into_raw(shared);
         Self { head }
     }
 
@@ -45,16 +46,16 @@ impl<T: ?Sized + 'static> SlotRef<T> {
         self.head().shared()
     }
 
-    /// Another strong reference to the shared state, as an `Arc`.
-    pub(crate) fn arc(&self) -> Arc<Shared<T>> {
-        let shared = self.head().shared_ptr().as_ptr().cast_const();
-        // SAFETY: `shared` is the pointer of the `Arc` whose count we own
-        // (the head's back pointer is that `Arc`'s `as_ptr`, taken in
-        // `Shared::new`, not derived from a reference), so it is alive and
-        // the count may be incremented and taken by a new `Arc`.
+    /// Another strong reference to the shared state.
+    pub(crate) fn arc(&self) -> Strong<Shared<T>> {
+        let shared = self.head().shared_ptr();
+        // SAFETY: `shared` is the value pointer of the `Strong` whose count
+        // we own (the head's back pointer is the one `Strong::new_cyclic`
+        // gave `Shared::new`, not derived from a reference), so it is alive
+        // and the count may be incremented and taken by a new `Strong`.
         unsafe {
-            Arc::increment_strong_count(shared);
-            Arc::from_raw(shared)
+            Strong::increment_count(shared);
+            Strong::from_raw(shared)
         }
     }
 }
@@ -91,16 +92,18 @@ impl<T: ?Sized + Send + Sync + 'static> SlotRef<T> {
 
 impl<T: ?Sized + 'static> Clone for SlotRef<T> {
     fn clone(&self) -> Self {
-        let _ = Arc::into_raw(self.arc());
+        // SAFETY: as in `arc`: the back pointer is the `Strong`'s, and we
+        // hold a count; the new one is the clone's.
+        unsafe { Strong::increment_count(self.head().shared_ptr()) };
         Self { head: self.head }
     }
 }
 
 impl<T: ?Sized + 'static> Drop for SlotRef<T> {
     fn drop(&mut self) {
-        let shared = self.head().shared_ptr().as_ptr().cast_const();
-        // SAFETY: we own one strong count of that `Arc` (see `arc`), given
-        // back here once; the head is not used after this.
-        drop(unsafe { Arc::from_raw(shared) });
+        let shared = self.head().shared_ptr();
+        // SAFETY: we own one count of that `Strong` (see `arc`), given back
+        // here once; the head is not used after this.
+        drop(unsafe { Strong::from_raw(shared) });
     }
 }

@@ -75,6 +75,7 @@ mod record;
 mod set_once;
 mod signal;
 mod stripe;
+mod strong;
 mod tracking;
 
 use std::{fmt, sync::Arc};
@@ -143,6 +144,7 @@ pub use batch::CutoverBatch;
 pub(crate) use handle::SlotRef;
 pub(crate) use record::{prefetch, Hint};
 use record::{Incarnation, Shared};
+use strong::Strong;
 pub use tracking::Straggler;
 
 use crate::{lifecycle::SharedLifecycle, PluginId};
@@ -323,7 +325,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         self.slot.head().is_current(lease.record())
     }
 
-    fn from_shared(shared: Arc<Shared<T>>) -> Self {
+    fn from_shared(shared: Strong<Shared<T>>) -> Self {
         Self { slot: SlotRef::new(shared) }
     }
 
@@ -442,7 +444,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         finalize: Finalize,
     ) -> Option<Drain> {
         let shared = self.slot.arc();
-        let retiring = shared.cut_over(value, lifecycle, finalize)?;
+        let retiring = Shared::cut_over(&shared, value, lifecycle, finalize)?;
         Some(Drain::of_retirement(shared, retiring))
     }
 

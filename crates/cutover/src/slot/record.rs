@@ -299,15 +299,17 @@
 //! `lifecycle_cell`), when the generation became current (8 bytes: see
 //! `Stamp`), the drain signal's cell, the slot's shared state and the
 //! tracker (a null pointer until a tracked lease). The generation's number
-//! is only in the header. The slot's shared state is 48 bytes (64 with its
-//! reference counts): the head, the id, the deferred list and the writer's
+//! is only in the header. The slot's shared state is 48 bytes (56 with its
+//! reference count, one word: it is held by a `Strong`, an `Arc` without
+//! weak references): the head, the id, the deferred list and the writer's
 //! lock with its free list. Neither keeps what can be derived: the next
 //! generation's number is the current record's plus one, read under the
 //! writer lock, and the slot's records are found, when it is dropped, on
 //! its free list, where every one of them is by then. Each is sized for
-//! the allocator's size classes (64 and 80 bytes with its header; a fat
-//! value pointer's body was 64 bytes, in the 80-byte class, until session
-//! 31; BENCHMARKS.md, issue 14, item 2, sessions 29 and 31).
+//! the allocator's size classes: both are 64 bytes with its header (a fat
+//! value pointer's body was in the 80-byte class until session 31, and the
+//! shared state, with `Arc`'s two counts, until session 32; BENCHMARKS.md,
+//! issue 14, item 2, sessions 29, 31 and 32).
 //!
 //! Stripe `i` of a record is at `(i + 2) * REGION + SKEW` bytes from its
 //! header (`chunk::stripe_offset`), the same in every slot (both are
@@ -372,6 +374,7 @@ use super::{
     lifecycle_cell::LifecycleCell,
     signal::{DrainSignal, Stamp},
     stripe::{owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
+    strong::Strong,
     tracking::{Straggler, Tracker},
     Finalize,
 };
@@ -447,7 +450,7 @@ pub(crate) struct Incarnation<T: ?Sized + 'static> {
     signal: SignalCell,
     /// Keeps the slot's shared state (and so this record's memory) alive
     /// while the generation lives. Released when the drain completes.
-    keep: Arc<Shared<T>>,
+    keep: Strong<Shared<T>>,
 }
 
 impl<T: ?Sized + 'static> Incarnation<T> {
@@ -526,9 +529,9 @@ struct Body<T: ?Sized + 'static> {
 
 // A body is one allocation per record: 48 bytes (56 with a fat value
 // pointer), so 64 with the allocator's header either way; the shared state
-// is one per slot, 48 bytes, 64 with its reference counts (80 with the
-// header: a word less would reach the 64-byte class). (Not under loom,
-// whose atomics and locks are larger.)
+// is one per slot, 48 bytes, 56 with its `Strong`'s count, so 64 with the
+// header too (with `Arc`'s two counts it was 80). (Not under loom, whose
+// atomics and locks are larger.)
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 48);
 #[cfg(not(loom))]
@@ -807,9 +810,9 @@ impl<T: ?Sized + 'static> Head<T> {
         stripe_offset(index & self.mask())
     }
 
-    /// The shared state that owns this head, as the pointer of the `Arc`
-    /// that holds it (its provenance covers the `Arc`'s counts: see
-    /// `SlotRef`).
+    /// The shared state that owns this head, as the pointer of the
+    /// `Strong` that holds it (its provenance covers the `Strong`'s count:
+    /// see `SlotRef`).
     #[inline(always)]
     pub(crate) fn shared_ptr(&self) -> NonNull<Shared<T>> {
         self.shared
@@ -1071,12 +1074,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         stripes: usize,
         defer: bool,
         asymmetric: bool,
-    ) -> Arc<Self> {
+    ) -> Strong<Self> {
         let stripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
         let owners = if asymmetric && usize::BITS >= 64 { stripes.min(fence::MAX_OWNERS) } else { 0 };
-        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
+        let shared = Strong::new_cyclic(|back: NonNull<Self>| {
             let head = chunk::take_head().cast::<Head<T>>();
-            let back = NonNull::new(weak.as_ptr().cast_mut()).unwrap_or_else(|| unreachable!("an Arc is not null"));
             // SAFETY: the pool gave us the cell (aligned and large enough
             // for a head); nothing else can reach it yet.
             unsafe {
@@ -1094,7 +1096,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         });
         {
             let mut writer = lock(&shared.writer);
-            let (record, _) = shared.prepare(&mut writer, value, lifecycle);
+            let (record, _) = Self::prepare(&shared, &mut writer, value, lifecycle);
             shared.head().current.store(record.as_ptr(), Ordering::SeqCst);
         }
         shared
@@ -1149,15 +1151,15 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// leases; the caller publishes it before it releases the writer lock
     /// (which the generation numbering relies on: see [`Writer`]).
     fn prepare(
-        self: &Arc<Self>,
+        this: &Strong<Self>,
         writer: &mut Writer<T>,
         value: Arc<T>,
         lifecycle: Option<SharedLifecycle>,
     ) -> (NonNull<Record<T>>, u64) {
-        let generation = self.current_hot(writer).map_or(1, |(_, hot)| hot.generation + 1);
+        let generation = this.current_hot(writer).map_or(1, |(_, hot)| hot.generation + 1);
         let record = match writer.pop_free() {
             Some(record) => {
-                self.reset_stripes(record);
+                this.reset_stripes(record);
                 record
             }
             None => {
@@ -1183,7 +1185,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                     // that their pages stay untouched until a thread leases
                     // through them. Loom's atomics must be constructed.
                     #[cfg(loom)]
-                    for offset in self.offsets() {
+                    for offset in this.offsets() {
                         cells.as_ptr().add(offset).cast::<Stripe>().write(Stripe::default());
                     }
                 }
@@ -1202,7 +1204,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 }
                 LifecycleCell::given(lifecycle)
             }
-            None => LifecycleCell::active(&self.id),
+            None => LifecycleCell::active(&this.id),
         };
         let hot = Hot { value: NonNull::from(&*value), generation };
         let incarnation = Incarnation {
@@ -1210,7 +1212,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             lifecycle,
             activated_at: Stamp::now(),
             signal: SignalCell::empty(),
-            keep: Arc::clone(self),
+            keep: Strong::clone(this),
         };
         // SAFETY: the record is not current and has no incarnation (fresh, or
         // drained and taken off the free list under the writer lock), so no
@@ -1248,25 +1250,25 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     /// to the drain), or, for several slots sharing one barrier, with
     /// [`fence::barrier`] and [`end_retire`](Self::end_retire).
     pub(crate) fn cut_over(
-        self: &Arc<Self>,
+        this: &Strong<Self>,
         value: Arc<T>,
         lifecycle: Option<SharedLifecycle>,
         finalize: Finalize,
     ) -> Option<Retiring<T>> {
         let (old, new_generation) = {
-            let mut writer = lock(&self.writer);
-            if self.head().closed.load(Ordering::Relaxed) {
+            let mut writer = lock(&this.writer);
+            if this.head().closed.load(Ordering::Relaxed) {
                 // `value` is dropped by our caller's frame, after the lock.
                 return None;
             }
-            let (record, generation) = self.prepare(&mut writer, value, lifecycle);
-            let old = self.head().current.swap(record.as_ptr(), Ordering::SeqCst);
+            let (record, generation) = Self::prepare(this, &mut writer, value, lifecycle);
+            let old = this.head().current.swap(record.as_ptr(), Ordering::SeqCst);
             (old, generation)
         };
         // SAFETY: `old` was current, so it is a live record.
         let old = unsafe { NonNull::new_unchecked(old) };
-        let retiring = self.begin_retire(old, finalize);
-        tracing::info!(target: "cutover::slot", plugin = %self.id, from = retiring.signal.generation, to = new_generation, "cutover");
+        let retiring = this.begin_retire(old, finalize);
+        tracing::info!(target: "cutover::slot", plugin = %this.id, from = retiring.signal.generation, to = new_generation, "cutover");
         Some(retiring)
     }
 
@@ -1742,7 +1744,7 @@ unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Re
     // SAFETY: no lease remains and none can start; the record cannot be
     // completed or reused by anyone else until we complete or defer it.
     let deferred = body.incarnation.with(|cell| match unsafe { &*cell } {
-        Some(inc) if inc.keep.head().defer => Some(Arc::as_ptr(&inc.keep)),
+        Some(inc) if inc.keep.head().defer => Some(Strong::as_ptr(&inc.keep).as_ptr().cast_const()),
         _ => None,
     });
     match deferred {
