@@ -11,6 +11,14 @@
 //! `dyn`: the values are trait objects, `Arc<dyn Any + Send + Sync>`, as
 //! plugins usually are, rather than `Arc<u64>`).
 //!
+//! On glibc it also prints two exact counts (`mallinfo2`), where the
+//! resident figure moves by whole pages and with what the threads touch:
+//! the growth of the main arena's allocations (chunks with their headers
+//! and rounding to the size classes: the shared states, record bodies, key
+//! map, keys and values), and of the blocks mapped directly (the chunk
+//! pool's, whose lease counters become resident only when a thread leases
+//! through them).
+//!
 //! The figure includes the keys (`plugin-{i}`, about 32 bytes each with
 //! their allocation), the plugin values (8 bytes each, in an `Arc`), the
 //! key map and everything cutover keeps per plugin. BENCHMARKS.md (issue 14,
@@ -27,12 +35,32 @@ fn resident() -> Option<usize> {
     Some(pages * 4096)
 }
 
+/// Heap bytes in use (glibc): the main arena's allocated chunks (with their
+/// headers) and the blocks mapped directly; `None` elsewhere.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap() -> Option<[usize; 2]> {
+    // SAFETY: `mallinfo2` only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    Some([info.uordblks, info.hblkhd])
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap() -> Option<[usize; 2]> {
+    None
+}
+
+/// What registering the plugins grew.
+struct Grown {
+    resident: usize,
+    heap: Option<[usize; 2]>,
+}
+
 fn main() {
     let plugins: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10_000).max(1);
     let stripes: Option<usize> = std::env::args().nth(2).and_then(|n| n.parse().ok());
     let reloads: u64 = std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
     let fat = std::env::args().nth(4).as_deref() == Some("dyn");
-    let Some(grown) = (if fat {
+    let Some(Grown { resident: grown, heap }) = (if fat {
         // A trait object, as plugin registries usually hold: a fat value
         // pointer in each generation's record and body.
         measure(plugins, stripes, reloads, |n| -> Arc<dyn Any + Send + Sync> { Arc::new(n) })
@@ -49,6 +77,14 @@ fn main() {
         grown as f64 / 1e6,
         grown / plugins
     );
+    if let Some([allocated, mapped]) = heap {
+        println!(
+            "  allocated (main arena) grew by {:.2} MB, {} bytes per plugin; mapped blocks by {:.2} MB",
+            allocated as f64 / 1e6,
+            allocated / plugins,
+            mapped as f64 / 1e6
+        );
+    }
 }
 
 /// Resident bytes grown while `plugins` plugins whose values `value` makes
@@ -58,13 +94,14 @@ fn measure<T: ?Sized + Send + Sync + 'static>(
     stripes: Option<usize>,
     reloads: u64,
     value: impl Fn(u64) -> Arc<T>,
-) -> Option<usize> {
+) -> Option<Grown> {
     let keys: Vec<String> = (0..plugins).map(|i| format!("plugin-{i}")).collect();
     let slot = |key: &String| match stripes {
         Some(stripes) => Slot::with_stripes(PluginId::new(key), value(0), stripes),
         None => Slot::new(PluginId::new(key), value(0)),
     };
     let before = resident()?;
+    let heap_before = heap();
     let registry = Registry::new();
     registry.extend(keys.iter().map(|key| (key.clone(), slot(key)))).expect("distinct keys");
     thread::scope(|scope| {
@@ -83,5 +120,6 @@ fn measure<T: ?Sized + Send + Sync + 'static>(
         }
     }
     let after = resident().unwrap_or(before);
-    Some(after.saturating_sub(before))
+    let heap = heap().zip(heap_before).map(|(after, before)| [0, 1].map(|i| after[i].saturating_sub(before[i])));
+    Some(Grown { resident: after.saturating_sub(before), heap })
 }
