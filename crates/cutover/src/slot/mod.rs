@@ -388,7 +388,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// not hold off a drain; the value lives as long as the `Arc`).
     /// Lock-free.
     pub fn current(&self) -> Arc<T> {
-        match self.slot.shared().with_current(|inc| Arc::clone(&inc.value)) {
+        match self.slot.shared().current_value() {
             Some(value) => value,
             None => unreachable!("value of a closed slot"),
         }
@@ -612,23 +612,34 @@ mod tests {
         let live = || super::record::LIVE_BODIES.with(std::cell::Cell::get);
         let start = live();
         for deferred in [false, true] {
+            // Every value served, to check that each is dropped (a record's
+            // header holds its value's count: see `record::Hot`).
+            let served = std::cell::RefCell::new(Vec::new());
+            let value = |n: u64| {
+                let value = Arc::new(n);
+                served.borrow_mut().push(Arc::downgrade(&value));
+                value
+            };
             let slot = if deferred {
-                Slot::with_deferred_completion(PluginId::new("map"), Arc::new(0u64))
+                Slot::with_deferred_completion(PluginId::new("map"), value(0))
             } else {
-                Slot::with_lease_path(PluginId::new("p"), Arc::new(0u64), 2, LeasePath::Atomic)
+                Slot::with_lease_path(PluginId::new("p"), value(0), 2, LeasePath::Atomic)
             };
             let mut pinned = Vec::new();
             for generation in 1..=30u64 {
                 if generation % 4 == 0 {
                     pinned.push(slot.lease());
                 }
-                drop(slot.replace(Arc::new(generation)));
+                drop(slot.replace(value(generation)));
+                assert_eq!(*slot.current(), generation);
                 if generation % 9 == 0 {
                     // Let the pinned generations drain (a deferred slot's
                     // completions wait for `run_deferred`): their records are
                     // reused by the next cutovers.
                     pinned.clear();
                     slot.run_deferred();
+                    let alive = served.borrow().iter().filter(|value| value.strong_count() > 0).count();
+                    assert_eq!(alive, 1, "only the current value is alive once the others drained");
                 }
             }
             assert!(live() - start >= 3, "pinned generations made the slot take fresh records");
@@ -644,6 +655,7 @@ mod tests {
                 drop((pinned, held));
             }
             assert_eq!(live(), start, "a record of the dropped slot was not freed (deferred: {deferred})");
+            assert!(served.borrow().iter().all(|value| value.strong_count() == 0), "a value outlived its slot");
         }
     }
 

@@ -294,22 +294,24 @@
 //!               owners, tracking, closed, defer
 //! ```
 //!
-//! The body is 48 bytes (56 with a fat value pointer): the value, the
-//! lifecycle's cell (empty until someone asks for the lifecycle: see
-//! `lifecycle_cell`), when the generation became current (8 bytes: see
-//! `Stamp`), the drain signal's cell, the slot's shared state and the
-//! tracker (a null pointer until a tracked lease). The generation's number
-//! is only in the header. The slot's shared state is 48 bytes (56 with its
-//! reference count, one word: it is held by a `Strong`, an `Arc` without
-//! weak references): the head, the id, the deferred list and the writer's
-//! lock with its free list. Neither keeps what can be derived: the next
+//! The body is 40 bytes, whatever the value's type: the lifecycle's cell
+//! (empty until someone asks for the lifecycle: see `lifecycle_cell`), when
+//! the generation became current (8 bytes: see `Stamp`), the drain
+//! signal's cell, the slot's shared state and the tracker (a null pointer
+//! until a tracked lease). The generation's number and its value are only
+//! in the header, whose value pointer owns the value: it holds the strong
+//! count that `Arc::into_raw` gave up (see `Hot`), so a trait object's
+//! two-word pointer is not kept twice. The slot's shared state is 48 bytes
+//! (56 with its one-word count: a `Strong` holds it, an `Arc` without weak
+//! references): the head, the id, the deferred list and the writer's lock
+//! with its free list. Neither keeps what can be derived: the next
 //! generation's number is the current record's plus one, read under the
 //! writer lock, and the slot's records are found, when it is dropped, on
 //! its free list, where every one of them is by then. Each is sized for
-//! the allocator's size classes: both are 64 bytes with its header (a fat
-//! value pointer's body was in the 80-byte class until session 31, and the
-//! shared state, with `Arc`'s two counts, until session 32; BENCHMARKS.md,
-//! issue 14, item 2, sessions 29, 31 and 32).
+//! the allocator's size classes: with its header, the body takes 48 bytes
+//! and the shared state 64 (until session 32 the body held the value's
+//! `Arc`, and the shared state `Arc`'s two counts, a size class more each;
+//! BENCHMARKS.md, issue 14, item 2, sessions 29, 31 and 32).
 //!
 //! Stripe `i` of a record is at `(i + 2) * REGION + SKEW` bytes from its
 //! header (`chunk::stripe_offset`), the same in every slot (both are
@@ -330,10 +332,11 @@
 //! slot cells had predicted.)
 //!
 //! What a lease reads from the header (the value pointer and the
-//! generation, `hot`) is a copy of the incarnation's, written with it by
-//! `prepare` before publication and cleared with it by the completion,
-//! under the same rules; the incarnation itself (which owns the value and
-//! the drain signal) lives in the record's body.
+//! generation, `hot`) is written with the incarnation by `prepare` before
+//! publication and cleared with it by the completion, under the same rules;
+//! the header's value pointer owns the value (one strong count, taken back
+//! and dropped by the completion), and the incarnation (which owns the
+//! lifecycle and the drain signal) lives in the record's body.
 //!
 //! *Why it is safe.* `prepare` takes a record's cells from the pool and
 //! writes the header, the cold part and a zeroed stripe for each of the
@@ -341,8 +344,8 @@
 //! the slot's drop drops each part once (the body with its `Box`) and gives
 //! the cells back once. The header is reached through a reference, the
 //! other parts only through [`cold`] and [`stripe_at`], from the pointer the
-//! pool returned (kept in `current`, the free list, the list of every
-//! record and each lease), which is derived from the chunk's allocation
+//! pool returned (kept in `current`, the free and deferred lists and
+//! each lease), which is derived from the chunk's allocation
 //! pointer: its provenance covers the whole chunk, whereas a pointer derived
 //! from a reference to the header would cover the header only (the Miri
 //! runs check this). Offsets come from the slot's own mask (at most
@@ -437,10 +440,10 @@ struct Tail {
     remote: AtomicUsize,
 }
 
-/// What a live generation holds. Written only while its record is not
-/// reachable by any lease (before publication, or after the drain).
+/// What a live generation holds, but for its value (whose strong count the
+/// record's header holds: see [`Hot`]). Written only while its record is
+/// not reachable by any lease (before publication, or after the drain).
 pub(crate) struct Incarnation<T: ?Sized + 'static> {
-    pub(crate) value: Arc<T>,
     /// Made on request for a generation the slot made (see `lifecycle_cell`).
     lifecycle: LifecycleCell,
     /// When the generation became current (the origin of its drain
@@ -519,7 +522,7 @@ struct Cold<T: ?Sized + 'static> {
 }
 
 /// What a record holds that does not fit its cells: the incarnation (which
-/// owns the value, the lifecycle and, once retired, the drain signal) and
+/// owns the lifecycle and, once retired, the drain signal) and
 /// the straggler tracker.
 struct Body<T: ?Sized + 'static> {
     incarnation: UnsafeCell<Option<Incarnation<T>>>,
@@ -527,20 +530,27 @@ struct Body<T: ?Sized + 'static> {
     tracker: Tracker,
 }
 
-// A body is one allocation per record: 48 bytes (56 with a fat value
-// pointer), so 64 with the allocator's header either way; the shared state
+// A body is one allocation per record: 40 bytes (the value is owned by the
+// header: see `Hot`), so 48 with the allocator's header; the shared state
 // is one per slot, 48 bytes, 56 with its `Strong`'s count, so 64 with the
 // header too (with `Arc`'s two counts it was 80). (Not under loom, whose
 // atomics and locks are larger.)
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 48);
+const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 40);
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= 56);
+const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= 40);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Shared<u64>>() <= 48);
 
-/// What a lease reads from its generation: a copy of the incarnation's value
-/// pointer and generation, next to the `draining` flag.
+/// What a lease reads from its generation, next to the `draining` flag:
+/// its value and its number.
+///
+/// `value` is also where the generation keeps its value alive: it holds the
+/// strong count that `Arc::into_raw` gave up when `prepare` stored it, and
+/// [`complete`] takes it back (`Arc::from_raw`) and drops it, so the value
+/// lives exactly as long as the `Hot` is set. (Not in the body as an `Arc`
+/// with a copy of its pointer here: a trait object's pointer is two words,
+/// which the body would pay for a second time.)
 struct Hot<T: ?Sized + 'static> {
     value: NonNull<T>,
     generation: u64,
@@ -1206,9 +1216,11 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             }
             None => LifecycleCell::active(&this.id),
         };
-        let hot = Hot { value: NonNull::from(&*value), generation };
+        // The header holds the value's strong count from here until
+        // `complete` (see `Hot`).
+        let value = NonNull::new(Arc::into_raw(value).cast_mut()).unwrap_or_else(|| unreachable!("an Arc is not null"));
+        let hot = Hot { value, generation };
         let incarnation = Incarnation {
-            value,
             lifecycle,
             activated_at: Stamp::now(),
             signal: SignalCell::empty(),
@@ -1484,6 +1496,24 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // SAFETY: we give back the count (and ticket) `acquire` took.
         unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
         out
+    }
+
+    /// A strong reference to the current generation's value, taken under a
+    /// short lease (lock-free). `None` once the slot is closed.
+    pub(crate) fn current_value(&self) -> Option<Arc<T>> {
+        let acquired = self.acquire()?;
+        let value = acquired.value.as_ptr().cast_const();
+        // SAFETY: `value` is the pointer `prepare` got from `Arc::into_raw`
+        // (see `Hot`), whose strong count the header holds until the
+        // generation completes, which our lease holds off: the `Arc` is
+        // alive, and the count we add is the returned `Arc`'s.
+        let value = unsafe {
+            Arc::increment_strong_count(value);
+            Arc::from_raw(value)
+        };
+        // SAFETY: we give back the count (and ticket) `acquire` took.
+        unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
+        Some(value)
     }
 
     /// The current generation's number; `None` once closed.
@@ -1790,12 +1820,14 @@ pub(crate) unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull
     let (rec, body) = unsafe { (record.as_ref(), body(record)) };
     // SAFETY: no lease remains and none can start; the writer reads the cells
     // only for current records and writes them only for free ones (not yet).
-    let Some(Incarnation { value, signal, keep, .. }) = body.incarnation.with_mut(|cell| unsafe {
-        rec.hot.with_mut(|hot| *hot = None);
-        (*cell).take()
-    }) else {
+    let Some((hot, Incarnation { signal, keep, .. })) =
+        body.incarnation.with_mut(|cell| unsafe { rec.hot.with_mut(|hot| (*hot).take()).zip((*cell).take()) })
+    else {
         return;
     };
+    // SAFETY: the header held the strong count `prepare` gave up with
+    // `Arc::into_raw` (see `Hot`); taking the `Hot` out hands it to us, once.
+    let value = unsafe { Arc::from_raw(hot.value.as_ptr().cast_const()) };
     // `begin_retire` set it before the count could reach zero.
     let Some(signal) = signal.take() else {
         unreachable!("a drained generation without a drain signal");
