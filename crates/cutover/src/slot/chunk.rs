@@ -4,11 +4,13 @@
 //! A record is not one allocation of its own: it is cell `k` of each region
 //! of a chunk. Region 0 holds the record's header (what a lease reads: the
 //! `draining` flag, the value and the generation), region 1 its cold part
-//! (the central and remote counters, the deferred-list link, and a pointer to
-//! the rest), region `i + 2` the counters of its stripe `i`. Every region is
-//! [`REGION`] bytes long (two pages), and the cells of the stripe regions
-//! start [`SKEW`] bytes into theirs (the cold region's, 64), so stripe `i`
-//! of any record is at `record + (i + 2) * REGION + SKEW`
+//! (the central and remote counters, the free and deferred lists' link, and
+//! the straggler tracker), region 2 its body (the generation's lifecycle,
+//! drain signal and hold on its slot), region `i + 3` the counters of its
+//! stripe `i`. Every region is [`REGION`] bytes long (two pages), and the
+//! cells of the stripe regions start [`SKEW`] bytes into theirs (the body
+//! region's 32, the cold region's 64), so stripe `i`
+//! of any record is at `record + (i + 3) * REGION + SKEW`
 //! ([`stripe_offset`]): reached from the
 //! record pointer with one add of a constant, as when the stripes followed
 //! the header in one allocation, and the record's cells in every region
@@ -30,8 +32,8 @@
 //!
 //! *4K aliasing.* Regions are whole pages, and a record's stripe cells sit
 //! [`SKEW`] (96) bytes further into their region than its header does (its
-//! cold cell 64), so that a record's header, cold part and counters never
-//! share the low 12 bits of their addresses (a store to one and a load of the other would
+//! body cell 32, its cold cell 64), so that a record's header, body, cold
+//! part and counters never share the low 12 bits of their addresses (a store to one and a load of the other would
 //! otherwise be taken for a possible overlap by the CPU's memory
 //! disambiguation).
 //!
@@ -95,20 +97,27 @@ pub(crate) const REGION: usize = if cfg!(any(loom, miri)) { RECORDS * CELL + SKE
 /// stripes all differ in the low 12 bits of their addresses.
 const COLD_SKEW: usize = 64;
 
+/// How far a record's body cell (region 2) is from the start of its
+/// region: neither 0, [`COLD_SKEW`] nor [`SKEW`], as above.
+const BODY_SKEW: usize = 32;
+
 /// The offset of a record's cold cell from its header cell.
 pub(crate) const COLD: usize = REGION + COLD_SKEW;
 
+/// The offset of a record's body cell from its header cell.
+pub(crate) const BODY: usize = 2 * REGION + BODY_SKEW;
+
 /// The offset of a record's stripe `index` cell from its header cell.
 pub(crate) const fn stripe_offset(index: usize) -> usize {
-    (index + 2) * REGION + SKEW
+    (index + 3) * REGION + SKEW
 }
 
-/// The most stripes a record may have: the regions after the header's and
-/// the cold part's.
+/// The most stripes a record may have: the regions after the header's, the
+/// cold part's and the body's.
 pub(crate) const STRIPES: usize = 64;
 
-/// The regions of a chunk: header, cold part, stripes.
-const REGIONS: usize = 2 + STRIPES;
+/// The regions of a chunk: header, cold part, body, stripes.
+const REGIONS: usize = 3 + STRIPES;
 
 /// A chunk's layout: page-aligned, so that its regions start where the
 /// aliasing argument says.
@@ -120,7 +129,7 @@ const CHUNK: Layout = match Layout::from_size_align(REGIONS * REGION, 4096) {
 // Every cell is aligned for the atomics it holds, and a record's cells fit
 // its regions, skew included.
 const _: () = assert!(REGION % 32 == 0 && CELL % 32 == 0 && SKEW % 32 == 0 && COLD_SKEW % 32 == 0);
-const _: () = assert!(0 < COLD_SKEW && COLD_SKEW < SKEW);
+const _: () = assert!(BODY_SKEW % 32 == 0 && 0 < BODY_SKEW && BODY_SKEW < COLD_SKEW && COLD_SKEW < SKEW);
 const _: () = assert!(RECORDS * CELL + SKEW <= REGION);
 // Outside loom and Miri, regions are whole pages and the skew keeps the
 // cells of other regions off the low 12 bits of their header's address.
@@ -224,9 +233,9 @@ const HEAD_CHUNK: Layout = match Layout::from_size_align(HEADS * CELL, CELL) {
 };
 
 /// A free record: the address of its header cell, from which its cell in
-/// every region is reached by adding a multiple of [`REGION`]. Its header
-/// and cold cells are uninitialized; outside loom its stripe cells (regions
-/// 2 and on) are zero (see *Zeroed stripes* above). The caller owns them
+/// every region is reached by adding a multiple of [`REGION`]. Its header,
+/// cold and body cells are uninitialized; outside loom its stripe cells
+/// (regions 3 and on) are zero (see *Zeroed stripes* above). The caller owns them
 /// until it gives them back.
 pub(crate) fn take() -> NonNull<u8> {
     Pool::take(&RECORD_POOL)

@@ -609,7 +609,7 @@ mod tests {
     /// (but for a deferred slot) still held when the slot is dropped.
     #[test]
     fn a_slots_drop_frees_every_record_it_took() {
-        let live = || super::record::LIVE_BODIES.with(std::cell::Cell::get);
+        let live = || super::record::LIVE_RECORDS.with(std::cell::Cell::get);
         let start = live();
         for deferred in [false, true] {
             // Every value served, to check that each is dropped (a record's

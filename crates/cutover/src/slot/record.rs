@@ -286,34 +286,36 @@
 //! registry lookup spread over many plugins misses on few of them:
 //!
 //! ```text
-//! region 0      the record's header: draining, value, generation     read by every lease
-//! region 1      the cold part: central, remote, next_deferred, body  draining / cross-thread releases
-//! region i + 2  stripe i: shared, owned, released                    the threads of index i
-//! body          (its own allocation) incarnation, tracker            completion, tracking
-//! head          (a cell of a dense array of heads) current, mask,    read by every lease
+//! region 0      the record's header: draining, value, generation        read by every lease
+//! region 1      the cold part: central, remote, next_deferred, tracker  draining / cross-thread releases
+//! region 2      the body: the incarnation                               cutover, completion
+//! region i + 3  stripe i: shared, owned, released                       the threads of index i
+//! head          (a cell of a dense array of heads) current, mask,       read by every lease
 //!               owners, tracking, closed, defer
 //! ```
 //!
-//! The body is 40 bytes, whatever the value's type: the lifecycle's cell
-//! (empty until someone asks for the lifecycle: see `lifecycle_cell`), when
-//! the generation became current (8 bytes: see `Stamp`), the drain
-//! signal's cell, the slot's shared state and the tracker (a null pointer
-//! until a tracked lease). The generation's number and its value are only
-//! in the header, whose value pointer owns the value: it holds the strong
-//! count that `Arc::into_raw` gave up (see `Hot`), so a trait object's
-//! two-word pointer is not kept twice. The slot's shared state is 48 bytes
-//! (56 with its one-word count: a `Strong` holds it, an `Arc` without weak
-//! references): the head, the id, the deferred list and the writer's lock
-//! with its free list. Neither keeps what can be derived: the next
-//! generation's number is the current record's plus one, read under the
-//! writer lock, and the slot's records are found, when it is dropped, on
-//! its free list, where every one of them is by then. Each is sized for
-//! the allocator's size classes: with its header, the body takes 48 bytes
-//! and the shared state 64 (until session 32 the body held the value's
-//! `Arc`, and the shared state `Arc`'s two counts, a size class more each;
-//! BENCHMARKS.md, issue 14, item 2, sessions 29, 31 and 32).
+//! The body is one cell, 32 bytes, whatever the value's type: the
+//! lifecycle's cell (empty until someone asks for the lifecycle: see
+//! `lifecycle_cell`), when the generation became current (8 bytes: see
+//! `Stamp`), the drain signal's cell and the slot's shared state. The
+//! straggler tracker (a null pointer until a tracked lease) is in the cold
+//! cell. The generation's number and its value are only in the header,
+//! whose value pointer owns the value: it holds the strong count that
+//! `Arc::into_raw` gave up (see `Hot`), so a trait object's two-word
+//! pointer is not kept twice. The slot's shared state, one allocation, is
+//! 48 bytes (56 with its one-word count: a `Strong` holds it, an `Arc`
+//! without weak references), in the allocator's 64-byte class: the head,
+//! the id, the deferred list and the writer's lock with its free list.
+//! Nothing derivable is kept: the next generation's number is the current
+//! record's plus one, read under the writer lock, and the slot's records
+//! are found, when it is dropped, on its free list, where every one of
+//! them is by then. (Until session 32 the body was an allocation of its
+//! own, 48 bytes with the value's `Arc` in it, or 56 with a trait
+//! object's, pointed at from the cold cell; and the shared state had
+//! `Arc`'s two counts, in the 80-byte class. BENCHMARKS.md, issue 14, item
+//! 2, sessions 29, 31 and 32.)
 //!
-//! Stripe `i` of a record is at `(i + 2) * REGION + SKEW` bytes from its
+//! Stripe `i` of a record is at `(i + 3) * REGION + SKEW` bytes from its
 //! header (`chunk::stripe_offset`), the same in every slot (both are
 //! constants), so a lease's and a
 //! release's counter address is the record pointer plus an offset computed
@@ -339,11 +341,12 @@
 //! lifecycle and the drain signal) lives in the record's body.
 //!
 //! *Why it is safe.* `prepare` takes a record's cells from the pool and
-//! writes the header, the cold part and a zeroed stripe for each of the
-//! slot's `mask + 1` stripe offsets before the record can be reached, and
-//! the slot's drop drops each part once (the body with its `Box`) and gives
-//! the cells back once. The header is reached through a reference, the
-//! other parts only through [`cold`] and [`stripe_at`], from the pointer the
+//! writes the header, the cold part, the body and (under loom; elsewhere
+//! the pool's are zero already) a fresh stripe for each of the slot's
+//! `mask + 1` stripe offsets before the record can be reached, and the
+//! slot's drop drops each part once and gives the cells back once. The
+//! header is reached through a reference, the other parts only through
+//! [`cold`], [`body`] and [`stripe_at`], from the pointer the
 //! pool returned (kept in `current`, the free and deferred lists and
 //! each lease), which is derived from the chunk's allocation
 //! pointer: its provenance covers the whole chunk, whereas a pointer derived
@@ -372,7 +375,7 @@ use std::{
 };
 
 use super::{
-    chunk::{self, stripe_offset, CELL, COLD},
+    chunk::{self, stripe_offset, BODY, CELL, COLD},
     fence,
     lifecycle_cell::LifecycleCell,
     signal::{DrainSignal, Stamp},
@@ -508,8 +511,8 @@ impl Drop for SignalCell {
 }
 
 /// The part of a record that only draining and cross-thread releases, the
-/// deferred list and the writer touch: its cell in the chunk's second region
-/// (see "Memory layout" in the module docs).
+/// deferred list, the writer and tracked leases touch: its cell in the
+/// chunk's second region (see "Memory layout" in the module docs).
 struct Cold<T: ?Sized + 'static> {
     tail: Tail,
     /// The next record on the slot's `deferred` list, or, once the record
@@ -517,28 +520,21 @@ struct Cold<T: ?Sized + 'static> {
     /// at most one of them: `complete` puts it on the free list, and
     /// `run_deferred` reads the deferred link before it completes.
     next_deferred: AtomicPtr<Record<T>>,
-    /// The rest, in an allocation of its own; fixed for the record's life.
-    body: NonNull<Body<T>>,
-}
-
-/// What a record holds that does not fit its cells: the incarnation (which
-/// owns the lifecycle and, once retired, the drain signal) and
-/// the straggler tracker.
-struct Body<T: ?Sized + 'static> {
-    incarnation: UnsafeCell<Option<Incarnation<T>>>,
-    /// Leases taken with straggler tracking on (empty when it is off).
+    /// Leases taken with straggler tracking on (empty when it is off). Kept
+    /// for the record's life, across its generations.
     tracker: Tracker,
 }
 
-// A body is one allocation per record: 40 bytes (the value is owned by the
-// header: see `Hot`), so 48 with the allocator's header; the shared state
-// is one per slot, 48 bytes, 56 with its `Strong`'s count, so 64 with the
-// header too (with `Arc`'s two counts it was 80). (Not under loom, whose
-// atomics and locks are larger.)
-#[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Body<u64>>() <= 40);
-#[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= 40);
+/// The incarnation of the record's generation (which owns the lifecycle
+/// and, once retired, the drain signal, and holds the slot alive): its cell
+/// in the chunk's third region (see "Memory layout" in the module docs).
+struct Body<T: ?Sized + 'static> {
+    incarnation: UnsafeCell<Option<Incarnation<T>>>,
+}
+
+// The shared state is one allocation per slot: 48 bytes, 56 with its
+// `Strong`'s count, so 64 with the allocator's header (with `Arc`'s two
+// counts it was 80). (Not under loom, whose atomics and locks are larger.)
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Shared<u64>>() <= 48);
 
@@ -584,6 +580,7 @@ pub(crate) struct Record<T: ?Sized + 'static> {
 const _: () = assert!(std::mem::offset_of!(Record<u8>, draining) == 0);
 const _: () = assert!(std::mem::size_of::<Record<dyn std::any::Any + Send + Sync>>() <= CELL);
 const _: () = assert!(std::mem::size_of::<Cold<dyn std::any::Any + Send + Sync>>() <= CELL);
+const _: () = assert!(std::mem::size_of::<Body<dyn std::any::Any + Send + Sync>>() <= CELL);
 const _: () = assert!(std::mem::size_of::<Stripe>() <= CELL);
 
 /// The cold part of the record at `record`.
@@ -604,8 +601,9 @@ unsafe fn cold<'a, T: ?Sized + 'static>(record: NonNull<Record<T>>) -> &'a Cold<
 /// As for [`cold`].
 #[inline(always)]
 unsafe fn body<'a, T: ?Sized + 'static>(record: NonNull<Record<T>>) -> &'a Body<T> {
-    // SAFETY: forwarded from the caller; the body lives as long as the record.
-    unsafe { cold(record).body.as_ref() }
+    // SAFETY: forwarded from the caller: the cell is inside the chunk, was
+    // written by `prepare`, and `record`'s provenance covers the chunk.
+    unsafe { &*record.as_ptr().cast::<u8>().add(BODY).cast::<Body<T>>() }
 }
 
 /// The stripe at byte `offset` of the record at `record`.
@@ -1046,7 +1044,7 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
             None => unreachable!("leased generation record without a value"),
         });
         // SAFETY: as above.
-        let ticket = if self.tracking.load(Ordering::Relaxed) { unsafe { body(record) }.tracker.track() } else { 0 };
+        let ticket = if self.tracking.load(Ordering::Relaxed) { unsafe { cold(record) }.tracker.track() } else { 0 };
         Acquired { record, stripe, value, generation, ticket }
     }
 }
@@ -1176,8 +1174,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 let cells = chunk::take();
                 let record = cells.cast::<Record<T>>();
                 #[cfg(test)]
-                LIVE_BODIES.with(|live| live.set(live.get() + 1));
-                let body = Box::new(Body { incarnation: UnsafeCell::new(None), tracker: Tracker::default() });
+                LIVE_RECORDS.with(|live| live.set(live.get() + 1));
                 // SAFETY: the pool gave us the record's cells: `CELL` bytes
                 // at the record's offset in every region of its chunk (each
                 // aligned to 32 bytes, and every part fits one cell), and
@@ -1188,8 +1185,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                     cells.as_ptr().add(COLD).cast::<Cold<T>>().write(Cold {
                         tail: Tail { central: AtomicUsize::new(BIAS), remote: AtomicUsize::new(0) },
                         next_deferred: AtomicPtr::new(std::ptr::null_mut()),
-                        body: NonNull::from(Box::leak(body)),
+                        tracker: Tracker::default(),
                     });
+                    cells.as_ptr().add(BODY).cast::<Body<T>>().write(Body { incarnation: UnsafeCell::new(None) });
                     // Outside loom the pool's stripe cells are already zero,
                     // a fresh `Stripe` (see `chunk`): not written here, so
                     // that their pages stay untouched until a thread leases
@@ -1230,7 +1228,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         // drained and taken off the free list under the writer lock), so no
         // lease reads the cells; stray readers only touch the stripes.
         unsafe {
-            cold.body.as_ref().incarnation.with_mut(|cell| *cell = Some(incarnation));
+            body(record).incarnation.with_mut(|cell| *cell = Some(incarnation));
             rec.hot.with_mut(|cell| *cell = Some(hot));
         }
         (record, generation)
@@ -1477,7 +1475,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
             return Vec::new();
         }
         // SAFETY: records stay allocated while `self` lives.
-        let stragglers = unsafe { body(record) }.tracker.stragglers();
+        let stragglers = unsafe { cold(record) }.tracker.stragglers();
         // A reused record belongs to a later generation: done was announced
         // before the reuse.
         if signal.is_done() {
@@ -1687,7 +1685,7 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
 ) {
     if ticket != 0 {
         // SAFETY: still leased, so the record is live.
-        unsafe { body(record) }.tracker.untrack(ticket);
+        unsafe { cold(record) }.tracker.untrack(ticket);
     }
     // SAFETY: forwarded from the caller.
     unsafe { release(record, stripe) }
@@ -1849,10 +1847,10 @@ pub(crate) unsafe fn complete<T: ?Sized + Send + Sync + 'static>(record: NonNull
 
 #[cfg(test)]
 thread_local! {
-    /// Record bodies this thread allocated, less those it freed: lets a
-    /// unit test (which makes and drops its slots on one thread) check that
-    /// a slot's drop frees every record the slot took.
-    pub(crate) static LIVE_BODIES: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+    /// Records this thread took fresh from the pool, less those it gave
+    /// back: lets a unit test (which makes and drops its slots on one
+    /// thread) check that a slot's drop frees every record the slot took.
+    pub(crate) static LIVE_RECORDS: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
 }
 
 impl<T: ?Sized + 'static> Drop for Shared<T> {
@@ -1867,16 +1865,17 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
         // publishes it; from then its incarnation holds `Shared` alive (its
         // `keep`), and `complete` puts the record back on the list before it
         // drops that hold. So no record is current, draining or deferred
-        // when `Shared` is dropped. (A record missed here would leak its
-        // body, which Miri would not see, as the chunk that points at it is
-        // reachable from the pool: `LIVE_BODIES` lets a unit test check it.)
+        // when `Shared` is dropped. (A record missed here would never go back
+        // to the pool, and would leak its tracker, which Miri would not see,
+        // as the chunk that points at it is reachable from the pool:
+        // `LIVE_RECORDS` lets a unit test check it.)
         while let Some(record) = writer.pop_free() {
             // SAFETY: every record on the list was taken from the chunk pool
             // and filled in `prepare`, and is on it once; with `Shared` gone
             // no lease, drain or stray reader can reach it (each of those
             // holds `Shared` alive). Each part is dropped once (the cold part
-            // after `pop_free` read its link, the body freed with the `Box` it
-            // came from), then the cells go back to the pool once.
+            // after `pop_free` read its link), then the cells go back to the
+            // pool once.
             unsafe {
                 for &offset in &offsets {
                     let stripe = record.as_ptr().cast::<u8>().add(offset).cast::<Stripe>();
@@ -1893,11 +1892,10 @@ impl<T: ?Sized + 'static> Drop for Shared<T> {
                         stripe.write(Stripe::default());
                     }
                 }
-                let cold = record.as_ptr().cast::<u8>().add(COLD).cast::<Cold<T>>();
-                drop(Box::from_raw((*cold).body.as_ptr()));
                 #[cfg(test)]
-                LIVE_BODIES.with(|live| live.set(live.get() - 1));
-                std::ptr::drop_in_place(cold);
+                LIVE_RECORDS.with(|live| live.set(live.get() - 1));
+                std::ptr::drop_in_place(record.as_ptr().cast::<u8>().add(BODY).cast::<Body<T>>());
+                std::ptr::drop_in_place(record.as_ptr().cast::<u8>().add(COLD).cast::<Cold<T>>());
                 std::ptr::drop_in_place(record.as_ptr());
                 chunk::give(record.cast());
             }
