@@ -179,6 +179,7 @@ impl<T> Deref for Strong<T> {
 }
 
 impl<T> Drop for Strong<T> {
+    #[inline]
     fn drop(&mut self) {
         // AcqRel: release our uses of the value to the last holder, and, if
         // we are the last, acquire everyone else's before the value is
@@ -188,9 +189,24 @@ impl<T> Drop for Strong<T> {
             return;
         }
         // SAFETY: the count reached zero: no other `Strong` (and no raw
-        // pointer with a count) remains, so the allocation from
-        // `Box::into_raw` is ours to drop and free, once.
-        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+        // pointer with a count) remains.
+        unsafe { Self::free(self.inner) };
+    }
+}
+
+impl<T> Strong<T> {
+    /// Drop the value and free the allocation: out of line, as `Arc`'s
+    /// `drop_slow`, so that the many places a `Strong` is dropped inline
+    /// only the decrement.
+    ///
+    /// # Safety
+    /// The count reached zero: `inner`, from `Box::into_raw`, is ours to
+    /// drop and free, once.
+    #[inline(never)]
+    #[cold]
+    unsafe fn free(inner: NonNull<Inner<T>>) {
+        // SAFETY: forwarded from the caller.
+        drop(unsafe { Box::from_raw(inner.as_ptr()) });
     }
 }
 
