@@ -51,8 +51,10 @@
 //! (the `registry_floor` benchmark's minimum; 0.93–0.99× and 0.85–0.88× at
 //! its median; 3.2–4.5× when each slot and record was an allocation of its
 //! own). A registry of 10,000 plugins, each leased from two threads, takes
-//! 4.6–4.7 MB: 462–472 bytes per plugin, 64 of them the caller's key and
-//! value (the `registry_memory` example).
+//! 4.2–4.3 MB: 419–432 bytes per plugin, 64 of them the caller's key and
+//! value; a plugin's only allocation of cutover's own is its slot's shared
+//! state (64 bytes with the allocator's header), the rest being cells of
+//! the chunks and the key map's bucket (the `registry_memory` example).
 //! The `registry_floor` benchmark compares the registry with models of the
 //! layouts; the model that reaches the map of `ArcSwap`s differs from the
 //! registry in where the plugin values are (next to their keys, fetched
