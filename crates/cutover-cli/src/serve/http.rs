@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(data)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(super::unread_body::close_if_unread))
         .with_state(state)
 }
 

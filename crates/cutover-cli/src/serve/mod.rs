@@ -23,6 +23,7 @@ mod http;
 mod metrics;
 mod server;
 mod sql;
+mod unread_body;
 mod watch;
 
 use std::{

@@ -337,3 +337,41 @@ fn floats_out_of_an_integer_range_are_refused() {
     let (status, body) = server.call("math.add", r#"{"args": [[9.2233720368547748e18], [0]]}"#);
     assert_eq!((status, body["result"].clone()), (200, json!([9_223_372_036_854_774_784_i64])));
 }
+
+/// An answer given before the request's body was read (here a call to an
+/// unknown plugin, which is checked first) leaves a connection the server
+/// cannot reuse, and says so with `Connection: close`: a pooling client
+/// then opens a new one for its next request instead of failing on the
+/// closed one. A call whose body was read keeps its connection.
+#[test]
+fn an_answer_before_the_body_says_connection_close() {
+    let server = Server::start(&[("math.wat", MATH_V1)], &[]);
+    let body = r#"{"args": [[5]]}"#;
+    let mut stream = server.connect();
+    write!(stream, "POST /v1/call/nope.neg HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len())
+        .unwrap();
+    let (status, head, text) = read_response(&mut stream);
+    assert_eq!(status, 404, "{text}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    // The body sent now is not taken for a request: the server has closed.
+    let _ = stream.write_all(body.as_bytes());
+    assert_eq!(read_to_close(&mut stream), "");
+
+    let mut stream = server.connect();
+    for _ in 0..2 {
+        write!(
+            stream,
+            "POST /v1/call/math.mul3 HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let (status, head, text) = read_response(&mut stream);
+        assert_eq!(status, 200, "{text}");
+        assert!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    }
+    // And a pooling client goes on after the 404 (the case that failed
+    // at random before the header: the next request on the closed
+    // connection).
+    assert_eq!(server.call("nope.neg", body).0, 404);
+    assert_eq!(server.plugins().len(), 1);
+}
