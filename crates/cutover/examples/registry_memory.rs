@@ -14,10 +14,11 @@
 //! On glibc it also prints two exact counts (`mallinfo2`), where the
 //! resident figure moves by whole pages and with what the threads touch:
 //! the growth of the main arena's allocations (chunks with their headers
-//! and rounding to the size classes: the shared states, record bodies, key
-//! map, keys and values), and of the blocks mapped directly (the chunk
-//! pool's, whose lease counters become resident only when a thread leases
-//! through them).
+//! and rounding to the size classes: the slots' shared states, the pages
+//! of slot heads, the keys and the values), and of the blocks mapped
+//! directly (the record chunks, whose lease counters become resident only
+//! when a thread leases through them, and, at this size, the key map's
+//! table).
 //!
 //! The figure includes the keys (`plugin-{i}`, about 32 bytes each with
 //! their allocation), the plugin values (8 bytes each, in an `Arc`), the
@@ -62,7 +63,7 @@ fn main() {
     let fat = std::env::args().nth(4).as_deref() == Some("dyn");
     let Some(Grown { resident: grown, heap }) = (if fat {
         // A trait object, as plugin registries usually hold: a fat value
-        // pointer in each generation's record and body.
+        // pointer in each generation's record header.
         measure(plugins, stripes, reloads, |n| -> Arc<dyn Any + Send + Sync> { Arc::new(n) })
     } else {
         measure(plugins, stripes, reloads, Arc::new)
@@ -87,8 +88,8 @@ fn main() {
     }
 }
 
-/// Resident bytes grown while `plugins` plugins whose values `value` makes
-/// are registered, leased from two threads and reloaded `reloads` times.
+/// What grew while `plugins` plugins whose values `value` makes are
+/// registered, leased from two threads and reloaded `reloads` times.
 fn measure<T: ?Sized + Send + Sync + 'static>(
     plugins: usize,
     stripes: Option<usize>,

@@ -138,7 +138,7 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
         lifecycle: Option<SharedLifecycle>,
         finalize: Finalize,
     ) -> Option<usize> {
-        let shared = slot.slot.arc();
+        let shared = slot.slot.strong();
         let retiring = Shared::cut_over(&shared, value, lifecycle, finalize)?;
         Some(self.push(shared, retiring))
     }
@@ -146,7 +146,7 @@ impl<T: ?Sized + Send + Sync + 'static> CutoverBatch<T> {
     /// The close of [`Slot::close`], its drain left to `finish`; `None` if
     /// the slot was already closed.
     pub(crate) fn close(&mut self, slot: &Slot<T>, finalize: Finalize) -> Option<usize> {
-        let shared = slot.slot.arc();
+        let shared = slot.slot.strong();
         let retiring = shared.begin_close(finalize)?;
         Some(self.push(shared, retiring))
     }

@@ -47,7 +47,7 @@ impl<T: ?Sized + 'static> SlotRef<T> {
     }
 
     /// Another strong reference to the shared state.
-    pub(crate) fn arc(&self) -> Strong<Shared<T>> {
+    pub(crate) fn strong(&self) -> Strong<Shared<T>> {
         let shared = self.head().shared_ptr();
         // SAFETY: `shared` is the value pointer of the `Strong` whose count
         // we own (the head's back pointer is the one `Strong::new_cyclic`
@@ -92,7 +92,7 @@ impl<T: ?Sized + Send + Sync + 'static> SlotRef<T> {
 
 impl<T: ?Sized + 'static> Clone for SlotRef<T> {
     fn clone(&self) -> Self {
-        // SAFETY: as in `arc`: the back pointer is the `Strong`'s, and we
+        // SAFETY: as in `strong`: the back pointer is the `Strong`'s, and we
         // hold a count; the new one is the clone's.
         unsafe { Strong::increment_count(self.head().shared_ptr()) };
         Self { head: self.head }
@@ -102,7 +102,7 @@ impl<T: ?Sized + 'static> Clone for SlotRef<T> {
 impl<T: ?Sized + 'static> Drop for SlotRef<T> {
     fn drop(&mut self) {
         let shared = self.head().shared_ptr();
-        // SAFETY: we own one count of that `Strong` (see `arc`), given back
+        // SAFETY: we own one count of that `Strong` (see `strong`), given back
         // here once; the head is not used after this.
         drop(unsafe { Strong::from_raw(shared) });
     }

@@ -342,7 +342,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// removal). `None` if it was already closed. On the asymmetric-fence
     /// path the barrier is left to the returned drain, as a replace's is.
     pub(crate) fn close(&self, finalize: Finalize) -> Option<Drain> {
-        let shared = self.slot.arc();
+        let shared = self.slot.strong();
         let retiring = shared.begin_close(finalize)?;
         Some(Drain::of_retirement(shared, retiring))
     }
@@ -443,7 +443,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         lifecycle: Option<SharedLifecycle>,
         finalize: Finalize,
     ) -> Option<Drain> {
-        let shared = self.slot.arc();
+        let shared = self.slot.strong();
         let retiring = Shared::cut_over(&shared, value, lifecycle, finalize)?;
         Some(Drain::of_retirement(shared, retiring))
     }

@@ -1485,41 +1485,46 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         }
     }
 
+    /// Run `f` on the current generation under a short lease (lock-free),
+    /// then end the lease. `None` once the slot is closed.
+    fn with_lease<R>(&self, f: impl FnOnce(&Acquired<T>) -> R) -> Option<R> {
+        let acquired = self.acquire()?;
+        let out = f(&acquired);
+        // SAFETY: we give back the count (and ticket) `acquire` took.
+        unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
+        Some(out)
+    }
+
     /// Read the current generation's incarnation under a short lease
     /// (lock-free). `None` once the slot is closed.
     pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Incarnation<T>) -> R) -> Option<R> {
-        let acquired = self.acquire()?;
-        // SAFETY: the lease we hold keeps the incarnation in place.
-        let out = unsafe { body(acquired.record) }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f));
-        // SAFETY: we give back the count (and ticket) `acquire` took.
-        unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
-        out
+        self.with_lease(|acquired| {
+            // SAFETY: the lease we hold keeps the incarnation in place.
+            unsafe { body(acquired.record) }.incarnation.with(|cell| unsafe { &*cell }.as_ref().map(f))
+        })
+        .flatten()
     }
 
     /// A strong reference to the current generation's value, taken under a
     /// short lease (lock-free). `None` once the slot is closed.
     pub(crate) fn current_value(&self) -> Option<Arc<T>> {
-        let acquired = self.acquire()?;
-        let value = acquired.value.as_ptr().cast_const();
-        // SAFETY: `value` is the pointer `prepare` got from `Arc::into_raw`
-        // (see `Hot`), whose strong count the header holds until the
-        // generation completes, which our lease holds off: the `Arc` is
-        // alive, and the count we add is the returned `Arc`'s.
-        let value = unsafe {
-            Arc::increment_strong_count(value);
-            Arc::from_raw(value)
-        };
-        // SAFETY: we give back the count (and ticket) `acquire` took.
-        unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
-        Some(value)
+        self.with_lease(|acquired| {
+            let value = acquired.value.as_ptr().cast_const();
+            // SAFETY: `value` is the pointer `prepare` got from
+            // `Arc::into_raw` (see `Hot`), whose strong count the header
+            // holds until the generation completes, which our lease holds
+            // off: the `Arc` is alive, and the count we add is the
+            // returned `Arc`'s.
+            unsafe {
+                Arc::increment_strong_count(value);
+                Arc::from_raw(value)
+            }
+        })
     }
 
     /// The current generation's number; `None` once closed.
     pub(crate) fn generation(&self) -> Option<u64> {
-        let acquired = self.acquire()?;
-        // SAFETY: we give back the count (and ticket) `acquire` took.
-        unsafe { end_lease(acquired.record, acquired.stripe, acquired.ticket) };
-        Some(acquired.generation)
+        self.with_lease(|acquired| acquired.generation)
     }
 
     /// Where a lease of the current generation will read and write, as of

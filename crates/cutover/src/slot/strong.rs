@@ -154,8 +154,22 @@ impl<T> Strong<T> {
         }
     }
 
-    /// The number of references (for tests and `Debug`: it can change at
-    /// any moment on another thread).
+    /// Drop the value and free the allocation: out of line, as `Arc`'s
+    /// `drop_slow`, so that the many places a `Strong` is dropped inline
+    /// only the decrement.
+    ///
+    /// # Safety
+    /// The count reached zero: `inner`, from `Box::into_raw`, is ours to
+    /// drop and free, once.
+    #[inline(never)]
+    #[cold]
+    unsafe fn free(inner: NonNull<Inner<T>>) {
+        // SAFETY: forwarded from the caller.
+        drop(unsafe { Box::from_raw(inner.as_ptr()) });
+    }
+
+    /// The number of references (for tests: it can change at any moment
+    /// on another thread).
     #[cfg(test)]
     pub(crate) fn count(this: &Self) -> usize {
         this.inner().count.load(Ordering::Relaxed)
@@ -191,22 +205,6 @@ impl<T> Drop for Strong<T> {
         // SAFETY: the count reached zero: no other `Strong` (and no raw
         // pointer with a count) remains.
         unsafe { Self::free(self.inner) };
-    }
-}
-
-impl<T> Strong<T> {
-    /// Drop the value and free the allocation: out of line, as `Arc`'s
-    /// `drop_slow`, so that the many places a `Strong` is dropped inline
-    /// only the decrement.
-    ///
-    /// # Safety
-    /// The count reached zero: `inner`, from `Box::into_raw`, is ours to
-    /// drop and free, once.
-    #[inline(never)]
-    #[cold]
-    unsafe fn free(inner: NonNull<Inner<T>>) {
-        // SAFETY: forwarded from the caller.
-        drop(unsafe { Box::from_raw(inner.as_ptr()) });
     }
 }
 
