@@ -34,14 +34,9 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 /// The middleware (`axum::middleware::from_fn`).
 pub async fn close_if_unread(request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let declares_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 0);
-    if !declares_body {
+    // hyper's framing (`Content-Length`, chunked) says whether a body is
+    // coming: a request without one is at its end already.
+    if request.body().is_end_stream() {
         return next.run(request).await;
     }
     let read = Arc::new(AtomicBool::new(false));
