@@ -6,13 +6,13 @@
 #[cfg(loom)]
 pub(crate) use loom::{
     cell::UnsafeCell,
-    sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize},
     sync::{Condvar, Mutex, MutexGuard},
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize},
+    atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize},
     Condvar, Mutex, MutexGuard,
 };
 

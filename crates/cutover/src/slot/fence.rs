@@ -56,6 +56,9 @@ pub(crate) enum Update {
     Draining,
     /// The counter is at its limit (acquisitions only): nothing was written.
     AtLimit,
+    /// The acquisition's count is due for the limit check (see
+    /// `owned_acquire`): nothing was written.
+    Check,
 }
 
 /// Whether the asymmetric-fence path is available in this process (decided
@@ -99,28 +102,19 @@ pub(crate) fn barrier() {
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
-pub(crate) use imp::{owned_acquire, owned_release};
+#[cfg(not(loom))]
+pub(crate) use imp::thread_rseq_cs;
+pub(crate) use imp::{owned_acquire, owned_acquire_checked, owned_release};
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri), not(loom)))]
 mod imp {
-    use std::{
-        arch::asm,
-        sync::{
-            atomic::{AtomicIsize, Ordering},
-            OnceLock,
-        },
-    };
+    use std::{arch::asm, sync::OnceLock};
 
     use super::Update;
 
     const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
     const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 7;
     const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 8;
-
-    /// The offset of the thread's `struct rseq` from the thread pointer
-    /// (glibc's `__rseq_offset`), set by [`rseq_offset`] before any slot can
-    /// have owners (`available` calls it), read by the owners' sequences.
-    static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(isize::MIN);
 
     /// The start of an owner's restartable sequence (`rseq_start!`, labels
     /// 9 and 2) and its end (`rseq_descriptor!`): its descriptor (label
@@ -137,8 +131,9 @@ mod imp {
         () => {
             // Label 9: arm the sequence (the thread's `rseq_cs` = label 3's
             // descriptor); the abort handler comes back here. Label 2: the
-            // sequence starts. Uses the operands `tmp` (clobbered) and `rseq`.
-            concat!("9:\n", "lea {tmp}, [rip + 3f]\n", "mov qword ptr fs:[{rseq} + 8], {tmp}\n", "2:",)
+            // sequence starts. Uses the operands `tmp` (clobbered) and `rseq`
+            // (the address of the thread's `rseq_cs` field).
+            concat!("9:\n", "lea {tmp}, [rip + 3f]\n", "mov qword ptr [{rseq}], {tmp}\n", "2:",)
         };
     }
 
@@ -172,7 +167,8 @@ mod imp {
     /// every thread since 2.35, unless disabled with the tunable
     /// `glibc.pthread.rseq=0`). Looked up once, with `dlsym`, so that
     /// linking does not need a glibc that has the symbols; also kept in
-    /// [`RSEQ_OFFSET`] for the owners' sequences.
+    /// Each owner thread keeps the address of its area's `rseq_cs` field
+    /// ([`thread_rseq_cs`]) for its sequences.
     fn rseq_offset() -> Option<isize> {
         static FOUND: OnceLock<Option<isize>> = OnceLock::new();
         *FOUND.get_or_init(|| {
@@ -192,7 +188,6 @@ mod imp {
             if size < 16 {
                 return None;
             }
-            RSEQ_OFFSET.store(offset, Ordering::Relaxed);
             Some(offset)
         })
     }
@@ -209,6 +204,26 @@ mod imp {
             return false;
         }
         membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ) == 0
+    }
+
+    /// The address of this thread's `rseq_cs` field (8 bytes into its
+    /// `struct rseq`, at glibc's `__rseq_offset` from the thread pointer),
+    /// which an owner's sequence stores its descriptor's address in. Only
+    /// on a thread for which [`thread_registered`] is true.
+    pub(crate) fn thread_rseq_cs() -> usize {
+        let offset = rseq_offset().unwrap_or(0);
+        let thread_pointer: usize;
+        // SAFETY: on x86-64 Linux the word at `fs:0` is the thread pointer
+        // itself (the TCB's self pointer, glibc's `tcbhead_t::tcb`); reading
+        // it touches nothing else.
+        unsafe {
+            asm!(
+                "mov {tp}, qword ptr fs:0",
+                tp = out(reg) thread_pointer,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        thread_pointer.wrapping_add_signed(offset).wrapping_add(8)
     }
 
     pub(super) fn thread_registered() -> bool {
@@ -242,30 +257,102 @@ mod imp {
 
     /// Take a lease on the record `*current` points at: in one restartable
     /// sequence, load the record, stop if it is draining (its first byte,
-    /// `Record::draining`), stop if the owner's acquisitions (the word at
-    /// `offset` bytes into it) minus its releases (the next word) are at
-    /// `2^54`, else store the acquisitions plus one. Returns the record
-    /// loaded and what happened.
+    /// `Record::draining`), stop if the owner's acquisitions plus one (the
+    /// word at `offset` bytes into it) end in 16 zero bits, else store them.
+    /// Returns the record loaded and what happened: [`Update::Check`] once
+    /// every 2^16 acquisitions, when the caller runs
+    /// [`owned_acquire_checked`] instead, which compares the count with its
+    /// limit. (So the common case reads one counter, not two.)
     ///
     /// # Safety
     /// `current` points at a record pointer that always points at a live
     /// record whose first byte is its draining flag and with an owned
     /// counter at `offset`, both only written by this thread or by a
     /// writer that then runs [`barrier`]; the calling thread's `rseq` area
-    /// is registered ([`thread_registered`]) and the process is registered
-    /// for the barrier ([`register`]).
+    /// is registered ([`thread_registered`]), and `rseq` is the address of
+    /// its `rseq_cs` field ([`thread_rseq_cs`], as the thread's
+    /// `stripe::owned` keeps it); the process is registered for the barrier
+    /// ([`register`]).
     #[inline(always)]
-    pub(crate) unsafe fn owned_acquire(current: *const *mut u8, offset: usize) -> (*mut u8, Update) {
-        let rseq = RSEQ_OFFSET.load(Ordering::Relaxed);
+    pub(crate) unsafe fn owned_acquire(rseq: usize, current: *const *mut u8, offset: usize) -> (*mut u8, Update) {
         let record: *mut u8;
-        let outcome: usize;
         // SAFETY: forwarded from the caller. The sequence runs from label 2
         // to the commit store before label 6; an interruption in between
         // makes the kernel resume at label 4 (after the signature glibc
         // registered, 0x53053053), which arms it again and starts over
         // (label 9). Nothing before the commit writes memory; the descriptor
         // (label 3) is in a data section, 32-byte aligned, as the `rseq` ABI
-        // requires.
+        // requires. The common case falls through from the commit with the
+        // record in `rec`; the others leave through labels 5 and 8 (out of
+        // line) with `rec` replaced by 0 or 1, which no record's address is,
+        // so one compare tells them apart and the common case takes no jump.
+        unsafe {
+            asm!(
+                rseq_start!(),
+                "mov {rec}, qword ptr [{cur}]",
+                "cmp byte ptr [{rec}], 0",
+                "jne 5f",
+                "mov {tmp}, qword ptr [{rec} + {off}]",
+                "add {tmp}, 1",
+                "test {tmp:x}, {tmp:x}",
+                "jz 8f",
+                "mov qword ptr [{rec} + {off}], {tmp}",
+                "6:",
+                "7:",
+                rseq_descriptor!(),
+                ".pushsection .text.cutover_rseq_exits, \"ax\"",
+                "5:",
+                "xor {rec:e}, {rec:e}",
+                "jmp 7b",
+                "8:",
+                "mov {rec:e}, 1",
+                "jmp 7b",
+                ".popsection",
+                rseq = in(reg) rseq,
+                cur = in(reg) current,
+                off = in(reg) offset,
+                rec = out(reg) record,
+                tmp = out(reg) _,
+                options(nostack),
+            );
+        }
+        // One compare and a branch not taken in the common case.
+        let update = if record as usize > 1 { Update::Done } else { exited(record, Update::Check) };
+        (record, update)
+    }
+
+    /// What an owner's sequence that left early left in `rec`: 0 if the
+    /// record is draining, 1 for `other`.
+    #[cold]
+    #[inline(never)]
+    fn exited(record: *mut u8, other: Update) -> Update {
+        if record.is_null() {
+            Update::Draining
+        } else {
+            other
+        }
+    }
+
+    /// [`owned_acquire`] with the limit check: stop if the owner's
+    /// acquisitions minus its releases (the word after them) are at
+    /// `limit` or more (a power of two, at most 2^62), else store the
+    /// acquisitions plus one. Returns the record loaded and what happened
+    /// ([`Update::AtLimit`] for a refusal).
+    ///
+    /// # Safety
+    /// As for [`owned_acquire`].
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn owned_acquire_checked(
+        rseq: usize,
+        current: *const *mut u8,
+        offset: usize,
+        limit: usize,
+    ) -> (*mut u8, Update) {
+        debug_assert!(limit.is_power_of_two() && limit <= 1 << 62);
+        let shift = limit.trailing_zeros();
+        let record: *mut u8;
+        // SAFETY: as in `owned_acquire`, with label 8 for a refusal.
         unsafe {
             asm!(
                 rseq_start!(),
@@ -275,34 +362,32 @@ mod imp {
                 "mov {tmp}, qword ptr [{rec} + {off}]",
                 "mov {out}, {tmp}",
                 "sub {out}, qword ptr [{rec} + {off} + 8]",
-                "shr {out}, 54",
+                "shr {out}, cl",
                 "jnz 8f",
                 "add {tmp}, 1",
                 "mov qword ptr [{rec} + {off}], {tmp}",
                 "6:",
-                "xor {out:e}, {out:e}",
-                "jmp 7f",
-                "5:",
-                "mov {out:e}, 1",
-                "jmp 7f",
-                "8:",
-                "mov {out:e}, 2",
                 "7:",
                 rseq_descriptor!(),
+                ".pushsection .text.cutover_rseq_exits, \"ax\"",
+                "5:",
+                "xor {rec:e}, {rec:e}",
+                "jmp 7b",
+                "8:",
+                "mov {rec:e}, 1",
+                "jmp 7b",
+                ".popsection",
                 rseq = in(reg) rseq,
                 cur = in(reg) current,
                 off = in(reg) offset,
+                in("cl") shift as u8,
                 rec = out(reg) record,
                 tmp = out(reg) _,
-                out = out(reg) outcome,
+                out = out(reg) _,
                 options(nostack),
             );
         }
-        let update = match outcome {
-            0 => Update::Done,
-            1 => Update::Draining,
-            _ => Update::AtLimit,
-        };
+        let update = if record as usize > 1 { Update::Done } else { exited(record, Update::AtLimit) };
         (record, update)
     }
 
@@ -313,10 +398,11 @@ mod imp {
     /// # Safety
     /// As for [`owned_acquire`], with `record` the live record.
     #[inline(always)]
-    pub(crate) unsafe fn owned_release(record: *mut u8, offset: usize) -> Update {
-        let rseq = RSEQ_OFFSET.load(Ordering::Relaxed);
-        let outcome: usize;
-        // SAFETY: as in `owned_acquire`.
+    pub(crate) unsafe fn owned_release(rseq: usize, record: *mut u8, offset: usize) -> Update {
+        let draining: usize;
+        // SAFETY: as in `owned_acquire`. The common case falls through from
+        // the commit with `out` still 0; a draining record leaves through
+        // label 5 with 1.
         unsafe {
             asm!(
                 rseq_start!(),
@@ -326,21 +412,22 @@ mod imp {
                 "add {tmp}, 1",
                 "mov qword ptr [{rec} + {off} + 8], {tmp}",
                 "6:",
-                "xor {out:e}, {out:e}",
-                "jmp 7f",
-                "5:",
-                "mov {out:e}, 1",
                 "7:",
                 rseq_descriptor!(),
+                ".pushsection .text.cutover_rseq_exits, \"ax\"",
+                "5:",
+                "mov {out:e}, 1",
+                "jmp 7b",
+                ".popsection",
                 rseq = in(reg) rseq,
                 rec = in(reg) record,
                 off = in(reg) offset,
                 tmp = out(reg) _,
-                out = out(reg) outcome,
+                out = inout(reg) 0usize => draining,
                 options(nostack),
             );
         }
-        if outcome == 0 {
+        if draining == 0 {
             Update::Done
         } else {
             Update::Draining
@@ -363,6 +450,11 @@ mod imp {
         false
     }
 
+    /// Never called: no thread registers here.
+    pub(crate) fn thread_rseq_cs() -> usize {
+        0
+    }
+
     pub(super) fn barrier() {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
@@ -371,7 +463,7 @@ mod imp {
     ///
     /// # Safety
     /// None needed; it does nothing.
-    pub(crate) unsafe fn owned_acquire(_current: *const *mut u8, _offset: usize) -> (*mut u8, Update) {
+    pub(crate) unsafe fn owned_acquire(_rseq: usize, _current: *const *mut u8, _offset: usize) -> (*mut u8, Update) {
         unreachable!("the asymmetric-fence path is not available on this platform")
     }
 
@@ -379,7 +471,20 @@ mod imp {
     ///
     /// # Safety
     /// None needed; it does nothing.
-    pub(crate) unsafe fn owned_release(_record: *mut u8, _offset: usize) -> Update {
+    pub(crate) unsafe fn owned_acquire_checked(
+        _rseq: usize,
+        _current: *const *mut u8,
+        _offset: usize,
+        _limit: usize,
+    ) -> (*mut u8, Update) {
+        unreachable!("the asymmetric-fence path is not available on this platform")
+    }
+
+    /// Never called: no slot has owners here.
+    ///
+    /// # Safety
+    /// None needed; it does nothing.
+    pub(crate) unsafe fn owned_release(_rseq: usize, _record: *mut u8, _offset: usize) -> Update {
         unreachable!("the asymmetric-fence path is not available on this platform")
     }
 }

@@ -355,12 +355,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// lock and a clock read per lease: a diagnostic mode. Off (the default),
     /// the per-call path only reads this flag.
     pub fn set_tracking(&self, on: bool) {
-        self.slot.shared().head().tracking.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.slot.shared().head().set_tracking(on);
     }
 
     /// Whether straggler tracking is on.
     pub fn is_tracking(&self) -> bool {
-        self.slot.shared().head().tracking.load(std::sync::atomic::Ordering::Relaxed)
+        self.slot.shared().head().tracking()
     }
 
     /// The current generation: 1 for the first value, +1 per replace.
@@ -536,7 +536,10 @@ mod tests {
         }
         let held = slot.lease();
         let limit = super::record::Shared::<Counted>::OWNED_LIMIT;
-        assert_eq!(slot.slot.shared().set_current_owned(limit), 1);
+        // Just below the limit, a lease that checks it is granted.
+        assert_eq!(slot.slot.shared().set_current_owned(limit - 1), 1);
+        drop(slot.lease());
+        assert_eq!(slot.slot.shared().set_current_owned(limit), limit - 1);
         let refused = catch_unwind(AssertUnwindSafe(|| slot.lease()));
         let message = match refused {
             Ok(lease) => panic!("a lease beyond the limit was granted (generation {})", lease.generation()),
@@ -549,6 +552,39 @@ mod tests {
         drop(held);
         assert!(drain.is_drained());
         assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// On the asymmetric-fence path the owned count is compared with its
+    /// limit once every 2^16 acquisitions, by a second sequence: leases
+    /// across several of those checks, and a tracked lease among them, are
+    /// all counted, and a cutover after them counts exactly the one held.
+    #[test]
+    fn owned_leases_across_limit_checks_and_tracking_are_counted() {
+        let slot = Slot::with_lease_path(PluginId::new("p"), Arc::new(1u64), 64, LeasePath::AsymmetricFence);
+        if slot.lease_path() != LeasePath::AsymmetricFence {
+            return; // not available here: covered by the atomic-path tests
+        }
+        let held = slot.lease();
+        for round in 0..3 * (1 << 16) {
+            let lease = slot.lease();
+            assert_eq!(*lease, 1);
+            if round == 1 << 16 {
+                slot.set_tracking(true);
+                let tracked = slot.lease();
+                slot.set_tracking(false);
+                drop(tracked);
+            }
+        }
+        slot.set_tracking(true);
+        let tracked = slot.lease();
+        slot.set_tracking(false);
+        let drain = slot.replace(Arc::new(2));
+        assert_eq!(drain.in_flight(), 2);
+        assert_eq!(drain.stragglers().len(), 1, "the tracked lease is listed, the owned one is not");
+        drop(tracked);
+        assert_eq!(drain.in_flight(), 1);
+        drop(held);
+        assert!(drain.is_drained());
     }
 
     /// Below the limit, leases are granted (the limit is not off by one).

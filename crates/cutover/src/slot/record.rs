@@ -49,10 +49,23 @@
 //! `rseq` area) use the atomic path described above (both paths count into
 //! the same record; the sweep adds both).
 //!
+//! *Which path a lease takes* is one test of the head's `gate` against the
+//! thread's *owned offset* (a thread-local: where its owned counter is in
+//! any record, `stripe::owned`, or a number above every gate if it
+//! owns none): the gate is the owned offset of index `owners`, 0 on the
+//! atomic path, and negative (as a signed number) while straggler tracking
+//! is on, which sends every lease to the path that tracks it. The owned
+//! offset is then the counter's address in the record as it is, and the
+//! lease keeps it as its stripe; owned offsets are 8 bytes past a cell
+//! boundary and the atomic stripes' words on one, so bit [`OWNED`] tells a
+//! release which kind it holds.
+//!
 //! *Owner acquire*, one restartable sequence: load `current`; if that
 //! record is `draining`, leave (then retry, or `None` if the slot is
-//! closed); if `owned - released` is at the limit, leave (and refuse);
-//! else store `owned + 1`: the *commit*, the sequence's last instruction.
+//! closed); if `owned + 1` ends in 16 zero bits, leave, and run the same
+//! sequence with the limit check instead (if `owned - released` is at the
+//! limit, leave and refuse); else store `owned + 1`: the *commit*, the
+//! sequence's last instruction.
 //! No validation of `current` is needed: a lease that loaded a record just
 //! before the swap is counted on it, as if it had started a moment
 //! earlier. *Owner release*, one restartable sequence: if the record is
@@ -64,9 +77,9 @@
 //!
 //! *Two owned counters.* Acquisitions and releases go to two words, so
 //! that a lease's store and the next release's load (and that release's
-//! store and the next lease's load) are of different words: a lease loop
-//! does not wait for store-to-load forwarding between the two. The count
-//! is their difference, in wrapping arithmetic.
+//! store and the next lease's load) are of different words, and a lease
+//! reads only its own word but once every 2^16 acquisitions (the limit
+//! check). The count is their difference, in wrapping arithmetic.
 //!
 //! *The sweep*, in two halves around the barrier: `begin_retire` (after
 //! the swap or the close) sets `draining`; the barrier is issued;
@@ -149,9 +162,10 @@
 //! `leases_taken_in_signal_handlers_are_counted_exactly`, which fails
 //! without the restart).
 //!
-//! *Bounds.* The owned count is refused at 2^54 (acquisitions minus the
-//! owner's releases), so 64 owned counts and the atomic stripes together
-//! stay below half the bias. The path is used on x86-64 only.
+//! *Bounds.* The owned count (acquisitions minus the owner's releases) is
+//! refused at 2^53, checked once every 2^16 acquisitions (the others read
+//! and write only the acquisitions), so it stays below 2^54, and 64 owned
+//! counts and the atomic stripes together stay below half the bias. The path is used on x86-64 only.
 //!
 //! *What the writer waits for.* Nothing but the barrier's system call
 //! (microseconds: it interrupts every CPU running one of our threads). The
@@ -291,7 +305,7 @@
 //! region 2      the body: the incarnation                               cutover, completion
 //! region i + 3  stripe i: shared, owned, released                       the threads of index i
 //! head          (a cell of a dense array of heads) current, mask,       read by every lease
-//!               owners, tracking, closed, defer
+//!               gate (with the tracking bit), owners, closed, defer
 //! ```
 //!
 //! The body is one cell, 32 bytes, whatever the value's type: the
@@ -321,8 +335,8 @@
 //! release's counter address is the record pointer plus an offset computed
 //! from the thread index alone, with no load, as when the stripes followed
 //! the header in one allocation; a lease stores its stripe as that byte
-//! offset, so its drop reaches the counter without reading the header or the
-//! slot. Two threads of different indices never write the same counter line
+//! offset (of the shared word, or of the owned counter), so its drop
+//! reaches the counter without reading the header or the slot. Two threads of different indices never write the same counter line
 //! of one record (their cells are regions apart); the neighbours of a
 //! thread's cell in its line are the same stripe of other records. A
 //! slot's head (what every lease reads before the record: see [`Head`]) is a
@@ -379,14 +393,17 @@ use super::{
     fence,
     lifecycle_cell::LifecycleCell,
     signal::{DrainSignal, Stamp},
-    stripe::{owner_index, thread_stripe, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT, MAX_STRIPES},
+    stripe::{
+        owned, owner_index, thread_stripe, Owned, COUNT_LIMIT, COUNT_MASK, DRAINING_BIT, EPOCH_MASK, EPOCH_SHIFT,
+        MAX_STRIPES, NO_OWNED_OFFSET,
+    },
     strong::Strong,
     tracking::{Straggler, Tracker},
     Finalize,
 };
 use crate::{
     lifecycle::{EpochFencedReload, LifecycleState, SharedLifecycle},
-    sync::{lock, AtomicBool, AtomicPtr, AtomicUsize, Mutex, UnsafeCell},
+    sync::{lock, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Mutex, UnsafeCell},
     PluginId,
 };
 
@@ -402,18 +419,51 @@ const OWNED_COUNTER: usize = std::mem::offset_of!(Stripe, owned);
 // The owners' restartable sequences find `released` right after `owned`.
 const _: () = assert!(std::mem::offset_of!(Stripe, released) == OWNED_COUNTER + 8 || usize::BITS < 64);
 
-/// Set in a lease's stripe number when it was counted on an owned counter
-/// (the asymmetric-fence path).
+/// Set in a lease's stripe (the offset of the counter it was counted on)
+/// when that counter is an owned one (the asymmetric-fence path): stripes
+/// are cells, so their shared words are at multiples of [`CELL`], and the
+/// owned counters [`OWNED_COUNTER`] bytes past them. One bit test tells the
+/// two apart, and the offset needs no unmasking.
+#[cfg(not(loom))]
+pub(crate) const OWNED: usize = OWNED_COUNTER;
+#[cfg(not(loom))]
+const _: () = assert!(OWNED.is_power_of_two() && OWNED < CELL && chunk::SKEW % CELL == 0 && chunk::REGION % CELL == 0);
+/// Under loom (whose atomics are larger) no lease is counted on an owned
+/// counter: a bit no stripe offset has.
+#[cfg(loom)]
 pub(crate) const OWNED: usize = 1 << (usize::BITS - 1);
 
-/// The most an owned counter may reach (acquisitions minus the owner's own
-/// releases): 2^54. With at most [`fence::MAX_OWNERS`] (64) owned counters
-/// that keeps their sum at 2^60, and with the atomic stripes' at most 2^60,
-/// below half the bias. Releases on other threads do not lower an owned
-/// counter, so it also bounds the leases one thread may take in one
-/// generation if all of them are dropped elsewhere: 2^54, about 570 years
+/// The offset in a record of the owned counter of thread index `index`
+/// (`stripe::owned`), or `NO_OWNED_OFFSET` if no slot has that
+/// many owners.
+pub(crate) const fn owned_offset_of(index: usize) -> usize {
+    // (`MAX_OWNERS` is at most `MAX_STRIPES`, asserted below.)
+    if index < fence::MAX_OWNERS {
+        stripe_offset(index) + OWNED_COUNTER
+    } else {
+        NO_OWNED_OFFSET
+    }
+}
+
+/// Set in [`Head::gate`] while straggler tracking is on: the gate is then
+/// negative, as a signed number, and no lease takes the inlined owned path
+/// (which does not track).
+const TRACKING: u32 = 1 << 31;
+// Every gate (an owned offset, at most that of index `MAX_STRIPES`) is a
+// positive `i32`.
+const _: () = assert!(stripe_offset(MAX_STRIPES) + OWNED_COUNTER < TRACKING as usize);
+const _: () = assert!(fence::MAX_OWNERS <= MAX_STRIPES);
+
+/// Where an owned count (acquisitions minus the owner's own releases) is
+/// refused: 2^53. The count is compared with it once every 2^16
+/// acquisitions (see `fence::owned_acquire`), so it never exceeds 2^53 +
+/// 2^16 < 2^54. With at most [`fence::MAX_OWNERS`] (64) owned counters
+/// that keeps their sum below 2^60, and with the atomic stripes' at most
+/// 2^60, below half the bias. Releases on other threads do not lower an
+/// owned counter, so it also bounds the leases one thread may take in one
+/// generation if all of them are dropped elsewhere: 2^53, about 285 years
 /// at one lease per microsecond. (Only used on 64-bit targets.)
-const OWNED_LIMIT: usize = (1u64 << 54) as usize;
+const OWNED_LIMIT: usize = (1u64 << 53) as usize;
 
 /// The counters of one stripe: the atomic word threads without a counter of
 /// their own increment (count, epoch and [`DRAINING_BIT`]), and the counter
@@ -670,13 +720,19 @@ impl<T: ?Sized + 'static> Writer<T> {
 pub(crate) struct Head<T: ?Sized + 'static> {
     current: AtomicPtr<Record<T>>,
     mask: u32,
-    /// Thread indices below this own a counter of each record and lease on
-    /// the asymmetric-fence path; 0 on the atomic path (see the module docs).
-    owners: u32,
+    /// The per-call path's one test: a thread whose owned counter's offset
+    /// (`stripe::owned`) is below this, as signed numbers, leases on
+    /// the asymmetric-fence path, inlined. The owned offset of index
+    /// `owners` on that path, 0 on the atomic path; [`TRACKING`] set while
+    /// straggler tracking is on (which sends every lease to the path that
+    /// tracks it).
+    gate: AtomicU32,
     /// The shared state that owns this head (for the rare paths).
     shared: NonNull<Shared<T>>,
-    /// Straggler tracking on (see `tracking`).
-    pub(crate) tracking: AtomicBool,
+    /// Thread indices below this own a counter of each record and lease on
+    /// the asymmetric-fence path; 0 on the atomic path (see the module
+    /// docs). At most `fence::MAX_OWNERS`.
+    owners: u8,
     /// Set once by [`Shared::close`]: the slot has no current generation.
     closed: AtomicBool,
     /// Completions by a lease's drop are deferred to the writer side (see
@@ -740,8 +796,9 @@ pub(crate) enum Ended {
 /// A successful acquisition: the record, the stripe, and what the lease needs.
 pub(crate) struct Acquired<T: ?Sized + 'static> {
     pub(crate) record: NonNull<Record<T>>,
-    /// The byte offset of the stripe counted on in the record's allocation,
-    /// or the owner index with [`OWNED`] set.
+    /// The byte offset, in the record's chunk, of the counter the lease was
+    /// counted on: a stripe's shared word, or (with the [`OWNED`] bit) an
+    /// owned counter.
     pub(crate) stripe: usize,
     pub(crate) value: NonNull<T>,
     pub(crate) generation: u64,
@@ -818,6 +875,21 @@ impl<T: ?Sized + 'static> Head<T> {
         stripe_offset(index & self.mask())
     }
 
+    /// Turn straggler tracking on or off for leases taken from now on.
+    pub(crate) fn set_tracking(&self, on: bool) {
+        if on {
+            self.gate.fetch_or(TRACKING, Ordering::Relaxed);
+        } else {
+            self.gate.fetch_and(!TRACKING, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether straggler tracking is on.
+    #[inline(always)]
+    pub(crate) fn tracking(&self) -> bool {
+        self.gate.load(Ordering::Relaxed) & TRACKING != 0
+    }
+
     /// The shared state that owns this head, as the pointer of the
     /// `Strong` that holds it (its provenance covers the `Strong`'s count:
     /// see `SlotRef`).
@@ -857,13 +929,16 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     pub(crate) fn acquire(&self) -> Option<Acquired<T>> {
         // The asymmetric-fence path's common case is inlined (a few plain
         // instructions and no call); everything else is out of line. On the
-        // atomic path this costs one load of a line `count` reads anyway
-        // and a predicted branch (measured: no slower, BENCHMARKS.md).
-        if self.owners() != 0 {
-            if let Some(index) = owner_index() {
-                if index < self.owners() {
-                    return Some(self.leased(self.acquire_owned(index)?));
-                }
+        // atomic path this costs one load of the head line `count` reads
+        // anyway and a predicted branch (the gate is 0 there). Then one
+        // thread-local load: the owned offset is `NO_OWNED_OFFSET` (above
+        // every gate) on threads that own no counter, and the gate is
+        // negative while tracking is on.
+        let gate = self.gate.load(Ordering::Relaxed) as i32 as isize;
+        if gate > 0 {
+            let owned = owned();
+            if (owned.offset as isize) < gate {
+                return Some(self.leased_untracked(self.acquire_owned(owned)?));
             }
         }
         Some(self.leased(self.count()?))
@@ -875,7 +950,8 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     /// of receiving a five-word `Acquired` through memory.
     #[inline(never)]
     fn count(&self) -> Option<Counted<T>> {
-        // An owner thread's lease never gets here: `acquire` took it inline.
+        // An owner thread's lease gets here only while tracking is on (the
+        // atomic path then counts it, and `leased` tracks it).
         match owner_index() {
             Some(index) => self.acquire_atomic(index),
             None => self.acquire_first(),
@@ -888,17 +964,19 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     #[inline(never)]
     fn acquire_first(&self) -> Option<Counted<T>> {
         let stripe = thread_stripe();
-        match owner_index() {
-            Some(index) if index < self.owners() => self.acquire_owned(index),
-            _ => self.acquire_atomic(stripe),
+        let owned = owned();
+        if (owned.offset as isize) < self.gate.load(Ordering::Relaxed) as i32 as isize {
+            return self.acquire_owned(owned);
         }
+        self.acquire_atomic(stripe)
     }
 
     /// The asymmetric-fence path: a plain increment of the counter this
-    /// thread owns, in a restartable sequence (see the module docs).
+    /// thread owns, at `offset` in each record ([`owned`]), in a
+    /// restartable sequence (see the module docs).
     #[inline(always)]
-    fn acquire_owned(&self, index: usize) -> Option<Counted<T>> {
-        let offset = self.offset(index) + OWNED_COUNTER;
+    fn acquire_owned(&self, owned: Owned) -> Option<Counted<T>> {
+        let Owned { offset, rseq_cs } = owned;
         loop {
             // SAFETY: `current` always points at a live record of this slot
             // (records stay allocated while `self` lives, and the caller
@@ -909,24 +987,59 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
             // `stripe::thread_stripe`); the writer marks records draining
             // (`begin_retire`), then runs the barrier, then sums
             // (`end_retire`).
-            let (ptr, update) = unsafe { fence::owned_acquire(self.current_ptr(), offset) };
+            let (ptr, update) = unsafe { fence::owned_acquire(rseq_cs, self.current_ptr(), offset) };
             let ptr = ptr.cast::<Record<T>>();
-            match update {
+            if update == fence::Update::Done {
                 // SAFETY: the increment is counted by the generation's sweep
                 // (it committed before the barrier), so the generation cannot
                 // complete until we release; its incarnation was written
                 // before the record was published.
-                fence::Update::Done => return Some(unsafe { Counted::new(ptr, index | OWNED) }),
-                fence::Update::Draining => {
-                    // Having seen the flag, the retry's load of `current` sees
-                    // the swap (or `closed`) that came before it (x86-64
-                    // keeps loads in order; `closed` is read `SeqCst`).
-                    if self.closed.load(Ordering::SeqCst) {
-                        return None;
-                    }
-                }
-                fence::Update::AtLimit => self.refuse(OWNED_LIMIT),
+                return Some(unsafe { Counted::new(ptr, offset) });
             }
+            // SAFETY: as above.
+            if let Some(counted) = unsafe { self.acquire_owned_rare(owned, update) }? {
+                return Some(counted);
+            }
+        }
+    }
+
+    /// The rare outcomes of an owned acquisition: a draining record (retry,
+    /// unless the slot is closed), or the count due for its limit check.
+    /// `Some(None)`: retry.
+    ///
+    /// # Safety
+    /// As for the call to `fence::owned_acquire` in
+    /// [`acquire_owned`](Self::acquire_owned).
+    #[cold]
+    #[inline(never)]
+    unsafe fn acquire_owned_rare(&self, owned: Owned, update: fence::Update) -> Option<Option<Counted<T>>> {
+        let Owned { offset, rseq_cs } = owned;
+        let update = match update {
+            fence::Update::Check => {
+                // SAFETY: forwarded from the caller.
+                let (ptr, update) =
+                    unsafe { fence::owned_acquire_checked(rseq_cs, self.current_ptr(), offset, OWNED_LIMIT) };
+                if update == fence::Update::Done {
+                    // SAFETY: as in `acquire_owned`.
+                    return Some(Some(unsafe { Counted::new(ptr.cast(), offset) }));
+                }
+                update
+            }
+            other => other,
+        };
+        match update {
+            fence::Update::Draining => {
+                // Having seen the flag, the retry's load of `current` sees
+                // the swap (or `closed`) that came before it (x86-64
+                // keeps loads in order; `closed` is read `SeqCst`).
+                if self.closed.load(Ordering::SeqCst) {
+                    None
+                } else {
+                    Some(None)
+                }
+            }
+            fence::Update::AtLimit => self.refuse(OWNED_LIMIT),
+            fence::Update::Done | fence::Update::Check => Some(None),
         }
     }
 
@@ -1030,22 +1143,39 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     }
 
     /// Turn a count into the acquisition of a lease on its record's current
-    /// incarnation; the count passes to the lease.
+    /// incarnation; the count passes to the lease. Tracked if tracking is
+    /// on.
     #[inline(always)]
     fn leased(&self, counted: Counted<T>) -> Acquired<T> {
+        let (record, owned) = (counted.record, counted.stripe & OWNED != 0);
+        let mut acquired = self.leased_untracked(counted);
+        // An owned-counter lease is never tracked (`end_lease` relies on
+        // it): one taken here raced tracking being turned on, as a lease
+        // taken inline may.
+        if !owned && self.tracking() {
+            // SAFETY: the lease keeps the record live.
+            acquired.ticket = unsafe { cold(record) }.tracker.track();
+        }
+        acquired
+    }
+
+    /// [`leased`](Self::leased) without straggler tracking: for the inlined
+    /// owned path, which the gate keeps from running while tracking is on.
+    #[inline(always)]
+    fn leased_untracked(&self, counted: Counted<T>) -> Acquired<T> {
         let Counted { record, stripe } = counted;
         // SAFETY: a `Counted` holds a count on `stripe` of `record` that keeps
         // its incarnation from completing, and that incarnation was written
         // before (see `Counted::new`).
         let rec = unsafe { record.as_ref() };
-        let Hot { value, generation } = rec.hot.with(|cell| match unsafe { *cell } {
-            Some(hot) => hot,
-            // A counted generation always has an incarnation.
-            None => unreachable!("leased generation record without a value"),
-        });
-        // SAFETY: as above.
-        let ticket = if self.tracking.load(Ordering::Relaxed) { unsafe { cold(record) }.tracker.track() } else { 0 };
-        Acquired { record, stripe, value, generation, ticket }
+        // SAFETY: as above: no one writes `hot` while the count is held.
+        let hot = rec.hot.with(|cell| unsafe { *cell });
+        debug_assert!(hot.is_some(), "leased generation record without a value");
+        // SAFETY: a counted generation always has an incarnation: `prepare`
+        // writes `hot` before the record is published, and only the
+        // completion, once no count remains, clears it.
+        let Hot { value, generation } = unsafe { hot.unwrap_unchecked() };
+        Acquired { record, stripe, value, generation, ticket: 0 }
     }
 }
 
@@ -1093,9 +1223,9 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 head.as_ptr().write(Head {
                     current: AtomicPtr::new(std::ptr::null_mut()),
                     mask: (stripes - 1) as u32,
-                    owners: owners as u32,
+                    gate: AtomicU32::new(if owners == 0 { 0 } else { (stripe_offset(owners) + OWNED_COUNTER) as u32 }),
+                    owners: owners as u8,
                     shared: back,
-                    tracking: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     defer,
                 })
@@ -1578,17 +1708,22 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
         unsafe { NonNull::new_unchecked(self.head().current.load(Ordering::Acquire)) }
     }
 
-    /// Set this thread's owned counter of the current record (asymmetric
-    /// path) to `count`, returning the previous value: lets unit tests reach
-    /// the owned limit.
+    /// Set this thread's owned count of the current record (asymmetric
+    /// path) to `count`, returning the previous count: lets unit tests reach
+    /// the owned limit. The acquisitions are set to end in 16 one bits, so
+    /// that the next lease is one that checks the limit (see
+    /// `fence::owned_acquire`).
     #[cfg(test)]
     pub(crate) fn set_current_owned(&self, count: usize) -> usize {
         let index = owner_index().expect("this thread holds an index");
         assert!(index <= self.head().mask());
         // SAFETY: records stay allocated while `self` lives.
         let stripe = unsafe { stripe_at(self.head().current.load(Ordering::Acquire), self.offset(index)) };
-        let released = stripe.released.load(Ordering::SeqCst);
-        stripe.owned.swap(released.wrapping_add(count), Ordering::SeqCst).wrapping_sub(released)
+        let before = stripe.owned.load(Ordering::SeqCst).wrapping_sub(stripe.released.load(Ordering::SeqCst));
+        let owned = (1 << 60) | 0xffff;
+        stripe.owned.store(owned, Ordering::SeqCst);
+        stripe.released.store(owned - count, Ordering::SeqCst);
+        before
     }
 
     /// The owned-counter limit (for unit tests).
@@ -1688,6 +1823,13 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
     stripe: usize,
     ticket: u64,
 ) {
+    // An owned-counter lease is never tracked (see `Head::leased`): its
+    // release tests one bit before anything else.
+    if stripe & OWNED != 0 {
+        debug_assert_eq!(ticket, 0, "a tracked owned-counter lease");
+        // SAFETY: forwarded from the caller.
+        return unsafe { release_owned_or_remote(record, stripe) };
+    }
     if ticket != 0 {
         // SAFETY: still leased, so the record is live.
         unsafe { cold(record) }.tracker.untrack(ticket);
@@ -1696,8 +1838,8 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
     unsafe { release(record, stripe) }
 }
 
-/// End one lease's count on `stripe` of `record` (a byte offset, or an
-/// owner index with [`OWNED`]; see [`Acquired::stripe`]).
+/// End one lease's count on `stripe` of `record` (the offset of a stripe's
+/// shared word, or of an owned counter; see [`Acquired::stripe`]).
 ///
 /// # Safety
 /// The caller holds one counted lease on that stripe, which it gives up here.
@@ -1708,13 +1850,8 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
     // stripe was frozen, in which case our count is still part of the
     // central counter until we decrement that.
     if stripe & OWNED != 0 {
-        let index = stripe & !OWNED;
-        if owner_index() == Some(index) {
-            // SAFETY: forwarded from the caller; this thread owns `index`.
-            return unsafe { release_owned(record, index) };
-        }
         // SAFETY: forwarded from the caller.
-        return unsafe { release_remote(record) };
+        return unsafe { release_owned_or_remote(record, stripe) };
     }
     // SAFETY: `stripe` is the offset of a stripe of this record, computed
     // when the lease was taken; `record` is the allocation pointer.
@@ -1725,19 +1862,38 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
     }
 }
 
-/// Release an owned-counter lease on the thread owning `index`: a plain
-/// decrement, unless the generation is draining (then `central`).
+/// Release a lease counted on the owned counter at `offset`: on its owner
+/// thread, in a restartable sequence; elsewhere, through `remote`.
 ///
 /// # Safety
-/// As for [`release`]; the lease was counted on `index`'s owned counter,
-/// and this thread holds `index`.
+/// As for [`release`], with `offset` the lease's stripe (an owned counter).
+#[inline(always)]
+unsafe fn release_owned_or_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, offset: usize) {
+    let owned = owned();
+    if owned.offset == offset {
+        // SAFETY: forwarded from the caller; this thread owns the counter
+        // at `offset`.
+        unsafe { release_owned(record, owned) }
+    } else {
+        // SAFETY: forwarded from the caller.
+        unsafe { release_remote(record) }
+    }
+}
+
+/// Release an owned-counter lease on the thread owning the counter at
+/// `offset`: a plain decrement, unless the generation is draining (then
+/// `central`).
+///
+/// # Safety
+/// As for [`release`]; the lease was counted on the owned counter at
+/// `offset`, which this thread owns.
 #[inline]
-unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, index: usize) {
-    let offset = stripe_offset(index) + OWNED_COUNTER;
-    // SAFETY: our count keeps the record live (see `release`), its first byte is `draining`, and `offset`
-    // is the owned counter of `index`, which this thread holds (see
-    // `acquire_owned`).
-    if unsafe { fence::owned_release(record.as_ptr().cast(), offset) } == fence::Update::Done {
+unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, owned: Owned) {
+    let Owned { offset, rseq_cs } = owned;
+    // SAFETY: our count keeps the record live (see `release`), its first
+    // byte is `draining`, and `offset` is the owned counter this thread
+    // owns (see `acquire_owned`).
+    if unsafe { fence::owned_release(rseq_cs, record.as_ptr().cast(), offset) } == fence::Update::Done {
         return;
     }
     // The sweep counted our increment: our count is in `central`.

@@ -80,6 +80,46 @@ pub(crate) fn owner_index() -> Option<usize> {
     (index != usize::MAX).then_some(index)
 }
 
+/// Where this thread's owned counter is in a record, if the thread may own
+/// counters, and what its restartable sequences need: see [`Owned`]. One
+/// thread-local load: the asymmetric-fence path's lease compares the
+/// offset with the slot's `Head::gate` and uses it as is, and its release
+/// compares it with the offset the lease recorded.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn owned() -> Owned {
+    index::OWNED_AT.with(std::cell::Cell::get)
+}
+
+/// What [`owned`] returns: a thread's owned counter and `rseq` area.
+#[derive(Clone, Copy)]
+pub(crate) struct Owned {
+    /// Where the thread's owned counter is in any record:
+    /// `stripe_offset(index) + OWNED_COUNTER` (the same in every slot: an
+    /// owner's index is below the slot's stripe count, so no mask applies),
+    /// or [`NO_OWNED_OFFSET`] if the thread holds no index, cannot own (its
+    /// `rseq` area is not registered), or has an index no slot gives a
+    /// counter (64 and above).
+    pub(crate) offset: usize,
+    /// The address of the thread's `rseq_cs` field
+    /// (`fence::thread_rseq_cs`), 0 if it owns no counter.
+    pub(crate) rseq_cs: usize,
+}
+
+impl Owned {
+    const NONE: Self = Self { offset: NO_OWNED_OFFSET, rseq_cs: 0 };
+}
+
+/// Loom models run the atomic path only: no thread owns a counter.
+#[cfg(loom)]
+pub(crate) fn owned() -> Owned {
+    Owned::NONE
+}
+
+/// The owned offset of a thread that owns no counter (see [`Owned`]):
+/// above every slot's gate, as a signed number too.
+pub(crate) const NO_OWNED_OFFSET: usize = isize::MAX as usize;
+
 #[cfg(not(loom))]
 mod index {
     use std::{
@@ -101,8 +141,16 @@ mod index {
             let index = reused.map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(i)| i);
             // A thread that cannot run the owners' restartable sequences
             // keeps its stripe but never owns a counter.
-            let owner = if crate::slot::fence::thread_can_own() { index } else { index | super::CANNOT_OWN };
+            let can_own = crate::slot::fence::thread_can_own();
+            let owner = if can_own { index } else { index | super::CANNOT_OWN };
             OWNER.with(|cell| cell.set(owner));
+            let owned_at = match crate::slot::record::owned_offset_of(index) {
+                offset if can_own && offset != super::NO_OWNED_OFFSET => {
+                    super::Owned { offset, rseq_cs: crate::slot::fence::thread_rseq_cs() }
+                }
+                _ => super::Owned::NONE,
+            };
+            OWNED_AT.with(|cell| cell.set(owned_at));
             Index(index)
         }
     }
@@ -111,6 +159,7 @@ mod index {
             // Stop using the index before anyone else can take it (the
             // mutex orders our last use of it before theirs).
             OWNER.with(|owner| owner.set(usize::MAX));
+            OWNED_AT.with(|owned_at| owned_at.set(super::Owned::NONE));
             if let Ok(mut free) = FREE.lock() {
                 free.push(Reverse(self.0));
             }
@@ -120,6 +169,8 @@ mod index {
         /// The index held, `usize::MAX` if none: a copy of `INDEX` that
         /// needs no lazy initialization to read.
         pub(super) static OWNER: Cell<usize> = const { Cell::new(usize::MAX) };
+        /// The thread's owned counter and `rseq` area (see [`owned`](super::owned)).
+        pub(super) static OWNED_AT: Cell<super::Owned> = const { Cell::new(super::Owned::NONE) };
         static INDEX: Index = Index::take();
     }
 
