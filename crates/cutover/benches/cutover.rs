@@ -894,7 +894,11 @@ fn write_latency<C: Candidate>(
 }
 
 fn replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
-    timed_replaces(pool, Slot::new(PluginId::new("replace-bench"), plugin(0)), readers, samples, Timed::Replace)
+    // The atomic path explicitly (the default is the asymmetric-fence path
+    // where available, which has a row of its own).
+    let stripes = thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 64));
+    let slot = Slot::with_lease_path(PluginId::new("replace-bench"), plugin(0), stripes, LeasePath::Atomic);
+    timed_replaces(pool, slot, readers, samples, Timed::Replace)
 }
 
 /// What a timed cutover includes.

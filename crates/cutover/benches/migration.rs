@@ -6,11 +6,12 @@
 //! `CUTOVER_BENCH_QUICK=1` for a ~5 s smoke run). The table is printed and
 //! written as markdown to `target/migration-bench.md`.
 //!
-//! On the opt-in asymmetric-fence path (rows marked so) a lease is a
+//! On the asymmetric-fence path (rows marked so; the default where
+//! available) a lease is a
 //! plain increment of a counter the taking thread owns; a lease dropped on
 //! another thread cannot touch that counter, so its drop is one atomic
 //! increment of a per-generation "remote releases" counter shared by all
-//! such drops. On the default atomic path (`LeasePath::Atomic`) a
+//! such drops. On the atomic path (`LeasePath::Atomic`, the fallback) a
 //! lease increments a counter ("stripe") private to the thread that takes
 //! it, and its drop decrements that same stripe wherever it runs, writing a
 //! cache line the taking thread owns. Either way the line moves between
@@ -349,7 +350,9 @@ fn main() {
     let ticks_before = cpu_ticks();
     let began = Instant::now();
 
-    let lease = Arc::new(Lease(Slot::new(PluginId::new("bench"), plugin(1))));
+    // The atomic path's rows: explicit, as the default is the other path
+    // where available.
+    let lease = Arc::new(Lease(Slot::with_lease_path(PluginId::new("bench"), plugin(1), 8, LeasePath::Atomic)));
     let asymmetric =
         Arc::new(Lease(Slot::with_lease_path(PluginId::new("bench"), plugin(1), 8, LeasePath::AsymmetricFence)));
     let load_full = Arc::new(LoadFull(ArcSwap::new(plugin(1))));

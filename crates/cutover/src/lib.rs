@@ -121,8 +121,8 @@
 //!   lease path ([`LeasePath::Atomic`]): loom cannot model the `membarrier`
 //!   system call and the restartable sequences (`rseq`, inline assembly) of
 //!   the asymmetric-fence path.
-//! * The opt-in asymmetric-fence path ([`LeasePath::AsymmetricFence`],
-//!   x86-64 Linux) is argued correct in the `record` module docs and
+//! * The asymmetric-fence path ([`LeasePath::AsymmetricFence`], x86-64
+//!   Linux, the default where available) is argued correct in the `record` module docs and
 //!   checked by the stress tests of `tests/lease_paths.rs`, run on both
 //!   paths (cross-thread drops, thread churn, 100k replaces with pinned
 //!   generations, batched cutovers), including two litmus tests (a barrier

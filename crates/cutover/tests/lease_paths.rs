@@ -131,10 +131,10 @@ fn race_first_uses_then_listen(drain: &Drain, path: LeasePath) -> mpsc::Receiver
 fn the_lease_path_is_the_one_asked_for_or_the_fallback() {
     let table = Table::new(1);
     assert_eq!(slot(LeasePath::Atomic, &table).lease_path(), LeasePath::Atomic);
-    if std::env::var("CUTOVER_LEASE_PATH").as_deref() != Ok("asymmetric") {
-        // The asymmetric-fence path is opt-in.
-        assert_eq!(Slot::new(PluginId::new("default"), table.value(1)).lease_path(), LeasePath::Atomic);
-    }
+    // The asymmetric-fence path is the default wherever it is available
+    // (`CUTOVER_LEASE_PATH=atomic` makes it unavailable).
+    let default = Slot::new(PluginId::new("default"), table.value(1)).lease_path();
+    assert_eq!(default, slot(LeasePath::AsymmetricFence, &table).lease_path());
     let table = Table::new(1);
     let fast = slot(LeasePath::AsymmetricFence, &table);
     if cfg!(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu", not(miri)))

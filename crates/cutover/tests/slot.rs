@@ -746,7 +746,7 @@ fn record_cells_are_reused_across_slots_of_other_types() {
 /// cutovers are visible at once, `finish` returns the drains in order, and
 /// a batch dropped without `finish` (as by a panic) still starts them, so
 /// no old generation is left draining forever. (Run on both lease paths:
-/// `.ci/run` runs this suite again with `CUTOVER_LEASE_PATH=asymmetric`.)
+/// `.ci/run` runs this suite again with `CUTOVER_LEASE_PATH=atomic`.)
 #[test]
 fn a_cutover_batch_starts_its_drains_at_finish_or_when_dropped() {
     use cutover::CutoverBatch;

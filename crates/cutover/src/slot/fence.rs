@@ -30,10 +30,13 @@
 //! and, per thread, when that thread's `rseq` area is registered (others
 //! take the atomic path). Not on other platforms, under Miri and loom
 //! (which cannot model a system call or inline assembly), or with the
-//! environment variable `CUTOVER_LEASE_PATH=atomic`. It is **opt-in**
-//! ([`default_on`]): a slot uses it when made with
-//! `Slot::with_lease_path(.., LeasePath::AsymmetricFence)`, or every slot
-//! when `CUTOVER_LEASE_PATH=asymmetric` is set.
+//! environment variable `CUTOVER_LEASE_PATH=atomic`. Where it is
+//! available it is the **default** ([`default_on`], since session 33):
+//! a slot takes the atomic path only when made with
+//! `Slot::with_lease_path(.., LeasePath::Atomic)`, or every slot when
+//! `CUTOVER_LEASE_PATH=atomic` is set. (Until session 33 it was opt-in:
+//! its per-call cost was not far enough below the atomic path's to pay for
+//! the drain's barrier; see BENCHMARKS.md, issue 14, item 1.)
 //!
 //! A child of `fork()` keeps both registrations (the process's and its one
 //! thread's `rseq` area), so its cutovers work as the parent's
@@ -73,11 +76,12 @@ pub(crate) fn available() -> bool {
     })
 }
 
-/// Whether slots made without an explicit lease path use this one: only
-/// with `CUTOVER_LEASE_PATH=asymmetric` (read once) and if [`available`].
+/// Whether slots made without an explicit lease path use this one: where
+/// it is [`available`] (which `CUTOVER_LEASE_PATH=atomic` turns off).
+/// (`CUTOVER_LEASE_PATH=asymmetric`, which made it the default before it
+/// was, is still accepted and changes nothing.)
 pub(crate) fn default_on() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CUTOVER_LEASE_PATH").is_ok_and(|v| v == "asymmetric") && available())
+    available()
 }
 
 /// Whether the calling thread may own counters: its `rseq` area is

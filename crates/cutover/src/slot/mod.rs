@@ -14,20 +14,21 @@
 //! 3. **Told, not polled.** [`Drain`] wakes blocked waiters, futures and
 //!    callbacks when its generation drains. Any number of generations may be
 //!    draining at once, each with its own `Drain`.
-//! 4. **Cheap per call.** By default ([`LeasePath::Atomic`]) a lease is one
-//!    uncontended atomic increment on a counter private to the calling
-//!    thread (plus two loads of the shared pointer), and its drop one
-//!    decrement. On the opt-in asymmetric-fence path
-//!    ([`LeasePath::AsymmetricFence`], x86-64 Linux) it is a plain load and
+//! 4. **Cheap per call.** By default, where the platform offers it, a lease
+//!    takes the asymmetric-fence path ([`LeasePath::AsymmetricFence`],
+//!    x86-64 Linux with glibc 2.35+ and kernel 5.10+): a plain load and
 //!    store of a counter owned by the calling thread (a restartable
 //!    sequence, `rseq`), with no atomic read-modify-write and no fence, and
 //!    so is its drop; each drain pays instead with one process-wide
 //!    `membarrier`, issued by its [`Drain`] on first use (or by each batch
 //!    of cutovers: [`CutoverBatch`],
 //!    [`Registry::replace_many`](crate::Registry::replace_many)), so the
-//!    cutover itself costs what it costs on the atomic path. Either
-//!    way no cache line is shared between callers, so the cost stays flat
-//!    as threads are added. [`Slot::lease_path`] says which one a slot
+//!    cutover itself costs what it costs on the atomic path. Elsewhere (or
+//!    with [`LeasePath::Atomic`], or `CUTOVER_LEASE_PATH=atomic`) a lease is
+//!    one uncontended atomic increment on a counter private to the calling
+//!    thread (plus two loads of the shared pointer), and its drop one
+//!    decrement. Either way no cache line is shared between callers, so the
+//!    cost stays flat as threads are added. [`Slot::lease_path`] says which one a slot
 //!    uses.
 //!
 //! How the counting works, and why it is safe, is written up in the
@@ -112,9 +113,10 @@ pub enum LeasePath {
     /// `drained`, `on_drained`, ...) or when its last clone is dropped.
     /// Until then the old generation cannot finish draining, so its value
     /// is dropped no earlier than that (on the atomic path a generation
-    /// with nothing in flight is dropped inside `replace`). Opt-in
-    /// ([`Slot::with_lease_path`], or `CUTOVER_LEASE_PATH=asymmetric` for
-    /// every slot); available on x86-64 Linux with glibc 2.35 or later
+    /// with nothing in flight is dropped inside `replace`). The default
+    /// where available (opt out with [`Slot::with_lease_path`] and
+    /// [`LeasePath::Atomic`], or `CUTOVER_LEASE_PATH=atomic` for every
+    /// slot); available on x86-64 Linux with glibc 2.35 or later
     /// (which registers every thread's `rseq` area) and a kernel with the
     /// `rseq` membarrier commands (5.10 or later), for the first 64 threads
     /// (by stripe index) of a slot; other threads of the same slot take the
@@ -123,8 +125,9 @@ pub enum LeasePath {
     /// update it interrupted); leases are still not async-signal-safe in
     /// general (a thread's first lease allocates, and a drop that ends a
     /// drain runs the value's `Drop`). On the AMD EPYC of
-    /// BENCHMARKS.md a lease and its release cost about 0.75× an arc-swap
-    /// `load()` on this path against about 0.86× on the atomic path;
+    /// BENCHMARKS.md a lease and its release cost about half an arc-swap
+    /// `load()` on this path (0.45–0.53×) against 0.8–0.95× on the atomic
+    /// path;
     /// `replace` costs what it costs on the atomic path (p99 2.4 µs with 2
     /// threads leasing), and the drain's first use about 15 µs more at p50
     /// (the barrier, an interrupt to every other CPU running the process's
@@ -136,8 +139,10 @@ pub enum LeasePath {
     AsymmetricFence,
     /// One atomic increment (`fetch_add`) per lease on a counter private to
     /// the thread's stripe, validated against the current pointer. The
-    /// default, and the only path on other platforms, under Miri and loom,
-    /// or with `CUTOVER_LEASE_PATH=atomic` set in the environment.
+    /// fallback: the only path on other platforms, under Miri and loom,
+    /// and with `CUTOVER_LEASE_PATH=atomic` set in the environment; and
+    /// the path of threads that cannot own a counter on a slot of the
+    /// other path. Its cutover needs no process-wide barrier.
     Atomic,
 }
 pub use batch::CutoverBatch;

@@ -37,8 +37,9 @@
 //! sequence* and the writer restart every such sequence in progress with a
 //! process-wide barrier (Linux `rseq` and
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` on x86-64, see
-//! [`super::fence`]), a slot made for it (opt-in; the default is the atomic
-//! path) counts the leases of its first threads differently: the thread
+//! [`super::fence`]), a slot made for it (the default where available;
+//! the atomic path is the fallback) counts the leases of its first threads
+//! differently: the thread
 //! holding index `i` (below `owners`, at most 64 and at most the stripe
 //! count; indices are exclusive among live threads, see [`super::stripe`])
 //! *owns* the `owned` and `released` counters of stripe `i` of every
