@@ -135,7 +135,12 @@ trait Candidate: Send + Sync + 'static {
     type Local<'a>;
     /// A measuring thread's state before its first call.
     fn local(&self) -> Self::Local<'_>;
-    /// Obtain, deref and release once.
+    /// Obtain, deref and release once. Every candidate's is
+    /// `#[inline(always)]`: left to the compiler, whether an `op` is inlined
+    /// into the measuring loop differed between candidates and between
+    /// builds (an `op` called out of line costs a call and returns through
+    /// memory), and moved the ratios by up to 2× (BENCHMARKS.md, issue 14,
+    /// session 33).
     fn op(&self, local: &mut Self::Local<'_>) -> u64;
     /// What the writer thread does every millisecond.
     fn write(&self, generation: u64);
@@ -146,7 +151,7 @@ struct CutoverLease(Slot<Plugin>);
 impl Candidate for CutoverLease {
     type Local<'a> = ();
     fn local(&self) {}
-    #[inline]
+    #[inline(always)]
     fn op(&self, (): &mut ()) -> u64 {
         let lease = self.0.lease();
         let v = black_box(&*lease).id;
@@ -164,7 +169,7 @@ struct DirectCall(Arc<Plugin>);
 impl Candidate for DirectCall {
     type Local<'a> = ();
     fn local(&self) {}
-    #[inline]
+    #[inline(always)]
     fn op(&self, (): &mut ()) -> u64 {
         black_box(&*self.0).id
     }
@@ -176,7 +181,7 @@ struct ArcSwapLoad(ArcSwap<Plugin>);
 impl Candidate for ArcSwapLoad {
     type Local<'a> = ();
     fn local(&self) {}
-    #[inline]
+    #[inline(always)]
     fn op(&self, (): &mut ()) -> u64 {
         let guard = self.0.load();
         let v = black_box(&**guard).id;
@@ -193,7 +198,7 @@ struct ArcSwapLoadFull(ArcSwap<Plugin>);
 impl Candidate for ArcSwapLoadFull {
     type Local<'a> = ();
     fn local(&self) {}
-    #[inline]
+    #[inline(always)]
     fn op(&self, (): &mut ()) -> u64 {
         let full = self.0.load_full();
         let v = black_box(&*full).id;
@@ -210,7 +215,7 @@ struct RwLockClone(RwLock<Arc<Plugin>>);
 impl Candidate for RwLockClone {
     type Local<'a> = ();
     fn local(&self) {}
-    #[inline]
+    #[inline(always)]
     fn op(&self, (): &mut ()) -> u64 {
         let cloned = Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let v = black_box(&*cloned).id;
@@ -228,7 +233,7 @@ struct SlotGeneration(Slot<Plugin>);
 impl Candidate for SlotGeneration {
     type Local<'a> = ();
     fn local(&self) {}
-    #[inline]
+    #[inline(always)]
     fn op(&self, (): &mut ()) -> u64 {
         self.0.generation()
     }
@@ -273,7 +278,7 @@ impl Candidate for RegistryLookup {
     fn local(&self) -> usize {
         0
     }
-    #[inline]
+    #[inline(always)]
     fn op(&self, i: &mut usize) -> u64 {
         let (registry, key) = self.next(i);
         let lease = self.registries[registry].lease(key).expect("registered key");
@@ -301,7 +306,7 @@ impl Candidate for ReaderLookup {
     fn local(&self) -> Self::Local<'_> {
         (0, self.0.registries.iter().map(Registry::reader).collect())
     }
-    #[inline]
+    #[inline(always)]
     fn op(&self, (i, readers): &mut Self::Local<'_>) -> u64 {
         let (registry, key) = self.0.next(i);
         let lease = readers[registry].lease(key).expect("registered key");
@@ -339,7 +344,7 @@ impl Candidate for ArcSwapRegistry {
     fn local(&self) -> usize {
         0
     }
-    #[inline]
+    #[inline(always)]
     fn op(&self, i: &mut usize) -> u64 {
         let key = self.next(i);
         let map = self.map.load();
@@ -370,7 +375,7 @@ impl Candidate for ArcSwapRegistryCached {
     fn local(&self) -> Self::Local<'_> {
         (0, arc_swap::Cache::new(&self.0.map))
     }
-    #[inline]
+    #[inline(always)]
     fn op(&self, (i, cache): &mut Self::Local<'_>) -> u64 {
         let key = self.0.next(i);
         let entry = cache.load().get(key).expect("registered key").load();

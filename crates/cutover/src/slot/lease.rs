@@ -49,6 +49,7 @@ unsafe impl<T: ?Sized + Send + Sync + 'static> Send for Lease<T> {}
 unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for Lease<T> {}
 
 impl<T: ?Sized + Send + Sync + 'static> Lease<T> {
+    #[inline(always)]
     pub(crate) fn new(acquired: Acquired<T>) -> Self {
         let Acquired { record, stripe, value, generation, ticket } = acquired;
         Self { record, value, stripe, generation, ticket, _owns: PhantomData }
@@ -81,7 +82,7 @@ impl<T: ?Sized + Send + Sync + 'static> Lease<T> {
 impl<T: ?Sized + Send + Sync + 'static> Deref for Lease<T> {
     type Target = T;
 
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &T {
         // SAFETY: the lease keeps the generation from draining, so the value
         // (owned by the generation's `Arc<T>`) stays alive and unmoved.
@@ -90,7 +91,7 @@ impl<T: ?Sized + Send + Sync + 'static> Deref for Lease<T> {
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Drop for Lease<T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: this lease holds one count on `stripe` of `record` (and
         // its ticket), given up here exactly once.

@@ -284,7 +284,11 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// than counters ([`Slot::with_stripes`]). Only leaking leases (e.g.
     /// `mem::forget`) gets there; the panic is what keeps the count from
     /// overflowing into a use-after-free.
-    #[inline]
+    // Always inlined, as everything on the per-call path (the rare cases
+    // are out of line): a lease returned through memory by an out-of-line
+    // call costs more than all the counting (BENCHMARKS.md, issue 14,
+    // session 33).
+    #[inline(always)]
     pub fn lease(&self) -> Lease<T> {
         match self.try_lease() {
             Some(lease) => lease,
@@ -294,7 +298,7 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_lease(&self) -> Option<Lease<T>> {
         self.slot.try_lease()
     }

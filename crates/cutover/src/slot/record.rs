@@ -1247,7 +1247,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
     }
 
     /// A lease on the current generation (see [`Head::acquire`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire(&self) -> Option<Acquired<T>> {
         self.head().acquire()
     }
@@ -1818,7 +1818,7 @@ enum Acquire<T: ?Sized + 'static> {
 ///
 /// # Safety
 /// As for [`release`]; `ticket` is the one the lease's acquisition returned.
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
     record: NonNull<Record<T>>,
     stripe: usize,
@@ -1844,7 +1844,7 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
 ///
 /// # Safety
 /// The caller holds one counted lease on that stripe, which it gives up here.
-#[inline]
+#[inline(always)]
 unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize) {
     // Our count keeps the record's generation from completing its drain, so
     // the record is live; after the decrement we touch it again only if the
@@ -1888,7 +1888,7 @@ unsafe fn release_owned_or_remote<T: ?Sized + Send + Sync + 'static>(record: Non
 /// # Safety
 /// As for [`release`]; the lease was counted on the owned counter at
 /// `offset`, which this thread owns.
-#[inline]
+#[inline(always)]
 unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, owned: Owned) {
     let Owned { offset, rseq_cs } = owned;
     // SAFETY: our count keeps the record live (see `release`), its first
