@@ -929,18 +929,16 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     #[inline(always)]
     pub(crate) fn acquire(&self) -> Option<Acquired<T>> {
         // The asymmetric-fence path's common case is inlined (a few plain
-        // instructions and no call); everything else is out of line. On the
-        // atomic path this costs one load of the head line `count` reads
-        // anyway and a predicted branch (the gate is 0 there). Then one
-        // thread-local load: the owned offset is `NO_OWNED_OFFSET` (above
-        // every gate) on threads that own no counter, and the gate is
-        // negative while tracking is on.
-        let gate = self.gate.load(Ordering::Relaxed) as i32 as isize;
-        if gate > 0 {
-            let owned = owned();
-            if (owned.offset as isize) < gate {
-                return Some(self.leased_untracked(self.acquire_owned(owned)?));
-            }
+        // instructions and no call); everything else is out of line. One
+        // thread-local load and one compare with the gate choose: the owned
+        // offset is `NO_OWNED_OFFSET` (above every gate) on threads that own
+        // no counter, and the gate is 0 on the atomic path and negative
+        // while tracking is on. (Testing the gate for 0 first, to spare the
+        // atomic path the thread-local load, cost the default path more
+        // than it saved the fallback: BENCHMARKS.md, session 33.)
+        let owned = owned();
+        if (owned.offset as isize) < self.gate.load(Ordering::Relaxed) as i32 as isize {
+            return Some(self.leased_untracked(self.acquire_owned(owned)?));
         }
         Some(self.leased(self.count()?))
     }
