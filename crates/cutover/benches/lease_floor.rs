@@ -62,6 +62,18 @@ struct Record {
     shared: AtomicUsize,
 }
 
+/// The loop of a cutover row: `n` leases of `slot`, each dereferenced.
+fn leases(slot: &Slot<Plugin>) -> impl FnMut(u64) -> u64 + '_ {
+    move |n| {
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let lease = slot.lease();
+            sum = sum.wrapping_add(black_box(&*lease).id);
+        }
+        sum
+    }
+}
+
 /// One row: a name and a loop of `n` operations returning a checksum.
 type Row<'a> = (&'static str, Box<dyn FnMut(u64) -> u64 + 'a>);
 
@@ -99,28 +111,8 @@ fn main() {
                 sum
             }),
         ),
-        (
-            "cutover Slot::lease + deref + drop, default path",
-            Box::new(|n| {
-                let mut sum = 0u64;
-                for _ in 0..n {
-                    let lease = default.lease();
-                    sum = sum.wrapping_add(black_box(&*lease).id);
-                }
-                sum
-            }),
-        ),
-        (
-            "cutover Slot::lease + deref + drop, atomic path",
-            Box::new(|n| {
-                let mut sum = 0u64;
-                for _ in 0..n {
-                    let lease = atomic.lease();
-                    sum = sum.wrapping_add(black_box(&*lease).id);
-                }
-                sum
-            }),
-        ),
+        ("cutover Slot::lease + deref + drop, default path", Box::new(leases(&default))),
+        ("cutover Slot::lease + deref + drop, atomic path", Box::new(leases(&atomic))),
         (
             "direct call (floor)",
             Box::new(|n| {

@@ -11,9 +11,12 @@
 //!    [`Drain`] is notified (blocking with a timeout, or as a runtime-agnostic
 //!    `Future`) when the last lease is dropped, and only then is the old
 //!    value dropped and its lifecycle `Removed`.
-//! 3. **Cheap per call.** Taking and dropping a lease costs about what an
-//!    `arc-swap` load does, and writes no cache line shared with other
-//!    callers (see `BENCHMARKS.md`).
+//! 3. **Cheap per call.** Taking and dropping a lease costs about half an
+//!    `arc-swap` load on x86-64 Linux (the asymmetric-fence path, the
+//!    default there: a plain load and store in a restartable sequence), and
+//!    about one load elsewhere (the atomic path: one uncontended `fetch_add`
+//!    each way); either way it writes no cache line shared with other
+//!    callers (see [`LeasePath`] and `BENCHMARKS.md`).
 //!
 //! # The pieces
 //!

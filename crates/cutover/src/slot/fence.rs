@@ -160,6 +160,30 @@ mod imp {
         };
     }
 
+    macro_rules! acquire_end {
+        () => {
+            // The end of an acquisition's sequence (label 6, right after the
+            // commit) and where it continues (label 7); its descriptor; and,
+            // out of line, its two early exits, which leave 0 (label 5: the
+            // record is draining) or 1 (label 8) in `rec` in place of the
+            // record. Uses the operand `rec`.
+            concat!(
+                "6:\n",
+                "7:\n",
+                rseq_descriptor!(),
+                "\n",
+                ".pushsection .text.cutover_rseq_exits, \"ax\"\n",
+                "5:\n",
+                "xor {rec:e}, {rec:e}\n",
+                "jmp 7b\n",
+                "8:\n",
+                "mov {rec:e}, 1\n",
+                "jmp 7b\n",
+                ".popsection",
+            )
+        };
+    }
+
     /// `membarrier(cmd, 0, 0)`.
     fn membarrier(cmd: libc::c_int) -> libc::c_long {
         // SAFETY: `membarrier` takes two integer arguments (and a CPU id
@@ -301,17 +325,7 @@ mod imp {
                 "test {tmp:x}, {tmp:x}",
                 "jz 8f",
                 "mov qword ptr [{rec} + {off}], {tmp}",
-                "6:",
-                "7:",
-                rseq_descriptor!(),
-                ".pushsection .text.cutover_rseq_exits, \"ax\"",
-                "5:",
-                "xor {rec:e}, {rec:e}",
-                "jmp 7b",
-                "8:",
-                "mov {rec:e}, 1",
-                "jmp 7b",
-                ".popsection",
+                acquire_end!(),
                 rseq = in(reg) rseq,
                 cur = in(reg) current,
                 off = in(reg) offset,
@@ -370,17 +384,7 @@ mod imp {
                 "jnz 8f",
                 "add {tmp}, 1",
                 "mov qword ptr [{rec} + {off}], {tmp}",
-                "6:",
-                "7:",
-                rseq_descriptor!(),
-                ".pushsection .text.cutover_rseq_exits, \"ax\"",
-                "5:",
-                "xor {rec:e}, {rec:e}",
-                "jmp 7b",
-                "8:",
-                "mov {rec:e}, 1",
-                "jmp 7b",
-                ".popsection",
+                acquire_end!(),
                 rseq = in(reg) rseq,
                 cur = in(reg) current,
                 off = in(reg) offset,

@@ -126,8 +126,8 @@ pub enum LeasePath {
     /// general (a thread's first lease allocates, and a drop that ends a
     /// drain runs the value's `Drop`). On the AMD EPYC of
     /// BENCHMARKS.md a lease and its release cost about half an arc-swap
-    /// `load()` on this path (0.45–0.53×) against 0.8–0.95× on the atomic
-    /// path;
+    /// `load()` on this path (0.46–0.56× in session 33's runs) against
+    /// 0.91–1.02× on the atomic path in the same runs;
     /// `replace` costs what it costs on the atomic path (p99 2.4 µs with 2
     /// threads leasing), and the drain's first use about 15 µs more at p50
     /// (the barrier, an interrupt to every other CPU running the process's
@@ -417,7 +417,10 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
     /// afterwards sees the new value; leases taken before keep the old one.
     ///
     /// Concurrent replaces are serialized; each gets the `Drain` of the
-    /// generation it retired.
+    /// generation it retired. On the asymmetric-fence path (the default on
+    /// x86-64 Linux) the old generation's drain starts at the `Drain`'s
+    /// first use or drop (which issues the barrier), so keep the `Drain` only
+    /// as long as you mean to: the old value lives at least until then.
     pub fn replace(&self, value: Arc<T>) -> Drain {
         self.replace_as(value, None, Finalize::OnDrain)
     }
