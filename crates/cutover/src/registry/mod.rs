@@ -43,14 +43,15 @@
 //! What this leaves, measured (BENCHMARKS.md, issue 14, item 2): a lookup of
 //! a fixed key costs the same with 10,000 plugins as with one (1.0× up to
 //! 7 such registries in turn; past that, what a round of lookups touches
-//! no longer stays cached, and it is 1.06–1.13×, about 1.2× before the
-//! first probe was prefetched: see the `fixed_key` example);
-//! lookups spread over 10,000 plugins cost 0.91–0.97× those of a map of
-//! `ArcSwap`s through [`Registry::lease`] and 0.84–0.95× through a
-//! [`RegistryReader`], which keeps the key map's lease between lookups
-//! (the `registry_floor` benchmark's minimum; 0.93–0.99× and 0.85–0.88× at
-//! its median; 3.2–4.5× when each slot and record was an allocation of its
-//! own). A registry of 10,000 plugins, each leased from two threads, takes
+//! no longer stays cached, and it is 1.13–1.14× on the default lease path
+//! since the 1-plugin lookup got faster in session 33, 1.03–1.13× on the
+//! atomic path, about 1.2× before the first probe was prefetched: see the
+//! `fixed_key` example); lookups spread over 10,000 plugins cost
+//! 0.83–0.85× those of a map of `ArcSwap`s through [`Registry::lease`] and
+//! 0.77–0.80× through a [`RegistryReader`], which keeps the key map's lease
+//! between lookups (the `registry_floor` benchmark's minimum, on the
+//! default lease path; 0.88–0.90× and 0.84–0.85× on the atomic path;
+//! 3.2–4.5× when each slot and record was an allocation of its own). A registry of 10,000 plugins, each leased from two threads, takes
 //! 4.2–4.3 MB: 419–432 bytes per plugin, 64 of them the caller's key and
 //! value; a plugin's only allocation of cutover's own is its slot's shared
 //! state (64 bytes with the allocator's header), the rest being cells of
