@@ -901,9 +901,14 @@ fn write_latency<C: Candidate>(
 fn replace_latency(pool: &Pool, readers: usize, samples: usize) -> Dist {
     // The atomic path explicitly (the default is the asymmetric-fence path
     // where available, which has a row of its own).
+    timed_replaces(pool, replace_bench_slot(LeasePath::Atomic), readers, samples, Timed::Replace)
+}
+
+/// The slot the `replace` rows cut over, on `path`, with the default stripe
+/// count.
+fn replace_bench_slot(path: LeasePath) -> Slot<Plugin> {
     let stripes = thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 64));
-    let slot = Slot::with_lease_path(PluginId::new("replace-bench"), plugin(0), stripes, LeasePath::Atomic);
-    timed_replaces(pool, slot, readers, samples, Timed::Replace)
+    Slot::with_lease_path(PluginId::new("replace-bench"), plugin(0), stripes, path)
 }
 
 /// What a timed cutover includes.
@@ -920,9 +925,7 @@ enum Timed {
 /// threads lease it: the call alone (its barrier is left to the drain), or
 /// with the drop of its drain (the barrier included).
 fn asymmetric_replace_latency(pool: &Pool, readers: usize, samples: usize, timed: Timed) -> Dist {
-    let stripes = thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 64));
-    let slot = Slot::with_lease_path(PluginId::new("replace-bench"), plugin(0), stripes, LeasePath::AsymmetricFence);
-    timed_replaces(pool, slot, readers, samples, timed)
+    timed_replaces(pool, replace_bench_slot(LeasePath::AsymmetricFence), readers, samples, timed)
 }
 
 /// `replace` on `slot` once per write period, timed, while `readers`

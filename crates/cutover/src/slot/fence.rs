@@ -194,8 +194,8 @@ mod imp {
     /// glibc's `rseq` area offset, if glibc registered one (it does for
     /// every thread since 2.35, unless disabled with the tunable
     /// `glibc.pthread.rseq=0`). Looked up once, with `dlsym`, so that
-    /// linking does not need a glibc that has the symbols; also kept in
-    /// Each owner thread keeps the address of its area's `rseq_cs` field
+    /// linking does not need a glibc that has the symbols. Each owner
+    /// thread keeps the address of its area's `rseq_cs` field
     /// ([`thread_rseq_cs`]) for its sequences.
     fn rseq_offset() -> Option<isize> {
         static FOUND: OnceLock<Option<isize>> = OnceLock::new();

@@ -166,7 +166,8 @@
 //! *Bounds.* The owned count (acquisitions minus the owner's releases) is
 //! refused at 2^53, checked once every 2^16 acquisitions (the others read
 //! and write only the acquisitions), so it stays below 2^54, and 64 owned
-//! counts and the atomic stripes together stay below half the bias. The path is used on x86-64 only.
+//! counts and the atomic stripes together stay below half the bias. The
+//! path is used on x86-64 only.
 //!
 //! *What the writer waits for.* Nothing but the barrier's system call
 //! (microseconds: it interrupts every CPU running one of our threads). The
@@ -337,8 +338,8 @@
 //! from the thread index alone, with no load, as when the stripes followed
 //! the header in one allocation; a lease stores its stripe as that byte
 //! offset (of the shared word, or of the owned counter), so its drop
-//! reaches the counter without reading the header or the slot. Two threads of different indices never write the same counter line
-//! of one record (their cells are regions apart); the neighbours of a
+//! reaches the counter without reading the header or the slot. Two threads
+//! of different indices never write the same counter line of one record (their cells are regions apart); the neighbours of a
 //! thread's cell in its line are the same stripe of other records. A
 //! slot's head (what every lease reads before the record: see [`Head`]) is a
 //! cell of another pool: a dense array of heads only, with no regions after
@@ -440,10 +441,16 @@ pub(crate) const OWNED: usize = 1 << (usize::BITS - 1);
 pub(crate) const fn owned_offset_of(index: usize) -> usize {
     // (`MAX_OWNERS` is at most `MAX_STRIPES`, asserted below.)
     if index < fence::MAX_OWNERS {
-        stripe_offset(index) + OWNED_COUNTER
+        owned_counter(index)
     } else {
         NO_OWNED_OFFSET
     }
+}
+
+/// Where index `index`'s owned counter would be in a record: also the gate
+/// of a slot with `index` owners (see [`Head::gate`]).
+const fn owned_counter(index: usize) -> usize {
+    stripe_offset(index) + OWNED_COUNTER
 }
 
 /// Set in [`Head::gate`] while straggler tracking is on: the gate is then
@@ -452,7 +459,7 @@ pub(crate) const fn owned_offset_of(index: usize) -> usize {
 const TRACKING: u32 = 1 << 31;
 // Every gate (an owned offset, at most that of index `MAX_STRIPES`) is a
 // positive `i32`.
-const _: () = assert!(stripe_offset(MAX_STRIPES) + OWNED_COUNTER < TRACKING as usize);
+const _: () = assert!(owned_counter(MAX_STRIPES) < TRACKING as usize);
 const _: () = assert!(fence::MAX_OWNERS <= MAX_STRIPES);
 
 /// Where an owned count (acquisitions minus the owner's own releases) is
@@ -891,6 +898,14 @@ impl<T: ?Sized + 'static> Head<T> {
         self.gate.load(Ordering::Relaxed) & TRACKING != 0
     }
 
+    /// Whether a thread with `owned` (see `stripe::owned`) leases this slot
+    /// on its owned counter: its offset is below the gate, as signed
+    /// numbers (see [`Head::gate`]).
+    #[inline(always)]
+    fn owns(&self, owned: Owned) -> bool {
+        (owned.offset as isize) < self.gate.load(Ordering::Relaxed) as i32 as isize
+    }
+
     /// The shared state that owns this head, as the pointer of the
     /// `Strong` that holds it (its provenance covers the `Strong`'s count:
     /// see `SlotRef`).
@@ -937,7 +952,7 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
         // atomic path the thread-local load, cost the default path more
         // than it saved the fallback: BENCHMARKS.md, session 33.)
         let owned = owned();
-        if (owned.offset as isize) < self.gate.load(Ordering::Relaxed) as i32 as isize {
+        if self.owns(owned) {
             return Some(self.leased_untracked(self.acquire_owned(owned)?));
         }
         Some(self.leased(self.count()?))
@@ -964,7 +979,7 @@ impl<T: ?Sized + Send + Sync + 'static> Head<T> {
     fn acquire_first(&self) -> Option<Counted<T>> {
         let stripe = thread_stripe();
         let owned = owned();
-        if (owned.offset as isize) < self.gate.load(Ordering::Relaxed) as i32 as isize {
+        if self.owns(owned) {
             return self.acquire_owned(owned);
         }
         self.acquire_atomic(stripe)
@@ -1222,7 +1237,7 @@ impl<T: ?Sized + Send + Sync + 'static> Shared<T> {
                 head.as_ptr().write(Head {
                     current: AtomicPtr::new(std::ptr::null_mut()),
                     mask: (stripes - 1) as u32,
-                    gate: AtomicU32::new(if owners == 0 { 0 } else { (stripe_offset(owners) + OWNED_COUNTER) as u32 }),
+                    gate: AtomicU32::new(if owners == 0 { 0 } else { owned_counter(owners) as u32 }),
                     owners: owners as u8,
                     shared: back,
                     closed: AtomicBool::new(false),
@@ -1815,7 +1830,9 @@ enum Acquire<T: ?Sized + 'static> {
 /// give back its count on `stripe` of `record`.
 ///
 /// # Safety
-/// As for [`release`]; `ticket` is the one the lease's acquisition returned.
+/// The caller holds one counted lease on `stripe` of `record` (either kind:
+/// see [`Acquired::stripe`]), which it gives up here; `ticket` is the one
+/// the lease's acquisition returned.
 #[inline(always)]
 pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
     record: NonNull<Record<T>>,
@@ -1833,25 +1850,23 @@ pub(crate) unsafe fn end_lease<T: ?Sized + Send + Sync + 'static>(
         // SAFETY: still leased, so the record is live.
         unsafe { cold(record) }.tracker.untrack(ticket);
     }
-    // SAFETY: forwarded from the caller.
-    unsafe { release(record, stripe) }
+    // SAFETY: forwarded from the caller; not an owned counter (above).
+    unsafe { release_shared(record, stripe) }
 }
 
-/// End one lease's count on `stripe` of `record` (the offset of a stripe's
-/// shared word, or of an owned counter; see [`Acquired::stripe`]).
+/// End one lease's count on the shared word of the stripe at offset
+/// `stripe` of `record` (the atomic path).
 ///
 /// # Safety
-/// The caller holds one counted lease on that stripe, which it gives up here.
+/// The caller holds one counted lease on that stripe's shared word, which
+/// it gives up here.
 #[inline(always)]
-unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize) {
+unsafe fn release_shared<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, stripe: usize) {
+    debug_assert_eq!(stripe & OWNED, 0, "an owned counter released as a shared word");
     // Our count keeps the record's generation from completing its drain, so
     // the record is live; after the decrement we touch it again only if the
     // stripe was frozen, in which case our count is still part of the
     // central counter until we decrement that.
-    if stripe & OWNED != 0 {
-        // SAFETY: forwarded from the caller.
-        return unsafe { release_owned_or_remote(record, stripe) };
-    }
     // SAFETY: `stripe` is the offset of a stripe of this record, computed
     // when the lease was taken; `record` is the allocation pointer.
     let before = unsafe { stripe_at(record.as_ptr(), stripe) }.shared.fetch_sub(1, Ordering::Release);
@@ -1865,7 +1880,8 @@ unsafe fn release<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>,
 /// thread, in a restartable sequence; elsewhere, through `remote`.
 ///
 /// # Safety
-/// As for [`release`], with `offset` the lease's stripe (an owned counter).
+/// As for [`release_shared`], with `offset` the lease's stripe (an owned
+/// counter).
 #[inline(always)]
 unsafe fn release_owned_or_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, offset: usize) {
     let owned = owned();
@@ -1879,17 +1895,17 @@ unsafe fn release_owned_or_remote<T: ?Sized + Send + Sync + 'static>(record: Non
     }
 }
 
-/// Release an owned-counter lease on the thread owning the counter at
-/// `offset`: a plain decrement, unless the generation is draining (then
-/// `central`).
+/// Release an owned-counter lease on the thread that owns the counter
+/// (`owned`): a plain increment of its releases, unless the generation is
+/// draining (then `central`).
 ///
 /// # Safety
-/// As for [`release`]; the lease was counted on the owned counter at
-/// `offset`, which this thread owns.
+/// As for [`release_shared`]; the lease was counted on the owned counter at
+/// `owned.offset`, which this thread owns.
 #[inline(always)]
 unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>, owned: Owned) {
     let Owned { offset, rseq_cs } = owned;
-    // SAFETY: our count keeps the record live (see `release`), its first
+    // SAFETY: our count keeps the record live (see `release_shared`), its first
     // byte is `draining`, and `offset` is the owned counter this thread
     // owns (see `acquire_owned`).
     if unsafe { fence::owned_release(rseq_cs, record.as_ptr().cast(), offset) } == fence::Update::Done {
@@ -1905,10 +1921,10 @@ unsafe fn release_owned<T: ?Sized + Send + Sync + 'static>(record: NonNull<Recor
 /// once the sweep froze it.
 ///
 /// # Safety
-/// As for [`release`].
+/// As for [`release_shared`].
 #[inline(never)]
 unsafe fn release_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
-    // SAFETY: our count keeps the record live (see `release`).
+    // SAFETY: our count keeps the record live (see `release_shared`).
     let cold = unsafe { cold(record) };
     // Release: our use of the value, and the owner's increment that counted
     // this lease, happen before a sweep that reads this.
@@ -1923,7 +1939,7 @@ unsafe fn release_remote<T: ?Sized + Send + Sync + 'static>(record: NonNull<Reco
 #[cold]
 #[inline(never)]
 unsafe fn release_draining<T: ?Sized + Send + Sync + 'static>(record: NonNull<Record<T>>) {
-    // SAFETY: see `release`: our count is in `central`, so the record is live.
+    // SAFETY: see `release_shared`: our count is in `central`, so the record is live.
     let (cold, body) = unsafe { (cold(record), body(record)) };
     if cold.tail.central.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
