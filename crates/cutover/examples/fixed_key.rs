@@ -18,15 +18,35 @@
 //! and the step past it about 1.1x rather than 1.2x (1.06-1.13x; with 8
 //! registries 1.00-1.12x, session 31); through a reader, at 8-9.
 //!
+//! Session 34 counted what a round touches (`scripts/lookup-pages`): over 8
+//! registries, 86 distinct pages and 110 lines with 10,000 plugins each,
+//! against 12 pages and 95 lines with 1 plugin each (the stack left out).
+//! The lines fit the first-level cache either way; the pages do not fit the
+//! first-level TLB (72 entries on this CPU, an AMD Zen 4): the edge is the
+//! TLB's. About 10 pages per lookup, 4 of them the key map's lease (its
+//! head, record, counter and the map), reached one after another. Since
+//! `Registry::lease` prefetches the record and the map from a hint before
+//! hashing, the step past the edge is 1.07-1.08x (from 1.13-1.15x), with 8
+//! to 12 registries alike.
+//!
 //! Run: `cargo run --release -p cutover --example fixed_key [ROUNDS] [one|many]
-//! [registries=N] [reader]`: ROUNDS timed passes of each set (default 40);
+//! [registries=N] [reader] [trace]`: ROUNDS timed passes of each set (default 40);
 //! `one` or `many` times only that set (for a profiler); `registries=N`
 //! rotates over N registries of each size instead of 8, to find the edge;
 //! `reader` looks up through a `RegistryReader` of each registry instead of
 //! `Registry::lease` (no key-map lease per lookup, so fewer lines and pages
-//! per lookup, and the edge further out).
+//! per lookup, and the edge further out). `trace` runs one round of the
+//! `many` set (or `one`) between two marker stores, for
+//! `scripts/lookup-pages`, which counts the pages and lines a round touches
+//! under valgrind.
 
-use std::{hash::RandomState, hint::black_box, time::Instant};
+use std::{
+    hash::RandomState,
+    hint::black_box,
+    io::Write,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Instant,
+};
 
 use cutover::{PluginId, Registry, RegistryReader, Slot};
 
@@ -53,26 +73,27 @@ fn registry(plugins: usize) -> Registry<String, Plugin> {
     registry
 }
 
-/// ns per lookup over one pass of [`LOOKUPS`] lookups of `key`, rotating
+/// ns per lookup over one pass of `lookups` lookups of `key`, rotating
 /// over `registries`, through `Registry::lease` or (with `readers`) a
 /// `RegistryReader` of each.
 fn pass(
     registries: &[Registry<String, Plugin>],
     readers: Option<&mut [RegistryReader<'_, String, Plugin, RandomState>]>,
     key: &str,
+    lookups: usize,
 ) -> f64 {
     let start = Instant::now();
     let mut sum = 0u64;
     match readers {
         None => {
-            for i in 0..LOOKUPS {
+            for i in 0..lookups {
                 let registry = &registries[i % registries.len()];
                 let lease = registry.lease(black_box(key)).expect("registered key");
                 sum = sum.wrapping_add(black_box(&*lease).id);
             }
         }
         Some(readers) => {
-            for i in 0..LOOKUPS {
+            for i in 0..lookups {
                 let n = readers.len();
                 let lease = readers[i % n].lease(black_box(key)).expect("registered key");
                 sum = sum.wrapping_add(black_box(&*lease).id);
@@ -80,7 +101,27 @@ fn pass(
         }
     }
     black_box(sum);
-    start.elapsed().as_nanos() as f64 / LOOKUPS as f64
+    start.elapsed().as_nanos() as f64 / lookups as f64
+}
+
+/// Written just before and just after the traced round (`trace`), so that
+/// `scripts/lookup-pages` finds the round's accesses in valgrind's trace.
+static MARKER: AtomicUsize = AtomicUsize::new(0);
+
+/// `trace`: one warm round of lookups (one per registry) of the `only` set
+/// between two stores to [`MARKER`], whose address goes to stderr first, in
+/// one write, among valgrind's lines.
+fn trace(
+    registries: &[Registry<String, Plugin>],
+    mut readers: Option<Vec<RegistryReader<'_, String, Plugin, RandomState>>>,
+) {
+    let round = registries.len();
+    pass(registries, readers.as_deref_mut(), "plugin-1234", 3 * round);
+    let line = format!("\nMARKER {:x}\n", std::ptr::addr_of!(MARKER).addr());
+    std::io::stderr().write_all(line.as_bytes()).expect("stderr");
+    MARKER.store(black_box(1), Ordering::Relaxed);
+    pass(registries, readers.as_deref_mut(), "plugin-1234", round);
+    MARKER.store(black_box(2), Ordering::Relaxed);
 }
 
 /// One reader of each registry, if `wanted`.
@@ -93,17 +134,23 @@ fn readers(
 
 fn main() {
     let mut rounds = 40;
-    let (mut only, mut registries, mut through_readers) = (None, SEEDS, false);
+    let (mut only, mut registries, mut through_readers, mut traced) = (None, SEEDS, false, false);
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "one" | "many" => only = Some(arg),
             "reader" => through_readers = true,
+            "trace" => traced = true,
             _ => match (arg.strip_prefix("registries="), arg.parse::<usize>()) {
                 (Some(n), _) => registries = n.parse::<usize>().expect("registries=N takes a number").max(1),
                 (None, Ok(n)) => rounds = n.max(1),
                 _ => panic!("unknown argument {arg:?}: see the example's docs"),
             },
         }
+    }
+    if traced {
+        let set: Vec<_> =
+            (0..registries).map(|_| registry(if only.as_deref() == Some("one") { 1 } else { 10_000 })).collect();
+        return trace(&set, readers(&set, through_readers));
     }
     let one: Vec<_> = (0..registries).map(|_| registry(1)).collect();
     let many: Vec<_> = (0..registries).map(|_| registry(10_000)).collect();
@@ -113,10 +160,10 @@ fn main() {
     // compares it with itself.
     for _ in 0..rounds {
         if only.as_deref() != Some("many") {
-            a.push(pass(&one, one_readers.as_deref_mut(), "plugin-1234"));
+            a.push(pass(&one, one_readers.as_deref_mut(), "plugin-1234", LOOKUPS));
         }
         if only.as_deref() != Some("one") {
-            b.push(pass(&many, many_readers.as_deref_mut(), "plugin-1234"));
+            b.push(pass(&many, many_readers.as_deref_mut(), "plugin-1234", LOOKUPS));
         }
     }
     if a.is_empty() {

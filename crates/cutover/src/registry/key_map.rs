@@ -186,7 +186,12 @@ where
 /// the lines its first probe reads (the control bytes of its hash's group,
 /// and the bucket there) from its hash alone, before it has leased the key
 /// map: the two misses then overlap each other and the lease instead of
-/// following it and one another.
+/// following it and one another. And where the key map's own generation
+/// record and the map were (the key-map slot's [`Hint`]), so that a lookup
+/// starts fetching those before it has hashed its key, instead of one after
+/// the other as the lease's loads reach them: with several large registries
+/// in turn each is on a page of its own, a miss in the first-level TLB
+/// (BENCHMARKS.md, issue 14, item 2, session 34).
 ///
 /// Addresses only, never turned back into references: a hint is written by
 /// the registry's writer as it publishes a key map, and read without
@@ -204,6 +209,8 @@ pub(super) struct ProbeHint {
     ctrl: AtomicUsize,
     /// The number of buckets, less one.
     mask: AtomicUsize,
+    /// The key-map slot's hint, as [`Hint::to_words`] (`[0, 0]`: none).
+    map: [AtomicUsize; 2],
 }
 
 impl ProbeHint {
@@ -213,6 +220,26 @@ impl ProbeHint {
         let (ctrl, mask) = map.table_address().unwrap_or((0, 0));
         self.ctrl.store(ctrl, Ordering::Relaxed);
         self.mask.store(mask, Ordering::Relaxed);
+    }
+
+    /// Point the hint at the key-map slot's current generation. Under the
+    /// registry's write lock, after a key map is published.
+    pub(super) fn set_map(&self, hint: Option<Hint>) {
+        for (word, value) in self.map.iter().zip(Hint::to_words(hint)) {
+            word.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Start fetching the lines a lease of the key map reads after its head:
+    /// the current record's header and the map's (not this thread's
+    /// counter, which would take a thread-local load to find, and whose
+    /// load overlaps the header's anyway). Reads nothing (see [`Hint`]).
+    #[inline(always)]
+    pub(super) fn prefetch_map(&self) {
+        let words = [self.map[0].load(Ordering::Relaxed), self.map[1].load(Ordering::Relaxed)];
+        if let Some(hint) = Hint::from_words(words) {
+            hint.prefetch_shared();
+        }
     }
 
     /// Start fetching the lines a lookup of `hash` probes first, with
@@ -298,5 +325,38 @@ mod tests {
         for entry in map.values() {
             drop(entry.close(crate::slot::Finalize::OnDrain));
         }
+    }
+
+    /// The key-map hint follows every change: after each, it names the
+    /// key-map slot's current record and the current map, as the slot's own
+    /// hint does; a registry no change has touched has none.
+    #[test]
+    fn the_key_map_hint_names_the_current_record_and_map() {
+        type Registry = crate::Registry<String, u64>;
+        let registry = Registry::new();
+        let probed = |registry: &Registry| {
+            let words = registry.probe.map.each_ref().map(|word| word.load(Ordering::Relaxed));
+            Hint::from_words(words).map(|hint| hint.addresses())
+        };
+        let check = |registry: &Registry| {
+            let hint = probed(registry).expect("a change sets the hint");
+            assert_eq!(Some(hint), registry.map.hint().map(|hint| hint.addresses()));
+            assert_eq!(hint.1, std::sync::Arc::as_ptr(&registry.map.current()).addr());
+        };
+        assert!(probed(&registry).is_none(), "no change published a map yet");
+        for i in 0..5u64 {
+            let key = format!("plugin-{i}");
+            registry.add(key.clone(), PluginId::new(&key), std::sync::Arc::new(i)).unwrap();
+            check(&registry);
+        }
+        let more = (5..10u64).map(|i| {
+            let key = format!("plugin-{i}");
+            (key.clone(), Slot::new(PluginId::new(&key), std::sync::Arc::new(i)))
+        });
+        registry.extend(more).unwrap();
+        check(&registry);
+        registry.remove("plugin-3").unwrap().wait();
+        check(&registry);
+        assert_eq!(registry.lease("plugin-7").map(|lease| *lease), Some(7));
     }
 }

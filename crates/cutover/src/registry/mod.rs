@@ -29,6 +29,14 @@
 //!   starts fetching the control bytes and the bucket its first probe will
 //!   read, so these two misses overlap each other and the key map's lease
 //!   instead of following them;
+//! * before it even hashes, [`Registry::lease`] starts fetching the lines
+//!   its lease of the key map will read after the head (the map's current
+//!   record and the map itself), from the key-map slot's prefetch hint,
+//!   which the probe hint keeps: each is on a page of its own in every
+//!   registry, so with several large registries in turn each was a
+//!   first-level TLB miss, one after the other along the lease's chain of
+//!   loads; now they overlap (a [`RegistryReader`], which keeps the key
+//!   map's lease, skips both the lease and this prefetch);
 //! * the key map is a `hashbrown` table whose probe hands each candidate
 //!   entry to the lookup before it compares the key: the lookup prefetches
 //!   the entry's head and the lines its hint names then, so the misses on
@@ -41,11 +49,11 @@
 //!   copies the key map anyway, refreshes the hints of every entry.
 //!
 //! What this leaves, measured (BENCHMARKS.md, issue 14, item 2): a lookup of
-//! a fixed key costs the same with 10,000 plugins as with one (1.0× up to
-//! 7 such registries in turn; past that, what a round of lookups touches
-//! no longer stays cached, and it is 1.13–1.14× on the default lease path
-//! since the 1-plugin lookup got faster in session 33, 1.03–1.13× on the
-//! atomic path, about 1.2× before the first probe was prefetched: see the
+//! a fixed key costs about the same with 10,000 plugins as with one
+//! (1.00–1.07× with up to 7 such registries in turn; 1.05–1.09× with 8 to
+//! 12, where the pages a round of lookups touches outnumber the first-level
+//! TLB's entries, on both lease paths: 1.13–1.18× before the key map's
+//! lines were prefetched, about 1.2× before the first probe was; see the
 //! `fixed_key` example); lookups spread over 10,000 plugins cost
 //! 0.83–0.85× those of a map of `ArcSwap`s through [`Registry::lease`] and
 //! 0.77–0.80× through a [`RegistryReader`], which keeps the key map's lease
@@ -210,6 +218,9 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        // The key map's record and map, fetched before the hash (see
+        // "Memory layout" in the module docs).
+        self.probe.prefetch_map();
         let hash = self.hash_and_prefetch(key);
         self.map.lease().lease(hash, key)
     }
@@ -352,7 +363,9 @@ where
     fn publish(&self, next: KeyMap<K, T>) -> Drain {
         let next = Arc::new(next);
         self.probe.set(&next);
-        self.map.replace(next)
+        let drain = self.map.replace(next);
+        self.probe.set_map(self.map.hint());
+        drain
     }
 
     /// The end of every change, after the registry's lock is released: drop

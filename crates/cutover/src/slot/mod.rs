@@ -348,6 +348,12 @@ impl<T: ?Sized + Send + Sync + 'static> Slot<T> {
         unsafe { std::ptr::read(&this.slot) }
     }
 
+    /// A prefetch hint for leases of the current generation (see [`Hint`]);
+    /// `None` if the slot is closed.
+    pub(crate) fn hint(&self) -> Option<Hint> {
+        self.slot.hint()
+    }
+
     /// Retire the current generation and leave the slot empty (registry
     /// removal). `None` if it was already closed. On the asymmetric-fence
     /// path the barrier is left to the returned drain, as a replace's is.

@@ -1780,10 +1780,33 @@ pub(crate) struct Hint {
 const _: () = assert!(MAX_STRIPES.trailing_zeros() < 8 && CELL % 8 == 0);
 
 impl Hint {
+    /// The hint as two words, for a container that keeps it in atomics
+    /// (`[0, 0]` is no hint: see [`from_words`](Self::from_words)).
+    pub(crate) fn to_words(hint: Option<Self>) -> [usize; 2] {
+        hint.map_or([0, 0], |hint| [hint.record.get(), hint.value])
+    }
+
+    /// The hint [`to_words`](Self::to_words) made of these words, or a
+    /// mixture of two such hints (addresses only, so a mixture costs a
+    /// useless prefetch at worst); `None` for `[0, _]`.
+    #[inline(always)]
+    pub(crate) fn from_words([record, value]: [usize; 2]) -> Option<Self> {
+        Some(Self { record: std::num::NonZeroUsize::new(record)?, value })
+    }
+
     /// The record's and the value's addresses: lets unit tests check them.
     #[cfg(test)]
     pub(crate) fn addresses(&self) -> (usize, usize) {
         (self.record.get() & !7, self.value)
+    }
+
+    /// Prefetch the record's header line and the value's: what
+    /// [`prefetch`](Self::prefetch) does but this thread's counter, which
+    /// takes a thread-local load to find.
+    #[inline(always)]
+    pub(crate) fn prefetch_shared(&self) {
+        prefetch((self.record.get() & !7) as *const u8);
+        prefetch(self.value as *const u8);
     }
 
     /// Prefetch the lines a lease on this thread would touch. Never reads
