@@ -249,9 +249,9 @@ impl ProbeHint {
         let ctrl = self.ctrl.load(Ordering::Relaxed);
         if ctrl != 0 {
             let (group, bucket) = first_probe::<(K, Entry<T>)>(ctrl, self.mask.load(Ordering::Relaxed), hash);
-            prefetch(group as *const u8);
-            prefetch(bucket as *const u8);
-            prefetch(bucket.wrapping_add(size_of::<(K, Entry<T>)>() - 1) as *const u8);
+            prefetch(std::ptr::without_provenance(group));
+            prefetch(std::ptr::without_provenance(bucket));
+            prefetch(std::ptr::without_provenance(bucket.wrapping_add(size_of::<(K, Entry<T>)>() - 1)));
         }
     }
 }

@@ -459,6 +459,7 @@ mod imp {
     }
 
     /// Never called: no thread registers here.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn thread_rseq_cs() -> usize {
         0
     }

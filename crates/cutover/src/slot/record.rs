@@ -437,7 +437,8 @@ pub(crate) const OWNED: usize = 1 << (usize::BITS - 1);
 
 /// The offset in a record of the owned counter of thread index `index`
 /// (`stripe::owned`), or `NO_OWNED_OFFSET` if no slot has that
-/// many owners.
+/// many owners. (Unused under loom, whose threads never own a counter.)
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const fn owned_offset_of(index: usize) -> usize {
     // (`MAX_OWNERS` is at most `MAX_STRIPES`, asserted below.)
     if index < fence::MAX_OWNERS {
@@ -1805,8 +1806,8 @@ impl Hint {
     /// takes a thread-local load to find.
     #[inline(always)]
     pub(crate) fn prefetch_shared(&self) {
-        prefetch((self.record.get() & !7) as *const u8);
-        prefetch(self.value as *const u8);
+        prefetch(std::ptr::without_provenance(self.record.get() & !7));
+        prefetch(std::ptr::without_provenance(self.value));
     }
 
     /// Prefetch the lines a lease on this thread would touch. Never reads
@@ -1818,11 +1819,11 @@ impl Hint {
         {
             let record = self.record.get() & !7;
             let mask = (1 << (self.record.get() & 7)) - 1;
-            prefetch(record as *const u8);
+            prefetch(std::ptr::without_provenance(record));
             if let Some(index) = owner_index() {
-                prefetch(record.wrapping_add(stripe_offset(index & mask)) as *const u8);
+                prefetch(std::ptr::without_provenance(record.wrapping_add(stripe_offset(index & mask))));
             }
-            prefetch(self.value as *const u8);
+            prefetch(std::ptr::without_provenance(self.value));
         }
     }
 }
