@@ -214,20 +214,23 @@ pub(super) struct ProbeHint {
 }
 
 impl ProbeHint {
-    /// Point the hint at `map`'s table. Under the registry's write lock, as
-    /// `map` is published.
-    pub(super) fn set<K, T: ?Sized + Send + Sync + 'static>(&self, map: &KeyMap<K, T>) {
+    /// Point the hint at `map`'s table and at `slot_hint`, the key-map
+    /// slot's hint for the generation that serves `map`. Under the
+    /// registry's write lock, once `map` is published.
+    pub(super) fn set<K, T: ?Sized + Send + Sync + 'static>(&self, map: &KeyMap<K, T>, slot_hint: Option<Hint>) {
         let (ctrl, mask) = map.table_address().unwrap_or((0, 0));
         self.ctrl.store(ctrl, Ordering::Relaxed);
         self.mask.store(mask, Ordering::Relaxed);
-    }
-
-    /// Point the hint at the key-map slot's current generation. Under the
-    /// registry's write lock, after a key map is published.
-    pub(super) fn set_map(&self, hint: Option<Hint>) {
-        for (word, value) in self.map.iter().zip(Hint::to_words(hint)) {
+        for (word, value) in self.map.iter().zip(Hint::to_words(slot_hint)) {
             word.store(value, Ordering::Relaxed);
         }
+    }
+
+    /// The key-map slot's hint, as last [`set`](Self::set) (or a mixture of
+    /// two: see [`Hint::from_words`]); `None` before the first change.
+    #[inline(always)]
+    fn map_hint(&self) -> Option<Hint> {
+        Hint::from_words(self.map.each_ref().map(|word| word.load(Ordering::Relaxed)))
     }
 
     /// Start fetching the lines a lease of the key map reads after its head:
@@ -236,8 +239,7 @@ impl ProbeHint {
     /// load overlaps the header's anyway). Reads nothing (see [`Hint`]).
     #[inline(always)]
     pub(super) fn prefetch_map(&self) {
-        let words = [self.map[0].load(Ordering::Relaxed), self.map[1].load(Ordering::Relaxed)];
-        if let Some(hint) = Hint::from_words(words) {
+        if let Some(hint) = self.map_hint() {
             hint.prefetch_shared();
         }
     }
@@ -334,10 +336,7 @@ mod tests {
     fn the_key_map_hint_names_the_current_record_and_map() {
         type Registry = crate::Registry<String, u64>;
         let registry = Registry::new();
-        let probed = |registry: &Registry| {
-            let words = registry.probe.map.each_ref().map(|word| word.load(Ordering::Relaxed));
-            Hint::from_words(words).map(|hint| hint.addresses())
-        };
+        let probed = |registry: &Registry| registry.probe.map_hint().map(|hint| hint.addresses());
         let check = |registry: &Registry| {
             let hint = probed(registry).expect("a change sets the hint");
             assert_eq!(Some(hint), registry.map.hint().map(|hint| hint.addresses()));

@@ -59,7 +59,8 @@
 //! 0.77–0.80× through a [`RegistryReader`], which keeps the key map's lease
 //! between lookups (the `registry_floor` benchmark's minimum, on the
 //! default lease path; 0.88–0.90× and 0.84–0.85× on the atomic path;
-//! 3.2–4.5× when each slot and record was an allocation of its own). A registry of 10,000 plugins, each leased from two threads, takes
+//! 3.2–4.5× when each slot and record was an allocation of its own). A
+//! registry of 10,000 plugins, each leased from two threads, takes
 //! 4.2–4.3 MB: 419–432 bytes per plugin, 64 of them the caller's key and
 //! value; a plugin's only allocation of cutover's own is its slot's shared
 //! state (64 bytes with the allocator's header), the rest being cells of
@@ -362,9 +363,8 @@ where
     /// the probe hint at it; returns the old map's drain.
     fn publish(&self, next: KeyMap<K, T>) -> Drain {
         let next = Arc::new(next);
-        self.probe.set(&next);
-        let drain = self.map.replace(next);
-        self.probe.set_map(self.map.hint());
+        let drain = self.map.replace(Arc::clone(&next));
+        self.probe.set(&next, self.map.hint());
         drain
     }
 

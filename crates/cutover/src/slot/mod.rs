@@ -29,8 +29,7 @@
 //!    thread (plus two loads of the shared pointer), and its drop one
 //!    decrement. Either way no cache line is shared between callers, so the
 //!    cost stays flat as threads are added. [`Slot::lease_path`] says which
-//!    one a slot
-//!    uses.
+//!    one a slot uses.
 //!
 //! How the counting works, and why it is safe, is written up in the
 //! `record` module's source, and model-checked with `loom`.

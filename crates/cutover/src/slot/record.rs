@@ -339,8 +339,9 @@
 //! the header in one allocation; a lease stores its stripe as that byte
 //! offset (of the shared word, or of the owned counter), so its drop
 //! reaches the counter without reading the header or the slot. Two threads
-//! of different indices never write the same counter line of one record (their cells are regions apart); the neighbours of a
-//! thread's cell in its line are the same stripe of other records. A
+//! of different indices never write the same counter line of one record
+//! (their cells are regions apart); the neighbours of a thread's cell in
+//! its line are the same stripe of other records. A
 //! slot's head (what every lease reads before the record: see [`Head`]) is a
 //! cell of another pool: a dense array of heads only, with no regions after
 //! it. (Heads used to take a record's cells, leaving that record's cold and
@@ -1815,15 +1816,12 @@ impl Hint {
     /// cache, which cannot fault); a no-op off x86-64 and under Miri.
     #[inline(always)]
     pub(crate) fn prefetch(&self) {
+        self.prefetch_shared();
         #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
-        {
-            let record = self.record.get() & !7;
+        if let Some(index) = owner_index() {
             let mask = (1 << (self.record.get() & 7)) - 1;
-            prefetch(std::ptr::without_provenance(record));
-            if let Some(index) = owner_index() {
-                prefetch(std::ptr::without_provenance(record.wrapping_add(stripe_offset(index & mask))));
-            }
-            prefetch(std::ptr::without_provenance(self.value));
+            let counter = (self.record.get() & !7).wrapping_add(stripe_offset(index & mask));
+            prefetch(std::ptr::without_provenance(counter));
         }
     }
 }
